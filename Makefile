@@ -1,0 +1,60 @@
+# codetune — every install step lives here; CI runs `make test` on a clean clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip
+export CODETUNE_HOME ?= $(CURDIR)/.cache/codetune
+# glibc keeps freed memory with varying tensor shapes (RSS passed 20 GB before OOM, see
+# benchmarks/RESULTS.md); two arenas keep it bounded for training/eval/serve processes.
+export MALLOC_ARENA_MAX ?= 2
+# Pinned npm tools (the CDK CLI 3.x cannot read aws-cdk-lib 2.275 output).
+NODE_DIR := .cache/node
+NPM_TOOLS := aws-cdk@2.1148.1 asl-validator@4.0.0
+
+.PHONY: setup venv model node lint format test test-fast demo synth clean
+
+setup: venv model node
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and exactly: a plain "torch" would pull a multi-GB CUDA build.
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[train,serve,cdk,dev]'
+	touch $@
+
+model: venv
+	$(BIN)/codetune model fetch
+
+node: $(NODE_DIR)/.installed
+
+$(NODE_DIR)/.installed: Makefile
+	mkdir -p $(NODE_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(NODE_DIR) $(NPM_TOOLS)
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: setup
+	$(BIN)/codetune run --local --input examples/run-input.local.json
+
+synth: venv
+	$(BIN)/python app.py
+
+clean:
+	rm -rf cdk.out .pytest_cache .ruff_cache

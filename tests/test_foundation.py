@@ -1,0 +1,113 @@
+"""Foundation: CLI surface, config loading, atomic outputs, metric line format, prompts."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+
+from codetune import cli, metrics, prompts
+from codetune.config import load_config, parse_overrides
+from codetune.errors import ConfigError
+from codetune.io import atomic_dir
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "codetune.cli", *args], capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("name", [s[0] for s in cli.SUBCOMMANDS])
+def test_every_subcommand_has_help(name):
+    # Guards: `--help` works on every level, built or not.
+    res = _run_cli(name, "--help")
+    assert res.returncode == 0, res.stderr
+    assert "usage: codetune " + name in res.stdout
+
+
+def test_top_level_help_lists_every_subcommand():
+    res = _run_cli("--help")
+    assert res.returncode == 0
+    for name, *_ in cli.SUBCOMMANDS:
+        assert name in res.stdout
+
+
+def test_unbuilt_subcommand_exits_nonzero(monkeypatch, capsys):
+    # Guards: a subcommand whose issue has not landed never pretends to succeed.
+    monkeypatch.setattr(cli, "SUBCOMMANDS", [("ghost", "codetune.no_such_module", 99, "nothing")])
+    code = cli.main(["ghost"])
+    assert code != 0
+    assert "not built yet" in capsys.readouterr().err
+
+
+@dataclass
+class Inner:
+    rank: int = 8
+
+
+@dataclass
+class Cfg:
+    lr: float = 1e-4
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_config_rejects_unknown_keys_and_names_them(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.1\ninner:\n  rank: 4\n  rnak: 3\n")
+    with pytest.raises(ConfigError, match="rnak"):
+        load_config(Cfg, f)
+    f.write_text("lr: 0.1\n")
+    cfg = load_config(Cfg, f, ["inner.rank=16"])
+    assert cfg.lr == 0.1 and cfg.inner.rank == 16
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(Cfg, None, ["inner.rank=abc"])
+
+
+def test_parse_overrides_requires_key_value():
+    assert parse_overrides(["a.b=1", "c=x"]) == {"a": {"b": 1}, "c": "x"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["novalue"])
+
+
+def test_atomic_dir_publishes_nothing_on_failure(tmp_path):
+    # Guards: partial results are never published.
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
+        (tmp / "half.jsonl").write_text("x")
+        raise RuntimeError("boom")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(final) as tmp:
+        (tmp / "done").write_text("1")
+    assert (final / "done").read_text() == "1"
+
+
+def test_metric_lines_match_their_sagemaker_regexes():
+    # Guards: the trainer's log format and the CDK MetricDefinitions cannot drift.
+    line = metrics.format_metrics(
+        10, {"loss": 1.2345, "eval_loss": 2.5, "learning_rate": 2e-4, "epoch": 0.5}
+    )
+    assert metrics.parse_metrics(line)["loss"] == pytest.approx(1.2345)
+    defs = {d["Name"]: d["Regex"] for d in metrics.metric_definitions()}
+    assert float(re.search(defs["train:loss"], line).group(1)) == pytest.approx(1.2345)
+    assert float(re.search(defs["train:eval_loss"], line).group(1)) == pytest.approx(2.5)
+    assert float(re.search(defs["train:learning_rate"], line).group(1)) == pytest.approx(2e-4)
+    assert re.search(defs["train:reward"], line) is None
+
+
+def test_prompts_round_trip_code():
+    code = "def f(x):\n    return x + 1"
+    msgs = prompts.messages("bugfix", code, answer=code, path="pkg/m.py")
+    assert [m["role"] for m in msgs] == ["user", "assistant"]
+    assert "pkg/m.py" in msgs[0]["content"]
+    assert prompts.extract_code(msgs[1]["content"]) == code
+    assert prompts.extract_code("Sure!\n```python\n" + code + "\n```\nDone.") == code
+    assert prompts.extract_code("```python\n" + code) == code  # truncated answer
+    with pytest.raises(ValueError):
+        prompts.user_prompt("poem", code)
+    json.dumps(msgs)  # records must be JSON-serializable
