@@ -1,0 +1,1 @@
+"""QLoRA training (and the optional GRPO stage)."""
