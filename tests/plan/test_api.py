@@ -1,0 +1,53 @@
+"""Planner API used by the workflow (recommend_instance / check_instance)."""
+
+from __future__ import annotations
+
+import pytest
+
+from codetune.plan import PlanError, check_instance, recommend_instance
+
+CONFIG = """
+base_model: embedded
+max_seq_length: 1024
+per_device_batch_size: 1
+lora: {rank: 16, target_modules: all-linear}
+quantization: 4bit
+gradient_checkpointing: true
+"""
+
+
+@pytest.fixture
+def configs(tmp_path, monkeypatch):
+    (tmp_path / "qlora.yaml").write_text(CONFIG)
+    monkeypatch.setenv("CODETUNE_TRAINING_CONFIGS", str(tmp_path))
+    return tmp_path
+
+
+def test_recommend_returns_full_instance_name(configs):
+    # Guards the contract: a full SageMaker name, the cheapest that fits (T4 for 8B QLoRA).
+    assert recommend_instance("meta-llama/Llama-3.1-8B", "qlora", {}) == "ml.g4dn.xlarge"
+
+
+def test_overrides_in_hyperparameter_encoding_are_applied(configs):
+    # Guards: dotted overrides ({"lora.rank": 0} = full fine-tuning) change the answer.
+    with pytest.raises(PlanError, match="GB per GPU"):
+        recommend_instance(
+            "meta-llama/Llama-3.1-70B",
+            "qlora",
+            {"lora.rank": 0, "quantization": "none", "gradient_checkpointing": False},
+        )
+
+
+def test_check_instance_refuses_with_numbers(configs):
+    # Guards: an instance too small is refused, naming needed and available GB.
+    with pytest.raises(PlanError, match=r"needs \d+\.\d GB per GPU .* ml\.g5\.xlarge has"):
+        check_instance("ml.g5.xlarge", "meta-llama/Llama-3.1-70B", "qlora", {})
+    assert check_instance("ml.p4de.24xlarge", "meta-llama/Llama-3.1-70B", "qlora", {}) is None
+
+
+def test_unknown_config_and_instance(configs):
+    # Guards: bad names are user errors that list what is known.
+    with pytest.raises(PlanError, match="known: qlora"):
+        recommend_instance("embedded", "nope", {})
+    with pytest.raises(PlanError, match="not in the planner's table"):
+        check_instance("ml.x9.huge", "embedded", "qlora", {})
