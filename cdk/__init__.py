@@ -1,0 +1,1 @@
+"""The codetune CDK app: a thin stack (`stack.py`) wiring one construct per unit (`constructs/`)."""
