@@ -1,0 +1,42 @@
+"""DeployEndpoint: one create/update step towards this run's endpoint config.
+
+Event ``{"request", "registration": {"modelPackageArn"}, "previous": optional (this state's
+last output), "rollbackAlarms": optional}``; environment SAGEMAKER_ROLE_ARN, optional
+KMS_KEY_ID, ROLLBACK_ALARMS. Returns ``{"endpointName", "endpointConfigName", "action",
+"status", "autoscaling"}``; the state machine waits and calls again until status is
+InService. Logic: codetune.workflow.deploy.
+"""
+
+import boto3
+from aws_lambda_powertools import Logger
+
+from codetune.workflow import WorkflowError
+from codetune.workflow.deploy import deploy_endpoint
+from codetune.workflow.events import DeployEndpointEnv, DeployEndpointEvent
+
+logger = Logger(service="codetune-deploy-endpoint")
+
+
+@logger.inject_lambda_context
+def lambda_handler(event, context):
+    try:
+        ev = DeployEndpointEvent.parse(event)
+        logger.set_correlation_id(ev.request.execution_name)
+        env = DeployEndpointEnv.from_environ()
+        result = deploy_endpoint(
+            ev.request,
+            model_package_arn=ev.model_package_arn,
+            role_arn=env.sagemaker_role_arn,
+            kms_key_id=env.kms_key_id,
+            rollback_alarms=ev.rollback_alarms
+            if ev.rollback_alarms is not None
+            else env.rollback_alarms,
+            sagemaker=boto3.client("sagemaker"),
+            autoscaling=boto3.client("application-autoscaling"),
+            previous=ev.previous,
+        )
+    except WorkflowError:
+        logger.exception("deployment step failed")
+        raise
+    logger.info({"message": "deployment step done", **result})
+    return result

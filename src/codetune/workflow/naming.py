@@ -1,0 +1,51 @@
+"""Deterministic names from the Step Functions execution name.
+
+SageMaker names allow ``[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``; execution names allow up to 80
+characters of a wider set. The run id keeps a readable execution name as it is and otherwise
+slugs it and appends 8 hex characters of its SHA-256, so two execution names never share a
+run id and the same execution name (a redriven or re-validated execution) always gets the
+same one. Job names are ``[<stage>-]<runId>-<step>``, at most 59 characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from codetune.workflow.errors import InvalidEvent
+
+SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+RUN_ID_MAX = 40
+STAGE = re.compile(r"^[a-z0-9]{1,10}$")
+JOB_SUFFIXES = {
+    "prepare": "prepare",
+    "train": "train",
+    "evaluate": "eval",
+    "model": "model",
+    "endpointConfig": "epc",
+}
+
+
+def run_id(execution_name: str) -> str:
+    """The run id of an execution name (<= 40 characters, valid in SageMaker names)."""
+    if not isinstance(execution_name, str) or not 1 <= len(execution_name) <= 80:
+        raise InvalidEvent(
+            f"executionName must be a string of 1..80 characters, got {execution_name!r}"
+        )
+    if len(execution_name) <= RUN_ID_MAX and SAGEMAKER_NAME.match(execution_name):
+        return execution_name
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", execution_name).strip("-")[: RUN_ID_MAX - 9]
+    slug = slug.strip("-") or "run"
+    digest = hashlib.sha256(execution_name.encode("utf-8")).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+def job_names(rid: str, stage: str | None = None) -> dict[str, str]:
+    """SageMaker resource names of one run, keyed like the resolved request's ``jobs``."""
+    if stage is not None and not STAGE.match(stage):
+        raise InvalidEvent(f"stage must be 1..10 lowercase letters or digits, got {stage!r}")
+    prefix = f"{stage}-{rid}" if stage else rid
+    names = {key: f"{prefix}-{suffix}" for key, suffix in JOB_SUFFIXES.items()}
+    for name in names.values():
+        assert SAGEMAKER_NAME.match(name), name  # guaranteed by run_id's alphabet and length
+    return names

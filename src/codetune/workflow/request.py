@@ -1,0 +1,169 @@
+"""The resolved run request: output of ValidateRequest, input of every later state.
+
+Its JSON form (camelCase keys) is described by ``schemas/run-request.schema.json``;
+``RunRequest.to_dict()`` produces it and ``RunRequest.from_dict()`` reads it back (handlers
+receive it in their events).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class BaseModelRef:
+    id: str  # "embedded", a Hugging Face id, or a local path; for S3 models the s3 URI
+    s3_uri: str | None  # set when the weights come from S3 (the training job's model channel)
+
+
+@dataclass(frozen=True)
+class DataRef:
+    codebase_s3_uri: str | None  # the codebase (locally also a path or stdlib:...)
+    dataset_s3_uri: str  # where the prepared dataset is (or will be) — always set
+    skip_prepare: bool  # True when the input named a prepared dataset
+    prepare_cache_key: str  # sha256 of codebase URI + prepare config: step-caching key
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    run_prefix: str
+    dataset: str
+    checkpoints: str
+    output: str
+    eval: str
+    model_data: str  # where SageMaker puts the adapter: <output><trainJob>/output/model.tar.gz
+    report: str  # <eval>report.json
+
+
+@dataclass(frozen=True)
+class JobNames:
+    prepare: str
+    train: str
+    evaluate: str
+    model: str
+    endpoint_config: str
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    config: str
+    overrides: dict
+    hyperparameters: dict
+    instance_type: str
+    instance_type_source: str  # "auto" (planner) or "input"
+    instance_count: int
+    spot: bool
+    max_runtime_seconds: int
+    max_wait_seconds: int | None
+    volume_size_gb: int
+    rl: dict | None
+
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    instance_type: str
+    instance_count: int
+    config: dict
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    suites: list
+    limit: int | None
+    thresholds: dict
+    instance_type: str
+
+
+@dataclass(frozen=True)
+class RegistrationSpec:
+    auto_approve: bool
+    model_package_group: str
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    enabled: bool
+    endpoint_name: str
+    adapter_name: str
+    instance_type: str
+    instance_count: int
+    min_capacity: int
+    max_capacity: int
+    invocations_per_instance: int
+    startup_health_check_timeout_seconds: int
+    model_data_download_timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    schema_version: str
+    run_id: str
+    execution_name: str
+    local: bool
+    base_model: BaseModelRef
+    data: DataRef
+    paths: RunPaths
+    jobs: JobNames
+    training: TrainingSpec
+    prepare: PrepareSpec
+    evaluation: EvaluationSpec
+    registration: RegistrationSpec
+    deployment: DeploymentSpec
+
+    def to_dict(self) -> dict:
+        """The JSON form (camelCase keys), valid against run-request.schema.json."""
+        return _to_json(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> RunRequest:
+        """Read the JSON form back; raises InvalidEvent naming the first wrong field."""
+        from codetune.workflow.events import validate_against
+
+        validate_against("run-request.schema.json", doc, "request")
+        return _from_json(cls, doc)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+
+
+def _to_json(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {_camel(f.name): _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [_to_json(v) for v in obj]
+    return obj
+
+
+def _from_json(cls: type, doc: dict) -> Any:
+    kwargs = {}
+    for key, value in doc.items():
+        name = _snake(key)
+        # sections are one level deep; dict-valued fields (overrides, config, thresholds...)
+        # below them are user data, kept as they are
+        sub = _SUBTYPES.get(name) if cls is RunRequest else None
+        kwargs[name] = _from_json(sub, value) if sub else value
+    return cls(**kwargs)
+
+
+_SUBTYPES: dict[str, type] = {
+    "base_model": BaseModelRef,
+    "data": DataRef,
+    "paths": RunPaths,
+    "jobs": JobNames,
+    "training": TrainingSpec,
+    "prepare": PrepareSpec,
+    "evaluation": EvaluationSpec,
+    "registration": RegistrationSpec,
+    "deployment": DeploymentSpec,
+}

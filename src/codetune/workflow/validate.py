@@ -1,0 +1,504 @@
+"""ValidateRequest: run input (schemas/run-input.schema.json) -> resolved RunRequest.
+
+Every violation is collected — schema errors, cross-field rules, bucket rules, the planner's
+verdict — and raised together as one ``InvalidRunInput`` whose message lists each with its
+JSON path and what is allowed, so a user fixes the input in one round trip.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from codetune.errors import CodetuneError
+from codetune.train.hyperparameters import to_hyperparameters
+from codetune.workflow import naming
+from codetune.workflow.errors import InvalidRunInput
+from codetune.workflow.request import (
+    SCHEMA_VERSION,
+    BaseModelRef,
+    DataRef,
+    DeploymentSpec,
+    EvaluationSpec,
+    JobNames,
+    PrepareSpec,
+    RegistrationSpec,
+    RunPaths,
+    RunRequest,
+    TrainingSpec,
+)
+from codetune.workflow.schemas import RUN_INPUT, load_schema
+
+S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
+MAX_SECONDS = 2419200  # SageMaker's 28-day ceiling for MaxRuntime / MaxWait
+DEFAULT_MODEL_PACKAGE_GROUP = "codetune"
+
+
+def validate_run_input(
+    doc: Any,
+    *,
+    execution_name: str,
+    artifact_bucket: str,
+    allowed_buckets: Iterable[str] | None = None,
+    model_package_group: str = DEFAULT_MODEL_PACKAGE_GROUP,
+    stage: str | None = None,
+) -> RunRequest:
+    """Validate a run input, fill defaults, resolve ``"auto"``, derive names.
+
+    ``artifact_bucket`` is the stack's artifact bucket name (AWS run) or, for a local run, a
+    ``file://`` URI or absolute directory (then local paths and ``stdlib:`` are allowed).
+    ``allowed_buckets``: buckets S3 inputs may come from (default: the artifact bucket only;
+    in a local run, any). ``stage`` prefixes SageMaker names so stages sharing an account
+    never collide.
+
+    Returns the ``RunRequest``; raises ``InvalidRunInput`` listing every violation.
+    """
+    local = artifact_bucket.startswith(("file://", "/"))
+    if allowed_buckets is None:
+        allowed = None if local else {artifact_bucket}
+    else:
+        allowed = set(allowed_buckets) | ({artifact_bucket} if not local else set())
+    rid = naming.run_id(execution_name)
+    jobs = naming.job_names(rid, stage)
+
+    if not isinstance(doc, dict):
+        raise InvalidRunInput([("$", f"expected a JSON object, got {_json_type(doc)}")])
+    schema = load_schema(RUN_INPUT)
+    violations = [
+        v for e in Draft202012Validator(schema).iter_errors(doc) for v in _describe(e, schema)
+    ]
+    bad_paths = {p for p, _ in violations}
+    doc = fill_defaults(copy.deepcopy(doc), schema)
+    violations += _cross_field(doc, local=local, allowed=allowed)
+    instance_type, source = None, "input"
+    training_ok = not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations)
+    if training_ok and not bad_paths:
+        instance_type, source, error = _resolve_instance(doc)
+        if error:
+            violations.append(("$.training.instanceType", error))
+    if violations:
+        raise InvalidRunInput(_dedupe(violations))
+
+    return _build(
+        doc,
+        execution_name,
+        rid,
+        jobs,
+        artifact_bucket,
+        local,
+        model_package_group,
+        instance_type,
+        source,
+    )
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def fill_defaults(doc: dict, schema: dict) -> dict:
+    """Fill schema ``default`` values into ``doc`` (in place, recursively); returns ``doc``."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in doc and "default" in sub:
+            doc[key] = copy.deepcopy(sub["default"])
+        if isinstance(doc.get(key), dict) and "properties" in sub:
+            fill_defaults(doc[key], sub)
+    return doc
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _json_path(parts: Iterable) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    return "an object"
+
+
+def _subschema(schema: dict, parts: Iterable) -> dict:
+    """The schema at an instance path; a map's value schema inherits the map's description."""
+    node = schema
+    for p in parts:
+        if isinstance(p, int):
+            node = node.get("items", {})
+        elif p in node.get("properties", {}):
+            node = node["properties"][p]
+        else:
+            extra = node.get("additionalProperties")
+            desc = node.get("description", "")
+            node = {"description": desc, **extra} if isinstance(extra, dict) else {}
+    return node
+
+
+def _describe(e, schema: dict) -> list[tuple[str, str]]:
+    """One or more (path, message) pairs for a jsonschema error, saying what is allowed."""
+    parts = list(e.absolute_path)
+    path = _json_path(parts)
+    here = _subschema(schema, parts)
+    allowed = here.get("description") or e.schema.get("description", "")
+    value = e.instance
+    v = e.validator
+    if v == "required":
+        missing = [k for k in e.validator_value if k not in value]
+        return [
+            (
+                _json_path([*parts, k]),
+                "required field is missing; "
+                + _subschema(schema, [*parts, k]).get("description", ""),
+            )
+            for k in missing
+        ]
+    if v == "additionalProperties" and "properties" in e.schema:
+        known = list(e.schema["properties"])
+        out = []
+        for k in value:
+            if k in known:
+                continue
+            hint = difflib.get_close_matches(k, known, n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            out.append(
+                (_json_path([*parts, k]), f"unknown field{did}; allowed fields: {', '.join(known)}")
+            )
+        return out
+    if v == "additionalProperties":  # a map of name -> typed value (thresholds)
+        return [(path, f"{e.message}; allowed: {allowed}")]
+    if v == "type":
+        want = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+        msg = f"expected {' or '.join(want)}, got {_json_type(value)} {json.dumps(value)[:60]}"
+        return [(path, f"{msg}; allowed: {allowed}")]
+    if v in ("enum", "const"):
+        options = e.validator_value if v == "enum" else [e.validator_value]
+        return [
+            (
+                path,
+                f"{json.dumps(value)} is not allowed; allowed: {', '.join(map(json.dumps, options))}",
+            )
+        ]
+    if v == "pattern":
+        return [(path, f"{json.dumps(value)[:80]} is not allowed; allowed: {allowed}")]
+    if v == "propertyNames":
+        bad = e.message.split(" does not match")[0]
+        return [
+            (path, f"key {bad} is not a dotted lowercase name (like lora.rank); allowed: {allowed}")
+        ]
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        word = {"minimum": "below the minimum", "maximum": "above the maximum"}.get(v, v)
+        return [(path, f"{value} is {word} {e.validator_value}; allowed: {allowed}")]
+    if v in ("minLength", "maxLength", "minItems", "maxItems", "uniqueItems"):
+        return [(path, f"{e.message}; allowed: {allowed}")]
+    return [(path, f"{e.message}; allowed: {allowed}")]
+
+
+def _dedupe(violations: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    seen, out = set(), []
+    for v in violations:
+        if v not in seen:
+            seen.add(v)
+            out.append(v)
+    return out
+
+
+# --------------------------------------------------------------------------- cross-field
+
+
+def _is_local_ref(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("file://", "/", "stdlib:"))
+
+
+def _cross_field(doc: dict, *, local: bool, allowed: set[str] | None) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    refs = {"$.baseModel": doc.get("baseModel")}
+    for k in ("codebase", "dataset"):
+        refs[f"$.data.{k}"] = data.get(k)
+
+    if isinstance(doc.get("data"), dict):
+        given = [k for k in ("codebase", "dataset") if k in data]
+        if not given:
+            out.append(("$.data", "give data.codebase (to prepare a dataset) or data.dataset"))
+        elif len(given) == 2:
+            out.append(
+                (
+                    "$.data",
+                    "give data.codebase or data.dataset, not both (dataset skips preparation)",
+                )
+            )
+    for path, value in refs.items():
+        if not isinstance(value, str):
+            continue
+        if _is_local_ref(value) and not local:
+            out.append(
+                (path, f"{value!r} is a local reference; an AWS run reads inputs from s3:// URIs")
+            )
+        m = S3_URI.match(value)
+        if m and allowed is not None and m.group(1) not in allowed:
+            out.append(
+                (
+                    path,
+                    f"bucket {m.group(1)!r} is not allowed; allowed buckets: "
+                    + ", ".join(sorted(allowed)),
+                )
+            )
+
+    tr = doc.get("training") if isinstance(doc.get("training"), dict) else {}
+    if tr.get("maxWaitSeconds") is not None:
+        if tr.get("spot") is not True:
+            out.append(("$.training.maxWaitSeconds", "only allowed with training.spot = true"))
+        elif isinstance(tr.get("maxRuntimeSeconds"), int) and isinstance(
+            tr.get("maxWaitSeconds"), int
+        ):
+            if tr["maxWaitSeconds"] < tr["maxRuntimeSeconds"]:
+                out.append(
+                    (
+                        "$.training.maxWaitSeconds",
+                        f"{tr['maxWaitSeconds']} is below training.maxRuntimeSeconds "
+                        f"({tr['maxRuntimeSeconds']}); allowed: >= maxRuntimeSeconds",
+                    )
+                )
+    if isinstance(tr.get("rl"), dict):
+        out += _check_rl(tr["rl"])
+    if isinstance(tr.get("config"), str):
+        known = known_training_configs()
+        if known is not None and tr["config"] not in known:
+            hint = difflib.get_close_matches(tr["config"], sorted(known), n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            out.append(
+                (
+                    "$.training.config",
+                    f"unknown training config {tr['config']!r}{did}; allowed: "
+                    + ", ".join(sorted(known)),
+                )
+            )
+
+    ev = doc.get("evaluation") if isinstance(doc.get("evaluation"), dict) else {}
+    if isinstance(ev.get("thresholds"), dict):
+        known_t = _gate_threshold_names()
+        for name in ev["thresholds"]:
+            if known_t is not None and name not in known_t:
+                out.append(
+                    (
+                        f"$.evaluation.thresholds.{name}",
+                        "unknown threshold; allowed: " + ", ".join(sorted(known_t)),
+                    )
+                )
+
+    dep = doc.get("deployment") if isinstance(doc.get("deployment"), dict) else {}
+    lo, n, hi = dep.get("minCapacity"), dep.get("instanceCount"), dep.get("maxCapacity")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in (lo, n, hi)):
+        if lo > hi:
+            out.append(
+                (
+                    "$.deployment.minCapacity",
+                    f"{lo} is above maxCapacity {hi}; allowed: <= maxCapacity",
+                )
+            )
+        elif not lo <= n <= hi:
+            out.append(
+                (
+                    "$.deployment.instanceCount",
+                    f"{n} is outside minCapacity..maxCapacity ({lo}..{hi})",
+                )
+            )
+    return out
+
+
+def _check_rl(rl: dict) -> list[tuple[str, str]]:
+    from codetune.config import from_dict
+    from codetune.train.rl_config import RLConfig
+
+    try:
+        cfg = from_dict(RLConfig, rl)
+        cfg.validate()
+    except CodetuneError as e:
+        return [("$.training.rl", str(e))]
+    return []
+
+
+def known_training_configs() -> set[str] | None:
+    """Names of the shipped training configs, or None when they are not findable here.
+
+    Looked up in ``training_image/configs/*.yaml`` above this file (the repository, or a
+    Lambda asset that vendors them); a Lambda without them skips the check.
+    """
+    for parent in Path(__file__).resolve().parents:
+        d = parent / "training_image" / "configs"
+        names = {p.stem for p in d.glob("*.yaml")} if d.is_dir() else set()
+        if names:
+            return names
+    return None
+
+
+def _gate_threshold_names() -> set[str] | None:
+    """Threshold names the gate knows, when codetune.evaluate.gate exposes DEFAULT_THRESHOLDS."""
+    try:
+        from codetune.evaluate import gate  # lazy: owned by the evaluation area
+    except ImportError:
+        return None
+    defaults = getattr(gate, "DEFAULT_THRESHOLDS", None)
+    return set(defaults) if isinstance(defaults, dict) else None
+
+
+def _resolve_instance(doc: dict) -> tuple[str | None, str, str | None]:
+    """(instance type, "auto"|"input", error message or None) from the planner."""
+    tr = doc["training"]
+    requested = tr["instanceType"]
+    source = "auto" if requested == "auto" else "input"
+    try:
+        from codetune.plan import check_instance, recommend_instance
+    except ImportError as e:
+        if requested != "auto":
+            return requested, source, None
+        return (
+            None,
+            source,
+            f'"auto" needs the planner (codetune.plan), which failed to import: {e}',
+        )
+    overrides = _training_overrides(tr)
+    try:
+        if requested == "auto":
+            return recommend_instance(doc["baseModel"], tr["config"], overrides), source, None
+        check_instance(requested, doc["baseModel"], tr["config"], overrides)
+        return requested, source, None
+    except CodetuneError as e:
+        return None, source, f"the planner refuses it: {e}"
+
+
+def _training_overrides(tr: dict) -> dict:
+    """Dotted overrides sent to the trainer: the input's overrides plus its rl section."""
+    merged = dict(tr.get("overrides") or {})
+    for k, v in (tr.get("rl") or {}).items():
+        merged[f"rl.{k}"] = v
+    return merged
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _join(prefix: str, *parts: str) -> str:
+    return prefix.rstrip("/") + "/" + "".join(p.strip("/") + "/" for p in parts)
+
+
+def _build(
+    doc: dict,
+    execution_name: str,
+    rid: str,
+    jobs: dict,
+    artifact_bucket: str,
+    local: bool,
+    model_package_group: str,
+    instance_type: str,
+    source: str,
+) -> RunRequest:
+    if local:
+        root = (
+            artifact_bucket
+            if artifact_bucket.startswith("file://")
+            else f"file://{artifact_bucket}"
+        )
+    else:
+        root = f"s3://{artifact_bucket}"
+    run_prefix = _join(root, "runs", rid)
+    data = doc["data"]
+    dataset = data.get("dataset")
+    dataset_uri = dataset.rstrip("/") + "/" if dataset else _join(run_prefix, "dataset")
+    output = _join(run_prefix, "output")
+    eval_prefix = _join(run_prefix, "eval")
+    tr = doc["training"]
+    overrides = _training_overrides(tr)
+    max_wait = None
+    if tr["spot"]:
+        max_wait = tr["maxWaitSeconds"] or min(2 * tr["maxRuntimeSeconds"], MAX_SECONDS)
+    cache_src = json.dumps(
+        {"codebase": data.get("codebase"), "config": doc["prepare"]["config"]}, sort_keys=True
+    )
+    base = doc["baseModel"]
+    ev = doc["evaluation"]
+    dep = doc["deployment"]
+    return RunRequest(
+        schema_version=SCHEMA_VERSION,
+        run_id=rid,
+        execution_name=execution_name,
+        local=local,
+        base_model=BaseModelRef(id=base, s3_uri=base if base.startswith("s3://") else None),
+        data=DataRef(
+            codebase_s3_uri=data.get("codebase"),
+            dataset_s3_uri=dataset_uri,
+            skip_prepare=bool(dataset),
+            prepare_cache_key=hashlib.sha256(cache_src.encode()).hexdigest(),
+        ),
+        paths=RunPaths(
+            run_prefix=run_prefix,
+            dataset=dataset_uri,
+            checkpoints=_join(run_prefix, "checkpoints"),
+            output=output,
+            eval=eval_prefix,
+            model_data=f"{output}{jobs['train']}/output/model.tar.gz",
+            report=f"{eval_prefix}report.json",
+        ),
+        jobs=JobNames(
+            prepare=jobs["prepare"],
+            train=jobs["train"],
+            evaluate=jobs["evaluate"],
+            model=jobs["model"],
+            endpoint_config=jobs["endpointConfig"],
+        ),
+        training=TrainingSpec(
+            config=tr["config"],
+            overrides=tr["overrides"],
+            hyperparameters=to_hyperparameters(tr["config"], overrides),
+            instance_type=instance_type,
+            instance_type_source=source,
+            instance_count=tr["instanceCount"],
+            spot=tr["spot"],
+            max_runtime_seconds=tr["maxRuntimeSeconds"],
+            max_wait_seconds=max_wait,
+            volume_size_gb=tr["volumeSizeGb"],
+            rl=tr["rl"],
+        ),
+        prepare=PrepareSpec(
+            instance_type=doc["prepare"]["instanceType"],
+            instance_count=doc["prepare"]["instanceCount"],
+            config=doc["prepare"]["config"],
+        ),
+        evaluation=EvaluationSpec(
+            suites=list(ev["suites"]),
+            limit=ev["limit"],
+            thresholds=ev["thresholds"],
+            instance_type=instance_type if ev["instanceType"] == "auto" else ev["instanceType"],
+        ),
+        registration=RegistrationSpec(
+            auto_approve=doc["registration"]["autoApprove"],
+            model_package_group=model_package_group,
+        ),
+        deployment=DeploymentSpec(
+            enabled=dep["enabled"],
+            endpoint_name=dep["endpointName"],
+            adapter_name=dep["adapterName"] or rid,
+            instance_type=dep["instanceType"],
+            instance_count=dep["instanceCount"],
+            min_capacity=dep["minCapacity"],
+            max_capacity=dep["maxCapacity"],
+            invocations_per_instance=dep["invocationsPerInstance"],
+            startup_health_check_timeout_seconds=dep["startupHealthCheckTimeoutSeconds"],
+            model_data_download_timeout_seconds=dep["modelDataDownloadTimeoutSeconds"],
+        ),
+    )

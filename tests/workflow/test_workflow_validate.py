@@ -1,0 +1,344 @@
+"""validate_run_input: defaults, names, planner use, and one precise message per violation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from codetune.workflow import InvalidRunInput, RunRequest, validate_run_input
+from codetune.workflow.events import validate_against
+from codetune.workflow.schemas import RUN_INPUT, RUN_REQUEST, load_schema
+from codetune.workflow.validate import fill_defaults
+
+PLANNED = "ml.g5.2xlarge"  # what the fake_planner fixture (conftest) recommends
+
+BUCKET = "artifacts-bkt"
+
+
+def _validate(doc, **kw):
+    kw.setdefault("execution_name", "nightly-2026-11-22")
+    kw.setdefault("artifact_bucket", BUCKET)
+    return validate_run_input(doc, **kw)
+
+
+def test_schemas_are_valid_draft_2020_12():
+    # guards: both contracts are well-formed JSON Schema documents
+    for name in (RUN_INPUT, RUN_REQUEST):
+        Draft202012Validator.check_schema(load_schema(name))
+
+
+def test_every_optional_field_has_a_default():
+    # guards: "defaults spelled out" — no optional run-input field without a schema default
+    def walk(schema, path):
+        required = set(schema.get("required", []))
+        for key, sub in schema.get("properties", {}).items():
+            if key not in required and path != "$.data":  # data: exactly one of two, no default
+                assert "default" in sub, f"{path}.{key} has no default"
+            if "properties" in sub:
+                walk(sub, f"{path}.{key}")
+
+    walk(load_schema(RUN_INPUT), "$")
+
+
+def test_minimal_input_resolves_with_defaults(fake_planner, base_input):
+    # guards: defaults filled, "auto" resolved by the planner, output follows run-request schema
+    req = _validate(base_input)
+    doc = req.to_dict()
+    validate_against(RUN_REQUEST, doc, "request")
+    assert req.training.instance_type == PLANNED and req.training.instance_type_source == "auto"
+    assert req.evaluation.instance_type == PLANNED  # evaluation "auto" follows training
+    assert req.evaluation.suites == ["humaneval", "bugfix"]
+    assert req.deployment.endpoint_name == "codetune"
+    assert req.deployment.adapter_name == req.run_id
+    assert req.paths.run_prefix == f"s3://{BUCKET}/runs/{req.run_id}/"
+    assert req.paths.model_data == f"{req.paths.output}{req.jobs.train}/output/model.tar.gz"
+    assert fake_planner == [("recommend", base_input["baseModel"], "cpu-smollm2", {})]
+    assert RunRequest.from_dict(json.loads(json.dumps(doc))) == req  # round-trips through JSON
+
+
+def test_hyperparameters_use_the_shared_encoding(fake_planner, base_input):
+    # guards: the training job's hyperparameters are to_hyperparameters(config, overrides + rl)
+    from codetune.train.hyperparameters import to_hyperparameters
+
+    base_input["training"]["overrides"] = {"lora.rank": 32}
+    base_input["training"]["rl"] = {"enabled": True, "steps": 5}
+    req = _validate(base_input)
+    assert req.training.hyperparameters == to_hyperparameters(
+        "cpu-smollm2", {"lora.rank": 32, "rl.enabled": True, "rl.steps": 5}
+    )
+    assert fake_planner[0][3] == {"lora.rank": 32, "rl.enabled": True, "rl.steps": 5}
+
+
+def test_explicit_instance_type_is_checked_by_the_planner(fake_planner, base_input):
+    # guards: an explicit type is kept when the planner accepts it, refused with its numbers otherwise
+    base_input["training"]["instanceType"] = "ml.g5.12xlarge"
+    assert _validate(base_input).training.instance_type == "ml.g5.12xlarge"
+    base_input["training"]["instanceType"] = "ml.g4dn.xlarge"
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input)
+    assert e.value.violations == [
+        (
+            "$.training.instanceType",
+            "the planner refuses it: needs 21.3 GB per GPU but ml.g4dn.xlarge has 14.6 GB usable",
+        )
+    ]
+
+
+def test_spot_gets_a_max_wait(fake_planner, base_input):
+    # guards: SageMaker requires MaxWait >= MaxRuntime with spot; default is twice the runtime
+    base_input["training"].update(spot=True, maxRuntimeSeconds=3600)
+    assert _validate(base_input).training.max_wait_seconds == 7200
+    base_input["training"]["spot"] = False
+    assert _validate(base_input).training.max_wait_seconds is None
+
+
+def test_prepared_dataset_skips_prepare(fake_planner, base_input):
+    # guards: a dataset input is used as the dataset path and preparation is skipped
+    base_input["data"] = {"dataset": f"s3://{BUCKET}/datasets/svc"}
+    req = _validate(base_input)
+    assert req.data.skip_prepare and req.paths.dataset == f"s3://{BUCKET}/datasets/svc/"
+
+
+def test_names_are_deterministic_and_valid(fake_planner, base_input):
+    # guards: same execution name -> same names (retries reuse them); all SageMaker-valid
+    long_name = "Nightly run: team/payments #42 — 2026-11-22T03:00:00Z retry".ljust(80, "x")
+    a = _validate(copy.deepcopy(base_input), execution_name=long_name, stage="prod")
+    b = _validate(copy.deepcopy(base_input), execution_name=long_name, stage="prod")
+    assert a.to_dict() == b.to_dict()
+    for name in vars(a.jobs).values():
+        assert len(name) <= 63 and name.startswith("prod-")
+    other = _validate(copy.deepcopy(base_input), execution_name=long_name[:-1] + "y", stage="prod")
+    assert other.run_id != a.run_id  # names differing only past the slug still differ
+
+
+def test_local_run_allows_local_references(fake_planner, base_input):
+    # guards: local runs accept stdlib:, paths and file:// and produce file:// paths
+    base_input["data"] = {"codebase": "stdlib:json,collections"}
+    base_input["baseModel"] = "embedded"
+    req = _validate(base_input, artifact_bucket="/tmp/ct-out")
+    assert req.local and req.paths.run_prefix.startswith("file:///tmp/ct-out/runs/")
+
+
+def test_examples_are_valid(fake_planner, repo_root):
+    # guards: every shipped example input is accepted (local ones in a local run)
+    files = sorted((repo_root / "examples").glob("run-input*.json"))
+    assert len(files) >= 2
+    for f in files:
+        bucket = "/tmp/ct-out" if ".local." in f.name else "codetune-inputs-123456789012"
+        req = _validate(json.loads(f.read_text()), artifact_bucket=bucket)
+        validate_against(RUN_REQUEST, req.to_dict(), "request")
+
+
+def _real_planner_problem() -> str | None:
+    try:
+        from codetune.plan import recommend_instance
+
+        recommend_instance("embedded", "cpu-smollm2", {})
+    except Exception as e:  # noqa: BLE001 - any failure means the real planner cannot run here
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+@pytest.mark.skipif(
+    _real_planner_problem() is not None,
+    reason=f"real planner cannot plan the shipped cpu-smollm2 config yet ({_real_planner_problem()})",
+)
+def test_examples_with_the_real_planner(repo_root):
+    # guards: the examples resolve "auto" through the real codetune.plan, not a stand-in
+    for f in sorted((repo_root / "examples").glob("run-input*.json")):
+        bucket = "/tmp/ct-out" if ".local." in f.name else "codetune-inputs-123456789012"
+        req = _validate(json.loads(f.read_text()), artifact_bucket=bucket)
+        assert req.training.instance_type.startswith("ml.")
+
+
+# Each row: a mutation of the minimal input, the JSON path reported, words the message must hold.
+def _set(path, value):
+    def mutate(doc):
+        node = doc
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+
+    return mutate
+
+
+def _del(path):
+    def mutate(doc):
+        node = doc
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        del node[last]
+
+    return mutate
+
+
+MALFORMED = [
+    ("missing baseModel", _del("baseModel"), "$.baseModel", ["required field is missing"]),
+    ("missing data", _del("data"), "$.data", ["required field is missing"]),
+    ("missing training.config", _del("training.config"), "$.training.config", ["required"]),
+    ("unknown top field", _set("trainng", {}), "$.trainng", ["unknown field", "'training'"]),
+    ("unknown nested field", _set("training.epochs", 3), "$.training.epochs", ["unknown field"]),
+    ("bad base model", _set("baseModel", "not a model"), "$.baseModel", ["Hugging Face id"]),
+    ("http codebase", _set("data.codebase", "https://x/y"), "$.data.codebase", ["s3://"]),
+    ("no data source", _set("data", {}), "$.data", ["data.codebase", "data.dataset"]),
+    (
+        "both data sources",
+        _set("data.dataset", "s3://artifacts-bkt/ds/"),
+        "$.data",
+        ["not both"],
+    ),
+    (
+        "foreign bucket",
+        _set("data.codebase", "s3://someone-else/code/"),
+        "$.data.codebase",
+        ["someone-else", "allowed buckets: artifacts-bkt"],
+    ),
+    ("local path on AWS", _set("data.codebase", "/home/me/src"), "$.data.codebase", ["local"]),
+    ("stdlib on AWS", _set("data.codebase", "stdlib:json"), "$.data.codebase", ["local"]),
+    (
+        "bad instance type",
+        _set("training.instanceType", "g5.xlarge"),
+        "$.training.instanceType",
+        ['"auto"'],
+    ),
+    (
+        "zero instances",
+        _set("training.instanceCount", 0),
+        "$.training.instanceCount",
+        ["minimum 1"],
+    ),
+    (
+        "string count",
+        _set("training.instanceCount", "2"),
+        "$.training.instanceCount",
+        ["expected integer"],
+    ),
+    ("spot not bool", _set("training.spot", "yes"), "$.training.spot", ["expected boolean"]),
+    (
+        "runtime too short",
+        _set("training.maxRuntimeSeconds", 10),
+        "$.training.maxRuntimeSeconds",
+        ["600"],
+    ),
+    (
+        "maxWait without spot",
+        _set("training.maxWaitSeconds", 7200),
+        "$.training.maxWaitSeconds",
+        ["spot"],
+    ),
+    (
+        "bad override key",
+        _set("training.overrides", {"Lora Rank": 1}),
+        "$.training.overrides",
+        ["Lora Rank", "dotted"],
+    ),
+    (
+        "bad rl",
+        _set("training.rl", {"generations": 1}),
+        "$.training.rl",
+        ["rl.generations", "2 and 64"],
+    ),
+    ("unknown rl key", _set("training.rl", {"gens": 4}), "$.training.rl", ["gens"]),
+    ("unknown config", _set("training.config", "gpu-huge"), "$.training.config", ["cpu-smollm2"]),
+    (
+        "unknown suite",
+        _set("evaluation.suites", ["mmlu"]),
+        "$.evaluation.suites[0]",
+        ['"humaneval"'],
+    ),
+    (
+        "empty suites",
+        _set("evaluation.suites", []),
+        "$.evaluation.suites",
+        ["non-empty", "humaneval"],
+    ),
+    (
+        "repeated suite",
+        _set("evaluation.suites", ["bugfix", "bugfix"]),
+        "$.evaluation.suites",
+        ["non-unique"],
+    ),
+    ("zero limit", _set("evaluation.limit", 0), "$.evaluation.limit", ["minimum 1"]),
+    (
+        "non-numeric threshold",
+        _set("evaluation.thresholds", {"min_bugfix_gain": "high"}),
+        "$.evaluation.thresholds.min_bugfix_gain",
+        ["expected number", "gate"],
+    ),
+    (
+        "unknown threshold",
+        _set("evaluation.thresholds", {"min_gain": 0.1}),
+        "$.evaluation.thresholds.min_gain",
+        ["min_bugfix_gain"],
+    ),
+    (
+        "autoApprove string",
+        _set("registration.autoApprove", "true"),
+        "$.registration.autoApprove",
+        ["boolean"],
+    ),
+    (
+        "bad endpoint name",
+        _set("deployment.endpointName", "my_endpoint"),
+        "$.deployment.endpointName",
+        ["hyphens"],
+    ),
+    (
+        "min above max",
+        _set("deployment.minCapacity", 5),
+        "$.deployment.minCapacity",
+        ["maxCapacity 2"],
+    ),
+    (
+        "count outside range",
+        _set("deployment.instanceCount", 3),
+        "$.deployment.instanceCount",
+        ["1..2"],
+    ),
+    (
+        "timeout too long",
+        _set("deployment.startupHealthCheckTimeoutSeconds", 7200),
+        "$.deployment.startupHealthCheckTimeoutSeconds",
+        ["3600"],
+    ),
+    ("wrong version", _set("schemaVersion", "2"), "$.schemaVersion", ['"1"']),
+]
+
+
+@pytest.mark.parametrize("name,mutate,path,words", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_input_is_rejected_precisely(fake_planner, base_input, name, mutate, path, words):
+    # guards: each distinct mistake is reported at its JSON path with what is allowed
+    mutate(base_input)
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input)
+    messages = [m for p, m in e.value.violations if p == path]
+    assert messages, f"no violation at {path}: {e.value.violations}"
+    assert all(any(w in m for m in messages) for w in words), messages
+    assert path in str(e.value)  # the error text a user sees names the path
+
+
+def test_all_violations_reported_at_once(fake_planner, base_input):
+    # guards: every violation in one error, not the first one only; planner not asked on bad input
+    for _, mutate, _, _ in MALFORMED[3:8] + MALFORMED[12:16]:
+        mutate(base_input)
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input)
+    assert len({p for p, _ in e.value.violations}) >= 7
+    assert fake_planner == []
+
+
+def test_non_object_input_is_rejected():
+    # guards: a JSON array/string as the whole input gets a clear message, not a crash
+    with pytest.raises(InvalidRunInput, match=r"\$: expected a JSON object, got an array"):
+        _validate([1, 2])
+
+
+def test_fill_defaults_does_not_override_given_values():
+    # guards: defaults only fill gaps
+    doc = fill_defaults({"deployment": {"maxCapacity": 7}}, load_schema(RUN_INPUT))
+    assert doc["deployment"]["maxCapacity"] == 7 and doc["deployment"]["minCapacity"] == 1
