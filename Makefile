@@ -11,10 +11,13 @@ export MALLOC_ARENA_MAX ?= 2
 # Pinned npm tools (the CDK CLI 3.x cannot read aws-cdk-lib 2.275 output).
 NODE_DIR := .cache/node
 NPM_TOOLS := aws-cdk@2.1148.1 asl-validator@4.0.0
+# Lambda layer dependencies for the Lambda runtime (python3.14, x86_64), installed as wheels
+# for that platform (jsonschema needs rpds-py, a compiled extension); `make synth` packs them.
+LAMBDA_DEPS := .cache/lambda-deps
 
-.PHONY: setup venv model node lint format test test-fast demo synth clean
+.PHONY: setup venv model node lambda-deps lint format test test-fast demo synth clean
 
-setup: venv model node
+setup: venv model node lambda-deps
 
 venv: $(VENV)/.installed
 
@@ -36,6 +39,15 @@ $(NODE_DIR)/.installed: Makefile
 	npm install --silent --no-audit --no-fund --prefix $(NODE_DIR) $(NPM_TOOLS)
 	touch $@
 
+lambda-deps: $(LAMBDA_DEPS)/.installed
+
+$(LAMBDA_DEPS)/.installed: constraints.txt Makefile
+	rm -rf $(LAMBDA_DEPS) && mkdir -p $(LAMBDA_DEPS)
+	$(PIP) install --quiet --no-compile --target $(LAMBDA_DEPS)/python -c constraints.txt \
+		--platform manylinux2014_x86_64 --implementation cp --python-version 3.14 \
+		--only-binary=:all: jsonschema aws-lambda-powertools PyYAML
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,7 +65,7 @@ test-fast: setup
 demo: setup
 	$(BIN)/codetune run --local --input examples/run-input.local.json
 
-synth: venv
+synth: venv lambda-deps
 	$(BIN)/python app.py
 
 clean:

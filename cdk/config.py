@@ -71,6 +71,16 @@ class StageConfig:
     error_alarm_threshold: int = field(
         default=5, metadata={"help": "endpoint Invocation5XXErrors per minute alarm threshold"}
     )
+    endpoint_name: str = field(
+        default="codetune",
+        metadata={"help": "endpoint the rollback alarms watch (run input deployment.endpointName)"},
+    )
+    manage_registry_scanning: bool = field(
+        default=True,
+        metadata={
+            "help": "set ECR basic scan-on-push for the CDK asset repositories (registry-wide)"
+        },
+    )
     lambda_reserved_concurrency: int = field(
         default=5, metadata={"help": "reserved concurrency of each glue Lambda"}
     )

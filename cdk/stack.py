@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Stack
+from pathlib import Path
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from cdk.config import StageConfig
+from cdk.config import (
+    BASE_MODELS_PREFIX,
+    CHECKPOINTS_PREFIX,
+    DATASETS_PREFIX,
+    RUNS_PREFIX,
+    StageConfig,
+)
+from cdk.constructs.functions import FunctionSpec, WorkflowFunctions
+from cdk.constructs.images import ContainerImages, RegistryScanOnPush
+from cdk.constructs.monitoring import EndpointAlarms, FailureTopic
+from cdk.constructs.roles import SageMakerRoles
 from cdk.constructs.storage import ArtifactStorage, EncryptionKey
+from cdk.constructs.workflow import JobSettings, TrainingWorkflow
+from cdk.grants import allow_key, allow_objects
+from cdk.nag import acknowledge
+from codetune.metrics import metric_definitions
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class CodetuneStack(Stack):
@@ -28,6 +49,386 @@ class CodetuneStack(Stack):
             access_log_expiry_days=config.access_log_expiry_days,
             create_input_bucket=config.create_input_bucket,
         )
+        bucket = storage.artifact_bucket
+        images = ContainerImages(
+            self,
+            "Images",
+            context_dir=REPO,
+            training_dockerfile="training_image/Dockerfile",
+            inference_dockerfile="inference_image/Dockerfile",
+        )
+        if config.manage_registry_scanning:
+            RegistryScanOnPush(self, "ImageScanning", repository_filter="cdk-*-container-assets-*")
+        roles = SageMakerRoles(
+            self,
+            "SageMakerRoles",
+            key=key,
+            repositories=images.repositories,
+            vpc_subnet_ids=config.vpc_subnet_ids,
+            vpc_security_group_ids=config.vpc_security_group_ids,
+        )
+        # Jobs: read/write only the run prefixes; read base models and codebases.
+        for prefix in (RUNS_PREFIX, CHECKPOINTS_PREFIX, DATASETS_PREFIX):
+            allow_objects(
+                roles.job_role,
+                bucket,
+                prefix,
+                write=True,
+                reason=f"Jobs read and write the objects of every run under {prefix} (keys per run).",
+            )
+        allow_objects(
+            roles.job_role,
+            bucket,
+            BASE_MODELS_PREFIX,
+            write=False,
+            reason="Training/evaluation read base-model weights uploaded under base-models/.",
+        )
+        allow_objects(
+            roles.endpoint_role,
+            bucket,
+            RUNS_PREFIX,
+            write=False,
+            reason="The endpoint loads the adapter (model.tar.gz) of the deployed run.",
+        )
+        allow_objects(
+            roles.endpoint_role,
+            bucket,
+            BASE_MODELS_PREFIX,
+            write=False,
+            reason="The endpoint loads base-model weights uploaded under base-models/.",
+        )
+        if storage.input_bucket is not None:
+            allow_objects(
+                roles.job_role,
+                storage.input_bucket,
+                None,
+                write=False,
+                reason="PrepareDataset reads the codebase prefix a user names (read-only).",
+            )
+
+        topic = FailureTopic(self, "Failures", key=key).topic
+        alarms = EndpointAlarms(
+            self,
+            "EndpointAlarms",
+            endpoint_name=config.endpoint_name,
+            error_threshold=config.error_alarm_threshold,
+            latency_threshold_microseconds=config.latency_alarm_microseconds,
+        )
+        package_group = sagemaker.CfnModelPackageGroup(
+            self,
+            "ModelPackageGroup",
+            model_package_group_name=config.model_package_group,
+            model_package_group_description=f"codetune adapters ({config.stage})",
+        )
+
+        allowed_buckets = (
+            storage.input_bucket.bucket_name if storage.input_bucket is not None else ""
+        )
+        common = {"STAGE": config.stage}
+        functions = WorkflowFunctions(
+            self,
+            "Functions",
+            lambdas_dir=REPO / "lambdas",
+            deps_dir=REPO / ".cache" / "lambda-deps" / "python",
+            package_dir=REPO / "src" / "codetune",
+            schemas_dir=REPO / "schemas",
+            configs_dir=REPO / "training_image" / "configs",
+            key=key,
+            log_retention=_retention(config.log_retention_days),
+            reserved_concurrency=config.lambda_reserved_concurrency,
+            specs=[
+                FunctionSpec(
+                    name="validate_request",
+                    timeout=Duration.seconds(60),
+                    memory_mb=512,  # the planner and JSON Schema validation
+                    environment={
+                        **common,
+                        "ARTIFACT_BUCKET": bucket.bucket_name,
+                        "ALLOWED_BUCKETS": allowed_buckets,
+                        "MODEL_PACKAGE_GROUP": config.model_package_group,
+                    },
+                ),
+                FunctionSpec(name="quality_gate", timeout=Duration.seconds(60), environment=common),
+                FunctionSpec(
+                    name="register_adapter",
+                    timeout=Duration.seconds(60),
+                    environment={
+                        **common,
+                        "INFERENCE_IMAGE_URI": images.inference_image.image_uri,
+                        "IMAGE_GIT_REVISION": images.inference_image.asset_hash,
+                    },
+                ),
+                FunctionSpec(
+                    name="deploy_endpoint",
+                    timeout=Duration.seconds(120),
+                    environment={
+                        **common,
+                        "SAGEMAKER_ROLE_ARN": roles.endpoint_role.role_arn,
+                        "KMS_KEY_ID": key.key_arn,
+                        "ROLLBACK_ALARMS": ",".join(alarms.alarm_names),
+                    },
+                ),
+                FunctionSpec(name="smoke_test", timeout=Duration.seconds(120), environment=common),
+                FunctionSpec(
+                    name="notify_failure",
+                    timeout=Duration.seconds(30),
+                    environment={**common, "TOPIC_ARN": topic.topic_arn},
+                ),
+            ],
+        )
+        fns = functions.functions
+        self._grant_functions(
+            fns, config=config, storage=storage, roles=roles, images=images, key=key
+        )
+        iam.Grant.add_to_principal(
+            grantee=fns["notify_failure"], actions=["sns:Publish"], resource_arns=[topic.topic_arn]
+        )
+        allow_key(fns["notify_failure"], key, encrypt=True)  # the topic is KMS-encrypted
+
+        workflow = TrainingWorkflow(
+            self,
+            "Workflow",
+            functions=fns,
+            rollback_alarm_names=alarms.alarm_names,
+            key=key,
+            log_retention=_retention(config.log_retention_days),
+            timeout=Duration.hours(config.state_machine_timeout_hours),
+            jobs=JobSettings(
+                role_arn=roles.job_role.role_arn,
+                job_name_prefix=f"{config.stage}-",
+                training_image_uri=images.training_image.image_uri,
+                key_arn=key.key_arn,
+                subnet_ids=config.vpc_subnet_ids,
+                security_group_ids=config.vpc_security_group_ids,
+                metric_definitions=tuple(metric_definitions()),
+                prepare_timeout=Duration.hours(6),
+                training_timeout=Duration.hours(config.state_machine_timeout_hours),
+                evaluation_timeout=Duration.hours(12),
+            ),
+        )
+        package_group.node.add_dependency(functions)  # keep logical order stable; no data flow
         self.key = key
         self.storage = storage
-        CfnOutput(self, "ArtifactBucketName", value=storage.artifact_bucket.bucket_name)
+        self.images = images
+        self.roles = roles
+        self.functions = functions
+        self.topic = topic
+        self.alarms = alarms
+        self.workflow = workflow
+
+        state_machine_arn = workflow.state_machine.state_machine_arn
+        CfnOutput(self, "StateMachineArn", value=state_machine_arn)
+        CfnOutput(self, "ArtifactBucketName", value=bucket.bucket_name)
+        if storage.input_bucket is not None:
+            CfnOutput(self, "InputBucketName", value=storage.input_bucket.bucket_name)
+        CfnOutput(self, "FailureTopicArn", value=topic.topic_arn)
+        CfnOutput(
+            self,
+            "StartExecutionCommand",
+            description="Start a run (edit examples/run-input.json first)",
+            value=(
+                f"aws stepfunctions start-execution --state-machine-arn {state_machine_arn} "
+                "--name my-first-run --input file://examples/run-input.json"
+            ),
+        )
+
+    def _grant_functions(self, fns, *, config, storage, roles, images, key) -> None:
+        """Each Lambda gets what its handler calls (codetune.workflow.*), on exact ARNs."""
+        bucket = storage.artifact_bucket
+        stage = config.stage
+        sm = lambda kind, name: self.format_arn(  # noqa: E731
+            service="sagemaker", resource=kind, resource_name=name
+        )
+        # validate_request: checks that the S3 inputs exist (ListBucket/GetObject).
+        allow_objects(
+            fns["validate_request"],
+            bucket,
+            None,
+            write=False,
+            reason="Checks that dataset/base-model URIs named in the input exist (read-only).",
+        )
+        if storage.input_bucket is not None:
+            allow_objects(
+                fns["validate_request"],
+                storage.input_bucket,
+                None,
+                write=False,
+                reason="Checks that the codebase URI named in the input exists (read-only).",
+            )
+        # quality_gate: reads report.json of the run.
+        allow_objects(
+            fns["quality_gate"],
+            bucket,
+            RUNS_PREFIX,
+            write=False,
+            reason="Reads runs/<runId>/eval/report.json of the run being gated.",
+        )
+        # register_adapter: the package group, reads the dataset manifest, image digest.
+        allow_objects(
+            fns["register_adapter"],
+            bucket,
+            RUNS_PREFIX,
+            write=False,
+            reason="Reads the run's dataset manifest and report for the package lineage.",
+        )
+        allow_objects(
+            fns["register_adapter"],
+            bucket,
+            DATASETS_PREFIX,
+            write=False,
+            reason="Reads a shared dataset's manifest for the package lineage.",
+        )
+        for name in ("validate_request", "quality_gate", "register_adapter"):
+            allow_key(fns[name], key, encrypt=False)
+        fns["register_adapter"].add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateModelPackage",
+                    "sagemaker:DescribeModelPackage",
+                    "sagemaker:DescribeModelPackageGroup",
+                    "sagemaker:ListModelPackages",
+                    "sagemaker:AddTags",
+                ],
+                resources=[
+                    sm("model-package-group", config.model_package_group),
+                    sm("model-package", f"{config.model_package_group}/*"),
+                ],
+            )
+        )
+        images.inference_image.repository.grant(fns["register_adapter"], "ecr:DescribeImages")
+        # deploy_endpoint: model, endpoint config (stage-prefixed names), endpoint, autoscaling.
+        deploy = fns["deploy_endpoint"]
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateModel",
+                    "sagemaker:DescribeModel",
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:CreateEndpoint",
+                    "sagemaker:UpdateEndpoint",
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:AddTags",
+                ],
+                resources=[
+                    sm("model", f"{stage}-*"),
+                    sm("endpoint-config", f"{stage}-*"),
+                    sm("endpoint", "*"),
+                ],
+            )
+        )
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeModelPackage"],
+                resources=[sm("model-package", f"{config.model_package_group}/*")],
+            )
+        )
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[roles.endpoint_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "application-autoscaling:RegisterScalableTarget",
+                    "application-autoscaling:DescribeScalableTargets",
+                    "application-autoscaling:PutScalingPolicy",
+                    "application-autoscaling:DescribeScalingPolicies",
+                    "application-autoscaling:DeleteScalingPolicy",
+                ],
+                resources=["*"],  # scalable targets have no ARN before registration
+            )
+        )
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:CreateServiceLinkedRole"],
+                resources=[
+                    self.format_arn(
+                        service="iam",
+                        region="",
+                        resource="role",
+                        resource_name="aws-service-role/sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+                    )
+                ],
+                conditions={
+                    "StringLike": {
+                        "iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"
+                    }
+                },
+            )
+        )
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                resources=[key.key_arn],
+            )
+        )
+        # smoke_test: invokes the deployed endpoint.
+        fns["smoke_test"].add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:InvokeEndpoint"], resources=[sm("endpoint", "*")]
+            )
+        )
+        sm_finding = "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{}]"
+        endpoint_reason = (
+            "The endpoint name is chosen per run (input deployment.endpointName), so it is "
+            "not known at deploy time."
+        )
+        packages_reason = "Model packages get versioned names inside the stack's package group."
+        acknowledge(_policy(fns["smoke_test"]), sm_finding.format("endpoint/*"), endpoint_reason)
+        acknowledge(
+            _policy(fns["register_adapter"]),
+            sm_finding.format(f"model-package/{config.model_package_group}/*"),
+            packages_reason,
+        )
+        deploy_policy = _policy(deploy)
+        acknowledge(deploy_policy, sm_finding.format("endpoint/*"), endpoint_reason)
+        acknowledge(
+            deploy_policy,
+            sm_finding.format(f"model-package/{config.model_package_group}/*"),
+            packages_reason,
+        )
+        for kind in ("model", "endpoint-config"):
+            acknowledge(
+                deploy_policy,
+                sm_finding.format(f"{kind}/{stage}-*"),
+                "Names are made per run (<stage>-<runId>-<step>); the prefix pins the stage.",
+            )
+        acknowledge(
+            deploy_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray; Application Auto Scaling targets have no ARN before they are registered.",
+        )
+
+
+def _policy(function):
+    """The default policy of a function's role (where its statements and acknowledgements go)."""
+    return function.role.node.find_child("DefaultPolicy")
+
+
+_RETENTIONS = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    731: logs.RetentionDays.TWO_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+
+def _retention(days: int) -> logs.RetentionDays:
+    """The shortest CloudWatch Logs retention that keeps logs at least `days` days."""
+    for allowed, retention in sorted(_RETENTIONS.items()):
+        if allowed >= days:
+            return retention
+    return logs.RetentionDays.TEN_YEARS

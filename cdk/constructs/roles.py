@@ -1,0 +1,143 @@
+"""Execution roles that SageMaker assumes: one for jobs, one for the endpoint."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from cdk.grants import allow_key
+from cdk.nag import acknowledge
+
+SAGEMAKER = iam.ServicePrincipal("sagemaker.amazonaws.com")
+
+
+def _log_groups(stack: Stack, *names: str) -> list[str]:
+    return [
+        stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"{name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for name in names
+    ]
+
+
+class SageMakerRoles(Construct):
+    """`job_role` (processing + training jobs) and `endpoint_role` (the hosted model).
+
+    Permissions are exact: run prefixes of the artifact bucket, the stack's key, the image
+    repositories, and SageMaker's own log groups. Grants to buckets happen in the stack.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        key: kms.IKey,
+        repositories: list[ecr.IRepository],
+        vpc_subnet_ids: tuple[str, ...],
+        vpc_security_group_ids: tuple[str, ...],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.job_role = iam.Role(
+            self,
+            "JobRole",
+            assumed_by=SAGEMAKER,
+            description="codetune SageMaker processing and training jobs",
+        )
+        self.endpoint_role = iam.Role(
+            self,
+            "EndpointRole",
+            assumed_by=SAGEMAKER,
+            description="codetune SageMaker endpoint (model container)",
+        )
+        for role, groups in (
+            (
+                self.job_role,
+                ("/aws/sagemaker/ProcessingJobs", "/aws/sagemaker/TrainingJobs"),
+            ),
+            (self.endpoint_role, ("/aws/sagemaker/Endpoints/*",)),
+        ):
+            allow_key(role, key, encrypt=True)
+            for repository in repositories:
+                repository.grant_pull(role)
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=_log_groups(stack, *groups),
+                )
+            )
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],  # PutMetricData has no resource type; namespace-scoped
+                    conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+                )
+            )
+        if vpc_subnet_ids:
+            # Jobs in a VPC: SageMaker creates ENIs in the given subnets/security groups.
+            self.job_role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=[
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeVpcs",
+                        "ec2:DescribeDhcpOptions",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeSecurityGroups",
+                    ],
+                    resources=["*"],  # Describe* actions have no resource-level permissions
+                )
+            )
+            self.job_role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:CreateNetworkInterfacePermission",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:DeleteNetworkInterfacePermission",
+                    ],
+                    resources=[
+                        stack.format_arn(
+                            service="ec2", resource="network-interface", resource_name="*"
+                        ),
+                        *(
+                            stack.format_arn(service="ec2", resource="subnet", resource_name=s)
+                            for s in vpc_subnet_ids
+                        ),
+                        *(
+                            stack.format_arn(
+                                service="ec2", resource="security-group", resource_name=g
+                            )
+                            for g in vpc_security_group_ids
+                        ),
+                    ],
+                )
+            )
+        for role, groups in (
+            (self.job_role, ("ProcessingJobs", "TrainingJobs")),
+            (self.endpoint_role, ("Endpoints/*",)),
+        ):
+            policy = role.node.find_child("DefaultPolicy")
+            for group in groups:
+                acknowledge(
+                    policy,
+                    f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/{group}:*]",
+                    "SageMaker names one log stream per job/instance inside its fixed log group.",
+                )
+            acknowledge(
+                policy,
+                "AwsSolutions-IAM5[Resource::*]",
+                "cloudwatch:PutMetricData has no resource type; limited by a namespace condition"
+                + (
+                    "; ec2:Describe* have no resource-level permissions"
+                    if vpc_subnet_ids and role is self.job_role
+                    else ""
+                )
+                + "; ecr:GetAuthorizationToken is account-wide by design.",
+            )

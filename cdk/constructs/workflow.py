@@ -1,0 +1,650 @@
+"""The Step Functions state machine of one fine-tuning run (docs/architecture.md, "The workflow").
+
+State data: `$.request` is the resolved run request (ValidateRequest's output); each later
+step writes its result next to it (`$.prepare`, `$.training`, `$.evaluation`, `$.gate`,
+`$.registration`, `$.deployment`, `$.smoke`).
+
+The SageMaker job states are `CustomState`s: the L2 `SageMakerCreateTrainingJob` has no
+managed spot, `MaxWaitTimeInSeconds`, `CheckpointConfig`, inter-container encryption, nor
+hyperparameters taken whole from the state (`$.request.training.hyperparameters`), and there
+is no L2 task for processing jobs. The Lambda states use the L2 `LambdaInvoke`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from cdk.nag import acknowledge
+
+# Lambda errors worth retrying: the handlers' RetryableError (throttling, capacity, endpoint
+# busy; codetune.workflow.errors.RETRYABLE_ERRORS) and Lambda's own transient failures.
+LAMBDA_TRANSIENT_ERRORS = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+# SageMaker API errors before a job exists (quota/throttling/capacity at CreateXJob time).
+# A job that started and then failed (States.TaskFailed) is not retried: its name is fixed
+# per execution, so a retry could only collide with it; the Catch reports it instead.
+SAGEMAKER_TRANSIENT_ERRORS = [
+    "SageMaker.AmazonSageMakerException",
+    "SageMaker.ResourceLimitExceededException",
+    "SageMaker.ThrottlingException",
+    "SageMaker.CapacityError",
+]
+CONTEXT_RECORD = {
+    "executionName.$": "$$.Execution.Name",
+    "executionArn.$": "$$.Execution.Id",
+}
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What the SageMaker job states need from the stack (ARNs and names, no logic)."""
+
+    role_arn: str
+    job_name_prefix: str  # SageMaker job names start with it (naming.job_names: "<stage>-")
+    training_image_uri: str
+    key_arn: str
+    subnet_ids: tuple[str, ...]
+    security_group_ids: tuple[str, ...]
+    metric_definitions: tuple[dict[str, str], ...]
+    prepare_timeout: Duration
+    training_timeout: Duration
+    evaluation_timeout: Duration
+
+
+class TrainingWorkflow(Construct):
+    """The state machine: validate → prepare → train → evaluate → gate → register → deploy → smoke."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        functions: dict[str, lambda_.IFunction],
+        rollback_alarm_names: list[str],
+        jobs: JobSettings,
+        key: kms.IKey,
+        log_retention: logs.RetentionDays,
+        timeout: Duration,
+        deploy_poll_interval: Duration = Duration.seconds(60),
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._functions = functions
+        self._jobs = jobs
+
+        # Failure path: every task's Catch → Record<Task>Failure → NotifyFailure → Fail.
+        self.fail = sfn.Fail(
+            self,
+            "RunFailed",
+            state_name="RunFailed",
+            error_path="$.error.Error",
+            cause_path="$.error.Cause",
+        )
+        notify = self._lambda(
+            "NotifyFailure",
+            "notify_failure",
+            payload=sfn.TaskInput.from_json_path_at("$"),
+            result_path=sfn.JsonPath.DISCARD,
+            timeout=Duration.minutes(2),
+            catch=False,
+        )
+        # A failure to notify must not hide the run's own error: go straight to the Fail.
+        notify.add_catch(self.fail, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
+        self.notify_failure = notify.next(self.fail)
+
+        validate = self._lambda(
+            "ValidateRequest",
+            "validate_request",
+            payload=sfn.TaskInput.from_object(
+                {"input": sfn.JsonPath.entire_payload, "executionName": sfn.JsonPath.execution_name}
+            ),
+            result_selector={"request.$": "$"},
+            result_path="$",
+            timeout=Duration.minutes(2),
+        )
+        prepare = self._processing(
+            "PrepareDataset",
+            job_name_path="$.request.jobs.prepare",
+            entrypoint="prepare",
+            spec_path="$.request.prepare",
+            instance_count_path="$.request.prepare.instanceCount",
+            inputs=[("code", "$.request.data.codebaseS3Uri")],
+            output=("dataset", "$.request.paths.dataset"),
+            environment={
+                "CODETUNE_RUN_ID.$": "$.request.runId",
+                "CODETUNE_PREPARE_CONFIG.$": "States.JsonToString($.request.prepare.config)",
+            },
+            timeout=jobs.prepare_timeout,
+            result_path="$.prepare",
+        )
+        train_variants = {
+            (spot, s3_model): self._training(spot=spot, s3_model=s3_model)
+            for spot in (False, True)
+            for s3_model in (False, True)
+        }
+        eval_variants = {
+            s3_model: self._evaluation(s3_model=s3_model) for s3_model in (False, True)
+        }
+        gate = self._lambda(
+            "QualityGate",
+            "quality_gate",
+            payload=sfn.TaskInput.from_object(
+                {
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "reportUri": sfn.JsonPath.string_at("$.request.paths.report"),
+                }
+            ),
+            result_path="$.gate",
+            timeout=Duration.minutes(2),
+        )
+        register = self._lambda(
+            "RegisterAdapter",
+            "register_adapter",
+            payload=sfn.TaskInput.from_object(
+                {
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "gate": sfn.JsonPath.object_at("$.gate"),
+                    "modelDataUrl": sfn.JsonPath.string_at("$.training.modelDataUrl"),
+                }
+            ),
+            result_path="$.registration",
+            timeout=Duration.minutes(2),
+        )
+        deploy = self._lambda(
+            "DeployEndpoint",
+            "deploy_endpoint",
+            payload=sfn.TaskInput.from_object(
+                {
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "registration": sfn.JsonPath.object_at("$.registration"),
+                    "previous": sfn.JsonPath.object_at("$.deployment"),
+                    "rollbackAlarms": rollback_alarm_names,
+                }
+            ),
+            result_path="$.deployment",
+            timeout=Duration.minutes(5),
+        )
+        smoke = self._lambda(
+            "SmokeTest",
+            "smoke_test",
+            payload=sfn.TaskInput.from_object({"request": sfn.JsonPath.object_at("$.request")}),
+            result_path="$.smoke",
+            timeout=Duration.minutes(5),
+        )
+
+        gate_rejected = sfn.Pass(
+            self,
+            "GateRejected",
+            comment="The candidate did not beat the thresholds: report it as the run's failure.",
+            parameters={
+                "state": "QualityGate",
+                "error": {
+                    "Error": "QualityGateRejected",
+                    "Cause.$": "States.JsonToString($.gate.reasons)",
+                },
+                **CONTEXT_RECORD,
+            },
+        ).next(self.notify_failure)
+        summary_fields = {
+            "runId.$": "$.request.runId",
+            "modelPackageArn.$": "$.registration.modelPackageArn",
+            "approvalStatus.$": "$.registration.approvalStatus",
+            "reportUri.$": "$.gate.reportUri",
+            "metrics.$": "$.gate.metrics",
+        }
+        not_deployed = sfn.Pass(
+            self,
+            "SummarizeRegistered",
+            comment="Registered but not deployed: awaiting manual approval, or deployment off.",
+            parameters={**summary_fields, "endpointName": None},
+        ).next(sfn.Succeed(self, "RegisteredNotDeployed"))
+        deployed = sfn.Pass(
+            self,
+            "SummarizeDeployed",
+            parameters={**summary_fields, "endpointName.$": "$.deployment.endpointName"},
+        ).next(sfn.Succeed(self, "Deployed"))
+
+        wait = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(deploy_poll_interval))
+        deploy_loop = (
+            sfn.Pass(
+                self,
+                "StartDeployment",
+                parameters={"action": "start", "status": "NotStarted"},
+                result_path="$.deployment",
+            )
+            .next(deploy)
+            .next(
+                sfn.Choice(self, "EndpointInService?")
+                .when(
+                    sfn.Condition.string_equals("$.deployment.status", "InService"),
+                    smoke.next(deployed),
+                )
+                .otherwise(wait.next(deploy))
+            )
+        )
+
+        evaluate_choice = sfn.Choice(self, "BaseModelInS3ForEvaluation?")
+        evaluate_choice.when(_has_s3_model(), eval_variants[True]).otherwise(eval_variants[False])
+        for task in eval_variants.values():
+            task.next(gate)
+        train_choice = sfn.Choice(self, "TrainingMode?")
+        for (spot, s3_model), task in train_choice_order(train_variants):
+            cond = sfn.Condition.boolean_equals("$.request.training.spot", spot)
+            cond = sfn.Condition.and_(
+                cond, _has_s3_model() if s3_model else sfn.Condition.not_(_has_s3_model())
+            )
+            train_choice.when(cond, task)
+            task.next(evaluate_choice)
+        train_choice.otherwise(
+            sfn.Pass(
+                self,
+                "UnknownTrainingMode",
+                parameters={
+                    "state": "TrainingMode?",
+                    "error": {
+                        "Error": "InvalidRunInput",
+                        "Cause": "training.spot is not a boolean",
+                    },
+                    **CONTEXT_RECORD,
+                },
+            ).next(self.notify_failure)
+        )
+        prepare.next(train_choice)
+
+        definition = validate.next(
+            sfn.Choice(self, "DatasetPrepared?")
+            .when(sfn.Condition.boolean_equals("$.request.data.skipPrepare", True), train_choice)
+            .otherwise(prepare)
+        )
+        gate.next(
+            sfn.Choice(self, "GatePassed?")
+            .when(
+                sfn.Condition.boolean_equals("$.gate.passed", True),
+                register.next(
+                    sfn.Choice(self, "DeployAdapter?")
+                    .when(sfn.Condition.boolean_equals("$.registration.deploy", True), deploy_loop)
+                    .otherwise(not_deployed)
+                ),
+            )
+            .otherwise(gate_rejected)
+        )
+
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, encryption_key=key)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=timeout,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            comment="codetune: fine-tune, evaluate, register and serve a code LLM adapter",
+        )
+        self._grant_sagemaker_jobs(self.state_machine.role)
+        policy = self.state_machine.role.node.find_child("DefaultPolicy")
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray tracing and CloudWatch Logs delivery actions have no resource type.",
+        )
+        for kind in ("training-job", "processing-job"):
+            acknowledge(
+                policy,
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+                f"<AWS::AccountId>:{kind}/{jobs.job_name_prefix}*]",
+                "Job names are made per run (<stage>-<runId>-<step>); the prefix pins the stage.",
+            )
+        for fn in functions.values():
+            acknowledge(
+                policy,
+                f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(fn.node.default_child)}.Arn>:*]",
+                "LambdaInvoke may call any version/alias of this one function.",
+            )
+
+    # -- states -------------------------------------------------------------------------------
+
+    def _lambda(
+        self,
+        name: str,
+        function: str,
+        *,
+        payload: sfn.TaskInput,
+        result_path: str,
+        timeout: Duration,
+        result_selector: dict | None = None,
+        catch: bool = True,
+    ) -> tasks.LambdaInvoke:
+        task = tasks.LambdaInvoke(
+            self,
+            name,
+            state_name=name,
+            lambda_function=self._functions[function],
+            payload=payload,
+            payload_response_only=True,
+            retry_on_service_exceptions=False,  # explicit Retry below, with our error names
+            result_selector=result_selector,
+            result_path=result_path,
+            task_timeout=sfn.Timeout.duration(timeout),
+        )
+        task.add_retry(
+            errors=["RetryableError", *LAMBDA_TRANSIENT_ERRORS],
+            interval=Duration.seconds(5),
+            backoff_rate=2,
+            max_attempts=5,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        if catch:
+            self._catch(task, name)
+        return task
+
+    def _catch(self, task: sfn.TaskStateBase | sfn.CustomState, name: str) -> None:
+        record = sfn.Pass(
+            self,
+            f"Record{name}Failure",
+            parameters={"state": name, "error.$": "$.error", **CONTEXT_RECORD},
+        ).next(self.notify_failure)
+        task.add_catch(record, errors=["States.ALL"], result_path="$.error")
+
+    def _custom(
+        self,
+        name: str,
+        resource: str,
+        parameters: dict,
+        timeout: Duration,
+        result_selector: dict,
+        result_path: str,
+    ) -> sfn.CustomState:
+        state = sfn.CustomState(
+            self,
+            name,
+            state_json={
+                "Type": "Task",
+                "Resource": Stack.of(self).format_arn(
+                    service="states", account="", region="", resource=resource
+                ),
+                "Parameters": parameters,
+                "TimeoutSeconds": int(timeout.to_seconds()),
+                "ResultSelector": result_selector,
+                "ResultPath": result_path,
+            },
+        )
+        state.add_retry(
+            errors=SAGEMAKER_TRANSIENT_ERRORS,
+            interval=Duration.seconds(60),
+            backoff_rate=2,
+            max_attempts=4,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        self._catch(state, name)
+        return state
+
+    def _network(self, *, isolate: bool) -> dict:
+        network: dict = {
+            "EnableInterContainerTrafficEncryption": True,
+            "EnableNetworkIsolation": isolate,
+        }
+        if self._jobs.subnet_ids:
+            network["VpcConfig"] = {
+                "Subnets": list(self._jobs.subnet_ids),
+                "SecurityGroupIds": list(self._jobs.security_group_ids),
+            }
+        return network
+
+    def _processing(
+        self,
+        name: str,
+        *,
+        job_name_path: str,
+        entrypoint: str,
+        spec_path: str,
+        inputs: list[tuple[str, str]],
+        output: tuple[str, str],
+        environment: dict,
+        timeout: Duration,
+        result_path: str,
+        isolate: bool = False,
+        instance_count_path: str | None = None,
+    ) -> sfn.CustomState:
+        jobs = self._jobs
+        instance_count = (
+            {"InstanceCount.$": instance_count_path}
+            if instance_count_path
+            else {"InstanceCount": 1}
+        )
+        return self._custom(
+            name,
+            "sagemaker:createProcessingJob.sync",
+            {
+                "ProcessingJobName.$": job_name_path,
+                "RoleArn": jobs.role_arn,
+                "AppSpecification": {
+                    "ImageUri": jobs.training_image_uri,
+                    "ContainerEntrypoint": [entrypoint],
+                },
+                "ProcessingResources": {
+                    "ClusterConfig": {
+                        **instance_count,
+                        "InstanceType.$": f"{spec_path}.instanceType",
+                        "VolumeSizeInGB": 100,
+                        "VolumeKmsKeyId": jobs.key_arn,
+                    }
+                },
+                "ProcessingInputs": [
+                    {
+                        "InputName": channel,
+                        "S3Input": {
+                            "S3Uri.$": path,
+                            "LocalPath": f"/opt/ml/processing/input/{channel}",
+                            "S3DataType": "S3Prefix",
+                            "S3InputMode": "File",
+                            "S3DataDistributionType": "FullyReplicated",
+                        },
+                    }
+                    for channel, path in inputs
+                ],
+                "ProcessingOutputConfig": {
+                    "KmsKeyId": jobs.key_arn,
+                    "Outputs": [
+                        {
+                            "OutputName": output[0],
+                            "S3Output": {
+                                "S3Uri.$": output[1],
+                                "LocalPath": f"/opt/ml/processing/output/{output[0]}",
+                                "S3UploadMode": "EndOfJob",
+                            },
+                        }
+                    ],
+                },
+                "StoppingCondition": {"MaxRuntimeInSeconds": int(timeout.to_seconds())},
+                "NetworkConfig": self._network(isolate=isolate),
+                "Environment": environment,
+            },
+            timeout,
+            {"jobName.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"},
+            result_path,
+        )
+
+    def _evaluation(self, *, s3_model: bool) -> sfn.CustomState:
+        inputs = [("adapter", "$.training.modelDataUrl"), ("dataset", "$.request.paths.dataset")]
+        if s3_model:
+            inputs.append(("model", "$.request.baseModel.s3Uri"))
+        return self._processing(
+            "EvaluateAdapter" + ("S3Model" if s3_model else ""),
+            job_name_path="$.request.jobs.evaluate",
+            entrypoint="evaluate",
+            spec_path="$.request.evaluation",
+            inputs=inputs,
+            output=("eval", "$.request.paths.eval"),
+            environment={
+                "CODETUNE_RUN_ID.$": "$.request.runId",
+                "CODETUNE_BASE_MODEL.$": "$.request.baseModel.id",
+                "CODETUNE_EVAL_SUITES.$": "States.JsonToString($.request.evaluation.suites)",
+                "CODETUNE_EVAL_LIMIT.$": "States.JsonToString($.request.evaluation.limit)",
+                "CODETUNE_ADAPTER_URI.$": "$.training.modelDataUrl",
+            },
+            timeout=self._jobs.evaluation_timeout,
+            result_path="$.evaluation",
+            # Generated code is untrusted; without internet it cannot exfiltrate. Only
+            # possible when the base model comes from S3 (no hub download needed).
+            isolate=s3_model,
+        )
+
+    def _training(self, *, spot: bool, s3_model: bool) -> sfn.CustomState:
+        jobs = self._jobs
+        channels = [
+            _channel("train", "$.request.paths.dataset"),
+            _channel("validation", "$.request.paths.dataset"),
+        ]
+        if s3_model:
+            channels.append(_channel("model", "$.request.baseModel.s3Uri"))
+        params: dict = {
+            "TrainingJobName.$": "$.request.jobs.train",
+            "RoleArn": jobs.role_arn,
+            "AlgorithmSpecification": {
+                "TrainingImage": jobs.training_image_uri,
+                "TrainingInputMode": "File",
+                "MetricDefinitions": [dict(m) for m in jobs.metric_definitions],
+            },
+            "HyperParameters.$": "$.request.training.hyperparameters",
+            "InputDataConfig": channels,
+            "OutputDataConfig": {
+                "S3OutputPath.$": "$.request.paths.output",
+                "KmsKeyId": jobs.key_arn,
+            },
+            "ResourceConfig": {
+                # Full instance names from the request (ml.g5.xlarge): no "ml." added here.
+                "InstanceType.$": "$.request.training.instanceType",
+                "InstanceCount.$": "$.request.training.instanceCount",
+                "VolumeSizeInGB.$": "$.request.training.volumeSizeGb",
+                "VolumeKmsKeyId": jobs.key_arn,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds.$": "$.request.training.maxRuntimeSeconds"},
+            "EnableInterContainerTrafficEncryption": True,
+            "Environment": {"CODETUNE_RUN_ID.$": "$.request.runId"},
+        }
+        if spot:
+            # Spot can be interrupted: SageMaker syncs /opt/ml/checkpoints with S3 and the
+            # trainer resumes from the newest checkpoint.
+            params["EnableManagedSpotTraining"] = True
+            params["StoppingCondition"]["MaxWaitTimeInSeconds.$"] = (
+                "$.request.training.maxWaitSeconds"
+            )
+            params["CheckpointConfig"] = {
+                "S3Uri.$": "$.request.paths.checkpoints",
+                "LocalPath": "/opt/ml/checkpoints",
+            }
+        if jobs.subnet_ids:
+            params["VpcConfig"] = {
+                "Subnets": list(jobs.subnet_ids),
+                "SecurityGroupIds": list(jobs.security_group_ids),
+            }
+        name = "TrainAdapter" + ("Spot" if spot else "") + ("S3Model" if s3_model else "")
+        return self._custom(
+            name,
+            "sagemaker:createTrainingJob.sync",
+            params,
+            jobs.training_timeout,
+            {
+                "jobName.$": "$.TrainingJobName",
+                "status.$": "$.TrainingJobStatus",
+                "modelDataUrl.$": "$.ModelArtifacts.S3ModelArtifacts",
+            },
+            "$.training",
+        )
+
+    # -- permissions ----------------------------------------------------------------------------
+
+    def _grant_sagemaker_jobs(self, role: iam.IRole) -> None:
+        """What the CustomStates need (CDK adds nothing for them): jobs, PassRole, .sync rules."""
+        stack = Stack.of(self)
+        job_arns = [
+            stack.format_arn(
+                service="sagemaker", resource=kind, resource_name=f"{self._jobs.job_name_prefix}*"
+            )
+            for kind in ("training-job", "processing-job")
+        ]
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob",
+                    "sagemaker:CreateProcessingJob",
+                    "sagemaker:DescribeProcessingJob",
+                    "sagemaker:StopProcessingJob",
+                    "sagemaker:AddTags",
+                ],
+                resources=job_arns,
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[self._jobs.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        # .sync integrations watch jobs through these Step Functions-managed EventBridge rules.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(service="events", resource="rule", resource_name=rule)
+                    for rule in (
+                        "StepFunctionsGetEventsForSageMakerTrainingJobsRule",
+                        "StepFunctionsGetEventsForSageMakerProcessingJobsRule",
+                    )
+                ],
+            )
+        )
+        # Volume and output encryption with the stack key: SageMaker uses grants on behalf
+        # of the caller that creates the job.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "kms:CreateGrant",
+                    "kms:DescribeKey",
+                    "kms:GenerateDataKey",
+                    "kms:Decrypt",
+                ],
+                resources=[self._jobs.key_arn],
+            )
+        )
+
+
+def train_choice_order(variants: dict) -> list:
+    """Choice branches in a fixed order (the rendered definition must be deterministic)."""
+    return sorted(variants.items(), key=lambda kv: kv[0])
+
+
+def _has_s3_model() -> sfn.Condition:
+    return sfn.Condition.and_(
+        sfn.Condition.is_present("$.request.baseModel.s3Uri"),
+        sfn.Condition.is_string("$.request.baseModel.s3Uri"),
+    )
+
+
+def _channel(name: str, uri_path: str) -> dict:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri.$": uri_path,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+    }
