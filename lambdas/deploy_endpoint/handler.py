@@ -7,10 +7,10 @@ KMS_KEY_ID, ROLLBACK_ALARMS. Returns ``{"endpointName", "endpointConfigName", "a
 InService. Logic: codetune.workflow.deploy.
 """
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from codetune.workflow import WorkflowError
+from codetune.workflow.aws import client
 from codetune.workflow.deploy import deploy_endpoint
 from codetune.workflow.events import DeployEndpointEnv, DeployEndpointEvent
 
@@ -31,8 +31,8 @@ def lambda_handler(event, context):
             rollback_alarms=ev.rollback_alarms
             if ev.rollback_alarms is not None
             else env.rollback_alarms,
-            sagemaker=boto3.client("sagemaker"),
-            autoscaling=boto3.client("application-autoscaling"),
+            sagemaker=client("sagemaker"),
+            autoscaling=client("application-autoscaling"),
             previous=ev.previous,
         )
     except WorkflowError:

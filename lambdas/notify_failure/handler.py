@@ -4,10 +4,10 @@ Event ``{"executionArn", "executionName", "state", "error": {"Error", "Cause"}}`
 Catch clauses pass); environment TOPIC_ARN. Logic: codetune.workflow.notify.
 """
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from codetune.workflow import WorkflowError
+from codetune.workflow.aws import client
 from codetune.workflow.events import NotifyFailureEnv, NotifyFailureEvent
 from codetune.workflow.notify import notify_failure
 
@@ -20,7 +20,7 @@ def lambda_handler(event, context):
         ev = NotifyFailureEvent.parse(event)
         logger.set_correlation_id(ev.execution_name)
         result = notify_failure(
-            ev, topic_arn=NotifyFailureEnv.from_environ().topic_arn, sns=boto3.client("sns")
+            ev, topic_arn=NotifyFailureEnv.from_environ().topic_arn, sns=client("sns")
         )
     except WorkflowError:
         logger.exception("could not publish the failure")

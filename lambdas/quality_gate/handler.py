@@ -4,10 +4,10 @@ Event ``{"request": <resolved request>, "reportUri": optional}``. The state mach
 branches on ``passed``. Logic: codetune.workflow.quality (decide() from codetune.evaluate.gate).
 """
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from codetune.workflow import WorkflowError
+from codetune.workflow.aws import client
 from codetune.workflow.events import QualityGateEvent
 from codetune.workflow.quality import run_quality_gate
 
@@ -19,7 +19,7 @@ def lambda_handler(event, context):
     try:
         ev = QualityGateEvent.parse(event)
         logger.set_correlation_id(ev.request.execution_name)
-        result = run_quality_gate(ev.request, ev.report_uri, boto3.client("s3"))
+        result = run_quality_gate(ev.request, ev.report_uri, client("s3"))
     except WorkflowError:
         logger.exception("quality gate could not decide")
         raise

@@ -5,10 +5,10 @@ INFERENCE_IMAGE_URI, IMAGE_GIT_REVISION. Returns ``{"modelPackageArn", "approval
 "deploy", "created"}``. Logic: codetune.workflow.registry.
 """
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from codetune.workflow import WorkflowError
+from codetune.workflow.aws import client
 from codetune.workflow.events import RegisterAdapterEnv, RegisterAdapterEvent
 from codetune.workflow.registry import register_adapter
 
@@ -27,9 +27,9 @@ def lambda_handler(event, context):
             model_data_url=ev.model_data_url,
             inference_image_uri=env.inference_image_uri,
             image_git_revision=env.image_git_revision,
-            sagemaker=boto3.client("sagemaker"),
-            s3=boto3.client("s3"),
-            ecr=boto3.client("ecr"),
+            sagemaker=client("sagemaker"),
+            s3=client("s3"),
+            ecr=client("ecr"),
         )
     except WorkflowError:
         logger.exception("registration failed")

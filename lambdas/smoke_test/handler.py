@@ -4,10 +4,10 @@ Event ``{"request"}``. Returns ``{"endpointName", "adapterName", "baseModel", "a
 "adapterSample"}``. Logic: codetune.workflow.smoke.
 """
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from codetune.workflow import WorkflowError
+from codetune.workflow.aws import client
 from codetune.workflow.events import SmokeTestEvent
 from codetune.workflow.smoke import smoke_test
 
@@ -19,7 +19,7 @@ def lambda_handler(event, context):
     try:
         ev = SmokeTestEvent.parse(event)
         logger.set_correlation_id(ev.request.execution_name)
-        result = smoke_test(ev.request, boto3.client("sagemaker-runtime"))
+        result = smoke_test(ev.request, client("sagemaker-runtime"))
     except WorkflowError:
         logger.exception("smoke test failed")
         raise

@@ -5,10 +5,10 @@ ARTIFACT_BUCKET, MODEL_PACKAGE_GROUP, optional ALLOWED_BUCKETS, STAGE. Returns
 ``RunRequest.to_dict()`` (schemas/run-request.schema.json). Logic: codetune.workflow.validate.
 """
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from codetune.workflow import WorkflowError, validate_run_input
+from codetune.workflow.aws import client
 from codetune.workflow.events import ValidateRequestEnv, ValidateRequestEvent
 from codetune.workflow.storage import check_inputs_exist
 
@@ -29,7 +29,7 @@ def lambda_handler(event, context):
             model_package_group=env.model_package_group,
             stage=env.stage,
         )
-        check_inputs_exist(request, boto3.client("s3"))
+        check_inputs_exist(request, client("s3"))
     except WorkflowError:
         logger.exception("run input rejected")
         raise
