@@ -48,9 +48,24 @@ class RLConfig:
             raise ConfigError(
                 f"rl.max_completion_length must be >= 8, got {self.max_completion_length}"
             )
+        if self.prompts_per_step < 1:
+            raise ConfigError(f"rl.prompts_per_step must be >= 1, got {self.prompts_per_step}")
+        if not self.temperature > 0.0:
+            raise ConfigError(f"rl.temperature must be > 0 (GRPO samples), got {self.temperature}")
+        if not self.learning_rate > 0.0:
+            raise ConfigError(f"rl.learning_rate must be > 0, got {self.learning_rate}")
         unknown = sorted(set(self.reward_weights) - set(DEFAULT_REWARD_WEIGHTS))
         if unknown:
             raise ConfigError(
                 f"rl.reward_weights: unknown reward(s) {', '.join(unknown)}; "
                 f"known: {', '.join(DEFAULT_REWARD_WEIGHTS)}"
             )
+        # A reward left out of rl.reward_weights (or weighted 0) is not computed.
+        for name, weight in self.reward_weights.items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+                raise ConfigError(
+                    f"rl.reward_weights.{name} must be a number >= 0, got {weight!r} "
+                    "(length_penalty is already negative; weights only scale)"
+                )
+        if not any(w > 0 for w in self.reward_weights.values()):
+            raise ConfigError("rl.reward_weights must give at least one reward a weight > 0")
