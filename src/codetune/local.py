@@ -1,0 +1,498 @@
+"""Run the whole workflow on this machine: the Step Functions states, executed locally.
+
+Same run input (``schemas/run-input.schema.json``), same resolved request, same functions as
+the Lambdas and the containers; only the executor differs:
+
+| state            | on AWS                               | here                                      |
+|------------------|--------------------------------------|-------------------------------------------|
+| ValidateRequest  | Lambda ``validate_run_input``        | the same function (artifact root = --out) |
+| PrepareDataset   | Processing job, training image       | ``codetune.data`` in-process              |
+| TrainAdapter     | Training job, training image         | ``codetune train`` as a child process     |
+| EvaluateAdapter  | Processing job, training image       | ``codetune evaluate`` as a child process  |
+| QualityGate      | Lambda ``run_quality_gate``          | the same function on ``file://`` URIs     |
+| RegisterAdapter  | Model Registry package               | ``<out>/registry/<group>/<runId>.json``   |
+| DeployEndpoint   | SageMaker endpoint                   | ``codetune serve`` on localhost           |
+| SmokeTest        | Lambda ``smoke_test``                | the same function over HTTP               |
+
+Each step writes ``<run>/steps/<Step>.json`` when it completes; a re-run with the same run
+name skips completed steps (step caching), and ``--force STEP`` re-runs from that step on.
+A failing step stops the run naming the step and a readable cause, like the state machine's
+Catch → NotifyFailure → Fail.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codetune.errors import CodetuneError
+from codetune.io import write_json_atomic
+
+STEPS = (
+    "ValidateRequest",
+    "PrepareDataset",
+    "TrainAdapter",
+    "EvaluateAdapter",
+    "QualityGate",
+    "RegisterAdapter",
+    "DeployEndpoint",
+    "SmokeTest",
+)
+
+
+class StepFailed(CodetuneError):
+    """A workflow step failed; the message names the step and the cause."""
+
+    def __init__(self, step: str, cause: str):
+        super().__init__(f"step {step} failed: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+@dataclass
+class LocalRun:
+    """State of one local run."""
+
+    input_path: Path
+    out: Path
+    run_name: str
+    serve: bool = True
+    port: int = 8080
+    force_from: str | None = None
+    log: Callable[[str], None] = field(default=lambda s: print(s, file=sys.stderr, flush=True))
+    request: object = None  # RunRequest once validated
+    results: dict = field(default_factory=dict)
+    server: subprocess.Popen | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "runs" / self.request.run_id
+
+    def path(self, uri: str) -> Path:
+        """A ``file://`` URI of the resolved request as a local path."""
+        return Path(uri.removeprefix("file://"))
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.path(self.request.paths.dataset)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path(self.request.paths.output) / "adapter"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path(self.request.paths.eval)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def default_run_name(input_path: Path) -> str:
+    """A stable execution name for an input file: same input -> same run (step caching)."""
+    import hashlib
+
+    digest = hashlib.sha256(input_path.read_bytes()).hexdigest()[:12]
+    return f"local-{input_path.stem.replace('.', '-')}-{digest}"
+
+
+def load_input(path: Path) -> dict:
+    """Read the run input JSON; raises CodetuneError naming the file."""
+    if not path.is_file():
+        raise CodetuneError(f"run input {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CodetuneError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
+
+
+def validate(input_path: Path, out: Path, run_name: str | None = None):
+    """ValidateRequest with the local artifact root; returns the RunRequest."""
+    from codetune.workflow.validate import validate_run_input
+
+    doc = load_input(input_path)
+    return validate_run_input(
+        doc,
+        execution_name=run_name or default_run_name(input_path),
+        artifact_bucket=f"file://{out.resolve()}",
+    )
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _stdlib_codebase(spec: str, dest: Path) -> Path:
+    """Copy the named standard-library modules/packages (``stdlib:json,collections``) into
+    ``dest`` — a real codebase present on every machine."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    names = [n.strip() for n in spec.removeprefix("stdlib:").split(",") if n.strip()]
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    missing = []
+    for name in names:
+        pkg, mod = stdlib / name, stdlib / f"{name}.py"
+        if pkg.is_dir():
+            shutil.copytree(
+                pkg, dest / name, ignore=shutil.ignore_patterns("tests", "test", "__pycache__")
+            )
+        elif mod.is_file():
+            shutil.copy2(mod, dest / mod.name)
+        else:
+            missing.append(name)
+    if missing:
+        raise CodetuneError(
+            f"data.codebase: no standard-library module named {', '.join(missing)} in {stdlib}"
+        )
+    return dest
+
+
+def _codebase_dir(run: LocalRun) -> Path:
+    spec = run.request.data.codebase_s3_uri
+    if not spec:
+        raise CodetuneError("data.codebase is required when no prepared dataset is given")
+    if spec.startswith("stdlib:"):
+        return _stdlib_codebase(spec, run.run_dir / "codebase")
+    path = Path(spec.removeprefix("file://"))
+    if not path.is_dir():
+        raise CodetuneError(f"data.codebase: {path} is not a directory")
+    return path
+
+
+def step_prepare(run: LocalRun) -> dict:
+    from codetune.data import prepare_dataset
+
+    if run.request.data.skip_prepare:
+        if not (run.dataset_dir / "manifest.json").is_file():
+            raise CodetuneError(f"data.dataset: {run.dataset_dir} has no manifest.json")
+        return {"dataset": str(run.dataset_dir), "skipped": "prepared dataset given"}
+    codebase = _codebase_dir(run)
+    manifest = prepare_dataset(
+        codebase, run.dataset_dir, overrides=dict(run.request.prepare.config or {})
+    )
+    return {"dataset": str(run.dataset_dir), "counts": manifest.get("counts")}
+
+
+def _child(run: LocalRun, step: str, argv: list[str]) -> None:
+    """Run a codetune command as a child process (as the job would), streaming its output."""
+    cmd = [sys.executable, "-m", "codetune.cli", *argv]
+    run.log(f"  $ codetune {' '.join(argv)}")
+    env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise StepFailed(
+            step,
+            f"'codetune {argv[0]}' exited with status {proc.returncode} (see its output above)",
+        )
+
+
+def step_train(run: LocalRun) -> dict:
+    tr = run.request.training
+    argv = [
+        "train",
+        "--data",
+        str(run.dataset_dir),
+        "--out",
+        str(run.adapter_dir),
+        "--config",
+        tr.config,
+        "--checkpoints",
+        str(run.path(run.request.paths.checkpoints)),
+    ]
+    for k, v in sorted((tr.overrides or {}).items()):
+        argv += ["--set", f"{k}={json.dumps(v)}"]
+    for k, v in sorted((tr.rl or {}).items()):
+        argv += ["--set", f"rl.{k}={json.dumps(v)}"]
+    if run.request.base_model.id not in ("embedded", "", None):
+        argv += ["--base-model", run.request.base_model.id]
+    _child(run, "TrainAdapter", argv)
+    summary = json.loads((run.adapter_dir / "training_summary.json").read_text())
+    return {
+        "adapter": str(run.adapter_dir),
+        "summary": {
+            k: summary.get(k)
+            for k in (
+                "steps",
+                "train_loss",
+                "validation_loss",
+                "base_validation_loss",
+                "wall_seconds",
+            )
+        },
+    }
+
+
+def step_evaluate(run: LocalRun) -> dict:
+    ev = run.request.evaluation
+    argv = [
+        "evaluate",
+        "--adapter",
+        str(run.adapter_dir),
+        "--data",
+        str(run.dataset_dir),
+        "--out",
+        str(run.eval_dir),
+        "--suites",
+        ",".join(ev.suites),
+        "--run-id",
+        run.request.run_id,
+    ]
+    if ev.limit:
+        argv += ["--limit", str(ev.limit)]
+    if run.request.base_model.id not in ("embedded", "", None):
+        argv += ["--base-model", run.request.base_model.id]
+    _child(run, "EvaluateAdapter", argv)
+    return {"report": str(run.eval_dir / "report.json"), "html": str(run.eval_dir / "report.html")}
+
+
+def step_gate(run: LocalRun) -> dict:
+    from codetune.workflow.quality import run_quality_gate
+
+    decision = run_quality_gate(run.request, run.request.paths.report)
+    if not decision["passed"]:
+        raise StepFailed(
+            "QualityGate", "the adapter did not pass the gate: " + "; ".join(decision["reasons"])
+        )
+    return decision
+
+
+def step_register(run: LocalRun) -> dict:
+    """A local registry entry holding the metadata the Model Registry package gets."""
+    import hashlib
+
+    req = run.request
+    manifest = run.dataset_dir / "manifest.json"
+    gate = run.results.get("QualityGate", {})
+    entry = {
+        "modelPackageGroupName": req.registration.model_package_group,
+        "approvalStatus": "Approved" if req.registration.auto_approve else "PendingManualApproval",
+        "modelDataUrl": f"file://{run.adapter_dir}",
+        "modelMetrics": {"ModelQuality": {"Statistics": {"S3Uri": req.paths.report}}},
+        "customerMetadata": {
+            "runId": req.run_id,
+            "executionName": req.execution_name,
+            "baseModel": req.base_model.id,
+            "datasetManifestSha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+            "adapterName": req.deployment.adapter_name,
+            "trainingConfig": req.training.config,
+        },
+        "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons")},
+    }
+    path = run.out / "registry" / req.registration.model_package_group / f"{req.run_id}.json"
+    write_json_atomic(path, entry)
+    return {"modelPackage": str(path), "approvalStatus": entry["approvalStatus"]}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_ready(run: LocalRun, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run.server.poll() is not None:
+            raise StepFailed(
+                "DeployEndpoint", f"the server exited with status {run.server.returncode}"
+            )
+        try:
+            with urllib.request.urlopen(run.base_url + "/ping", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    raise StepFailed("DeployEndpoint", f"the server did not become healthy within {timeout:.0f}s")
+
+
+def step_deploy(run: LocalRun) -> dict:
+    req = run.request
+    if not req.deployment.enabled or not run.serve:
+        return {"skipped": "deployment disabled" if not req.deployment.enabled else "--no-serve"}
+    if not _port_free(run.port):
+        raise StepFailed(
+            "DeployEndpoint", f"port {run.port} is in use; stop what listens there or pass --port"
+        )
+    argv = [
+        "serve",
+        "--adapter",
+        f"{req.deployment.adapter_name}={run.adapter_dir}",
+        "--port",
+        str(run.port),
+        "--host",
+        "127.0.0.1",
+    ]
+    if req.base_model.id not in ("embedded", "", None):
+        argv += ["--base-model", req.base_model.id]
+    log = open(run.run_dir / "server.log", "ab")
+    run.log(f"  $ codetune {' '.join(argv)}  (log: {run.run_dir / 'server.log'})")
+    env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    run.server = subprocess.Popen(
+        [sys.executable, "-m", "codetune.cli", *argv],
+        stdout=log,
+        stderr=log,
+        env=env,
+        start_new_session=True,
+    )
+    _wait_ready(run)
+    return {"endpoint": run.base_url, "adapter": req.deployment.adapter_name, "pid": run.server.pid}
+
+
+class LocalRuntime:
+    """The slice of boto3's ``sagemaker-runtime`` client that the smoke test uses, over HTTP
+    to the local server — so the very same ``smoke_test`` function checks it."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def invoke_endpoint(self, *, EndpointName, ContentType, Accept, Body, **_):  # noqa: N803 (boto3 names)
+        req = urllib.request.Request(
+            self.base_url + "/invocations",
+            data=Body,
+            method="POST",
+            headers={"Content-Type": ContentType, "Accept": Accept},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                return {"Body": io.BytesIO(r.read()), "ContentType": r.headers.get("Content-Type")}
+        except urllib.error.HTTPError as e:
+            return {"Body": io.BytesIO(e.read()), "ContentType": e.headers.get("Content-Type")}
+
+
+def step_smoke(run: LocalRun) -> dict:
+    from codetune.workflow.smoke import smoke_test
+
+    if run.server is None:
+        return {"skipped": "no server running"}
+    return smoke_test(run.request, LocalRuntime(run.base_url))
+
+
+STEP_FUNCS: dict[str, Callable[[LocalRun], dict]] = {
+    "PrepareDataset": step_prepare,
+    "TrainAdapter": step_train,
+    "EvaluateAdapter": step_evaluate,
+    "QualityGate": step_gate,
+    "RegisterAdapter": step_register,
+    "DeployEndpoint": step_deploy,
+    "SmokeTest": step_smoke,
+}
+# Steps whose result is a live process: never cached.
+NOT_CACHED = {"DeployEndpoint", "SmokeTest"}
+
+
+def _marker(run: LocalRun, step: str) -> Path:
+    return run.run_dir / "steps" / f"{step}.json"
+
+
+def execute(run: LocalRun) -> dict:
+    """Run every step in order; returns the summary. Raises StepFailed on the first failure."""
+    t_start = time.monotonic()
+    run.log(f"[ValidateRequest] {run.input_path}")
+    try:
+        run.request = validate(run.input_path, run.out, run.run_name)
+    except CodetuneError as e:
+        raise StepFailed("ValidateRequest", str(e)) from e
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run.run_dir / "request.json", run.request.to_dict())
+    run.log(f"  runId {run.request.run_id} -> {run.run_dir}")
+    if run.force_from and run.force_from not in STEP_FUNCS:
+        raise CodetuneError(f"--force {run.force_from}: not a step; steps: {', '.join(STEP_FUNCS)}")
+    forcing = False
+    timings = {}
+    for step, func in STEP_FUNCS.items():
+        forcing = forcing or step == run.force_from
+        marker = _marker(run, step)
+        if not forcing and step not in NOT_CACHED and marker.is_file():
+            cached = json.loads(marker.read_text())
+            run.results[step] = cached["result"]
+            timings[step] = {"seconds": cached["seconds"], "cached": True}
+            run.log(f"[{step}] cached ({cached['seconds']:.0f}s when it ran)")
+            continue
+        if marker.exists():
+            marker.unlink()
+        run.log(f"[{step}] running")
+        t0 = time.monotonic()
+        try:
+            result = func(run)
+        except StepFailed:
+            raise
+        except CodetuneError as e:
+            raise StepFailed(step, str(e)) from e
+        except Exception as e:
+            raise StepFailed(step, f"{type(e).__name__}: {e}") from e
+        seconds = time.monotonic() - t0
+        run.results[step] = result
+        timings[step] = {"seconds": round(seconds, 1), "cached": False}
+        if step not in NOT_CACHED:
+            write_json_atomic(marker, {"result": result, "seconds": round(seconds, 1)})
+        run.log(f"[{step}] done in {seconds:.0f}s")
+    summary = {
+        "runId": run.request.run_id,
+        "runDir": str(run.run_dir),
+        "steps": timings,
+        "wallSeconds": round(time.monotonic() - t_start, 1),
+        "report": str(run.eval_dir / "report.json"),
+        "reportHtml": str(run.eval_dir / "report.html"),
+        "gate": run.results.get("QualityGate"),
+        "endpoint": run.results.get("DeployEndpoint", {}).get("endpoint"),
+    }
+    write_json_atomic(run.run_dir / "summary.json", summary)
+    return summary
+
+
+def print_summary(run: LocalRun, summary: dict) -> None:
+    """The final table (base vs candidate), where the report is, and a ready-to-paste curl."""
+    report = json.loads(Path(summary["report"]).read_text())
+    print(f"\ncodetune local run {summary['runId']} finished in {summary['wallSeconds']:.0f}s")
+    print(f"{'step':<18}{'seconds':>9}")
+    for step, t in summary["steps"].items():
+        print(f"{step:<18}{t['seconds']:>9.0f}{'  (cached)' if t['cached'] else ''}")
+    print(f"\n{'suite':<12}{'metric':<14}{'base':>8}{'candidate':>11}")
+    for name, s in report["suites"].items():
+        for metric, value in s.get("candidate", {}).items():
+            if isinstance(value, int | float):
+                print(f"{name:<12}{metric:<14}{s['base'].get(metric, 0):>8.3f}{value:>11.3f}")
+    gate = summary.get("gate") or {}
+    print(f"\ngate: {'PASSED' if gate.get('passed') else 'FAILED'}")
+    for r in gate.get("reasons", []):
+        print(f"  - {r}")
+    print(f"report: {summary['reportHtml']}")
+    if summary.get("endpoint"):
+        body = json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "Write a Python function that reverses a string."}
+                ],
+                "model": run.request.deployment.adapter_name,
+                "max_tokens": 128,
+            }
+        )
+        print("\nThe adapter is being served. Try it:")
+        print(
+            f"  curl -s {summary['endpoint']}/invocations -H 'Content-Type: application/json' -d '{body}'"
+        )
+
+
+def stop_server(run: LocalRun) -> None:
+    if run.server and run.server.poll() is None:
+        os.killpg(run.server.pid, signal.SIGTERM)
+        try:
+            run.server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.server.pid, signal.SIGKILL)
