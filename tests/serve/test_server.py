@@ -457,3 +457,22 @@ def test_bad_requests_are_4xx_with_a_message_and_server_stays_healthy(client):
     assert not failures, failures
     assert client.get("/ping").status_code == 200
     assert tgi(client).status_code == 200
+
+
+def _invoke(argv):
+    from codetune.cli import build_parser
+
+    args = build_parser().parse_args(["invoke", *argv])
+    return args.func(args)
+
+
+def test_invoke_cli_against_local_server(server, answers, capsys):
+    # Guards: `codetune invoke --url` sends both payload styles, prints the answer (streamed or
+    # not) and names the model that answered.
+    assert _invoke(["--url", server.url, "--prompt", PROMPT, "--max-new-tokens", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert out == answers["rand"] + "\n" and "[model: rand]" in err
+    argv = ["--url", server.url, "--chat", "Say hi.", "--adapter", "base", "--max-new-tokens", "5"]
+    assert _invoke([*argv, "--stream"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() and "[model: base]" in err

@@ -1,0 +1,167 @@
+"""Fast checks without a model: configuration, model-directory layouts, CLI arguments."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from codetune.errors import CodetuneError, ConfigError
+from codetune.serve.config import ServeConfig, bind_port
+from codetune.serve.loading import discover_adapters, is_full_model, local_source
+
+
+def _adapter(d):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x"}))
+    return d
+
+
+def test_model_dir_layouts(tmp_path):
+    # Guards: the SageMaker model dir is read in each documented layout.
+    multi = tmp_path / "multi"
+    _adapter(multi / "adapters" / "sql")
+    _adapter(multi / "adapters" / "py")
+    assert sorted(discover_adapters(multi)) == ["py", "sql"]
+    single = _adapter(tmp_path / "single")
+    assert discover_adapters(single, "mine") == {"mine": str(single)}
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    src = _adapter(tmp_path / "src")
+    with tarfile.open(packed / "model.tar.gz", "w:gz") as tar:
+        tar.add(src / "adapter_config.json", arcname="adapter_config.json")
+    found = discover_adapters(packed)
+    assert list(found) == ["adapter"]
+    assert (tmp_path / found["adapter"] / "adapter_config.json").is_file()
+    assert discover_adapters(tmp_path / "missing") == {}
+
+
+def test_non_adapter_under_adapters_dir_is_an_error(tmp_path):
+    # Guards: a half-copied adapter is reported, not silently skipped.
+    (tmp_path / "adapters" / "broken").mkdir(parents=True)
+    with pytest.raises(CodetuneError, match="adapter_config.json"):
+        discover_adapters(tmp_path)
+
+
+def test_full_model_dir_is_a_base_model(tmp_path):
+    # Guards: a model dir holding a full checkpoint is served as the base model.
+    (tmp_path / "config.json").write_text("{}")
+    assert is_full_model(tmp_path)
+    _adapter(tmp_path)
+    assert not is_full_model(tmp_path)
+
+
+def test_local_source_rejects_unknown(tmp_path):
+    # Guards: a bad adapter source is a user error naming it.
+    with pytest.raises(CodetuneError, match="not a directory"):
+        local_source(str(tmp_path / "nope"))
+
+
+def test_config_from_env_and_validation(monkeypatch):
+    # Guards: the image's environment variables configure the server; bad values name the option.
+    monkeypatch.setenv("CODETUNE_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "9090")
+    cfg = ServeConfig.from_env(max_new_tokens_cap=64)
+    assert cfg.max_batch_size == 4 and cfg.default_max_new_tokens == 64
+    assert bind_port() == 9090 and bind_port(7000) == 7000
+    with pytest.raises(ConfigError, match="queue_size"):
+        ServeConfig.from_env(queue_size=0)
+    with pytest.raises(ConfigError, match="known keys"):
+        ServeConfig.from_env(max_batch=3)
+    monkeypatch.setenv("CODETUNE_QUEUE_SIZE", "many")
+    with pytest.raises(ConfigError, match="CODETUNE_QUEUE_SIZE"):
+        ServeConfig.from_env()
+
+
+def test_cli_builds_config_from_flags(tmp_path):
+    # Guards: --adapter DIR and NAME=DIR, --set overrides, and duplicate names rejected.
+    from codetune.cli import build_parser
+    from codetune.serve.cli import build_config
+
+    a, b = _adapter(tmp_path / "alpha"), _adapter(tmp_path / "beta")
+    args = build_parser().parse_args(
+        ["serve", "--adapter", str(a), "--adapter", f"b2={b}", "--set", "max_batch_size=2"]
+    )
+    cfg = build_config(args)
+    assert cfg.adapters == {"alpha": str(a), "b2": str(b)} and cfg.max_batch_size == 2
+    dup = build_parser().parse_args(["serve", "--adapter", str(a), "--adapter", f"alpha={b}"])
+    with pytest.raises(CodetuneError, match="two adapters"):
+        build_config(dup)
+
+
+def test_sse_parser_handles_events_split_anywhere():
+    # Guards: SageMaker PayloadParts may cut an event at any byte; parsing must not care.
+    from codetune.serve.invoke_cli import iter_sse, text_of_event
+
+    events = [
+        {"choices": [{"delta": {"content": "héllo"}}]},
+        {"choices": [{"delta": {"content": " world"}}]},
+    ]
+    stream = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+    for size in (1, 3, 7, len(stream)):
+        parts = [stream[i : i + size] for i in range(0, len(stream), size)]
+        parsed = list(iter_sse(parts))
+        assert parsed[-1] == "[DONE]"
+        assert "".join(text_of_event(e) for e in parsed) == "héllo world"
+
+
+def test_invoke_sagemaker_sends_signed_invoke_endpoint(capsys):
+    # Guards: `codetune invoke --endpoint` calls InvokeEndpoint with a JSON body naming the
+    # adapter, and prints the generated text (botocore's Stubber checks the parameters).
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    from codetune.cli import build_parser
+    from codetune.serve import invoke_cli
+
+    client = boto3.client(
+        "sagemaker-runtime",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
+    answer = json.dumps([{"generated_text": "return a + b"}]).encode()
+    body = {"inputs": "def add(a, b):", "parameters": {"max_new_tokens": 8, "adapter_id": "py"}}
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(answer), len(answer))},
+            {
+                "EndpointName": "ep",
+                "ContentType": "application/json",
+                "Accept": "application/json",
+                "Body": json.dumps(body).encode(),
+            },
+        )
+        args = build_parser().parse_args(
+            ["invoke", "--endpoint", "ep", "--prompt", "def add(a, b):"]
+            + ["--adapter", "py", "--max-new-tokens", "8"]
+        )
+        assert invoke_cli.run(args, client=client) == 0
+        stub.assert_no_pending_responses()
+    assert capsys.readouterr().out == "return a + b\n"
+
+
+def test_dockerfile_follows_the_hosting_contract_and_lints_clean(repo_root):
+    # Guards: the image runs `serve` as a non-root user, declares the SageMaker port label,
+    # installs pinned dependencies, and passes hadolint (installed by `make setup`, dev extra).
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dockerfile = repo_root / "inference_image" / "Dockerfile"
+    text = dockerfile.read_text()
+    assert "accept-bind-to-port=true" in text
+    assert 'CMD ["serve"]' in text and "USER 1000:1000" in text
+    assert "-c constraints.txt" in text  # pinned versions
+    assert "ARG CUDA_IMAGE=nvidia/cuda:" in text
+    ignore = (repo_root / "inference_image" / "Dockerfile.dockerignore").read_text()
+    assert "!src/" in ignore and ignore.lstrip().splitlines()[3] == "**"
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    assert Path(hadolint).exists(), "hadolint missing: run make setup (dev extra)"
+    res = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
