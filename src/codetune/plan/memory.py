@@ -21,14 +21,22 @@ ADAPTER_BYTES = 4  # PEFT keeps LoRA weights in fp32 (autocast_adapter_dtype=Tru
 ADAM_STATE_BYTES = 8  # AdamW: exp_avg + exp_avg_sq in fp32
 # CUDA context + cuBLAS workspace + allocator reserve that never shows in tensors.
 CUDA_OVERHEAD_GB = 1.0
-# Activation elements saved per token per block without checkpointing (LLaMA block with
-# SDPA attention): norms, q/k/v/rotary copies, attention output, residuals (x hidden) and
-# gate/up/act/product (x intermediate). See docs/planner.md for the enumeration.
-ACT_HIDDEN_ELEMS = 16
+# Activation elements autograd saves per token per block without checkpointing, LLaMA block
+# with SDPA attention and LoRA: 10 x hidden (norm inputs/outputs, rotated q, repeated k/v,
+# attention output, o_proj input, residuals), 2 x kv width (k and v before repeat_kv) and
+# 4 x intermediate (gate, up, silu(gate), product). Counted on the embedded model with
+# torch.autograd.graph.saved_tensors_hooks (docs/planner.md); LoRA dropout adds one copy of
+# each adapted matrix's input on top.
+ACT_HIDDEN_ELEMS = 10
+ACT_KV_ELEMS = 2
 ACT_INTER_ELEMS = 4
-# Logits: the lm_head output (compute dtype) + its fp32 upcast + the fp32 log-softmax kept
-# for backward + the fp32 gradient during backward.
+# Logits: the lm_head output + the fp32 log-softmax kept for backward + the two fp32
+# gradients alive at the start of backward (bf16 on GPU adds one fp32 upcast copy).
 LOGIT_FP32_COPIES = 3
+# Allocator overhead on activation memory: RSS (CPU, glibc heap) or reserved memory (GPU,
+# PyTorch caching allocator) exceeds the live tensors. CPU factor measured on the embedded
+# model (benchmarks/RESULTS.md, planner section: 1.26-1.46); GPU factor assumed, not measured.
+ALLOCATOR_FACTOR = {"cpu": 1.35, "gpu": 1.2}
 
 QUANTIZATIONS = ("4bit", "8bit", "none")
 DEVICES = ("gpu", "cpu")
@@ -154,11 +162,17 @@ def weight_bytes(arch: Architecture, setup: Setup) -> float:
 def activation_bytes(arch: Architecture, setup: Setup) -> float:
     """Activations kept for backward at the peak, plus the logits of the loss."""
     c, t = setup.compute_bytes, setup.tokens
-    per_layer = t * c * (ACT_HIDDEN_ELEMS * arch.hidden + ACT_INTER_ELEMS * arch.intermediate)
+    kv_width = arch.kv_heads * arch.head_dim
+    elems = ACT_HIDDEN_ELEMS * arch.hidden + ACT_KV_ELEMS * kv_width
+    elems += ACT_INTER_ELEMS * arch.intermediate
     if setup.lora_rank and setup.lora_dropout:
         mats = arch.matrices()
-        # one dropout output (compute dtype) + one bool mask per adapted matrix input
-        per_layer += t * (c + 1) * sum(mats[m][0] for m in setup.lora_targets)
+        # one dropout output per adapted matrix input (PEFT applies dropout per module)
+        elems += sum(mats[m][0] for m in setup.lora_targets)
+    per_layer = t * c * elems
+    if c < 4:
+        # RMSNorm upcasts its input to fp32 and keeps it for backward (2 norms per block)
+        per_layer += t * 2 * arch.hidden * 4
     if setup.eager_attention:
         # scores + softmax output, per head, s x s per sequence
         per_layer += setup.micro_batch * arch.heads * setup.seq_len**2 * 2 * c
@@ -168,7 +182,7 @@ def activation_bytes(arch: Architecture, setup: Setup) -> float:
     else:
         blocks = arch.layers * per_layer
     logits = t * arch.vocab * (c + 4 * LOGIT_FP32_COPIES)
-    return blocks + logits
+    return (blocks + logits) * ALLOCATOR_FACTOR[setup.device]
 
 
 def estimate(arch: Architecture, setup: Setup) -> Breakdown:
