@@ -51,3 +51,16 @@ def test_unknown_config_and_instance(configs):
         recommend_instance("embedded", "nope", {})
     with pytest.raises(PlanError, match="not in the planner's table"):
         check_instance("ml.x9.huge", "embedded", "qlora", {})
+
+
+def test_shipped_training_configs_plan_with_their_real_keys():
+    # Guards alignment with training_image/configs: the 10 GB config is planned from its own
+    # keys (base_model, max_seq_length 2048, batch 1, lora.target_modules [all-linear]) and fits.
+    from codetune.plan import make_plan, setup_for
+
+    arch, setup = setup_for(None, "gpu-10gb-stable-code-3b", {})
+    assert arch.name == "stabilityai/stable-code-3b"
+    assert (setup.seq_len, setup.micro_batch, setup.lora_rank) == (2048, 1, 16)
+    assert len(setup.lora_targets) == 7 and setup.grad_checkpointing
+    assert make_plan(arch, setup).memory.total < 10
+    assert recommend_instance(None, "cpu-smollm2", {}) == "ml.g4dn.xlarge"

@@ -101,6 +101,9 @@ def parse_targets(value) -> tuple[str, ...]:
         return ATTN_TARGETS
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
+    shorthand = ("all-linear", "all_linear", "attn", "attention")
+    if isinstance(value, list | tuple) and len(value) == 1 and value[0] in shorthand:
+        return parse_targets(value[0])  # PEFT-style ["all-linear"] in training configs
     if not isinstance(value, list | tuple):
         raise PlanError(f"lora targets {value!r}: use all-linear, attn, or a list of module names")
     return tuple(value)

@@ -14,6 +14,12 @@ Keys read (first one present wins; dotted = nested):
 - quantization: ``quantization`` (``4bit``/``8bit``/``none`` or a section with ``bits`` /
   ``load_in_4bit`` / ``load_in_8bit``), ``load_in_4bit``, ``quantization.double_quant``
 - gradient checkpointing: ``gradient_checkpointing`` (also under ``training.``)
+- attention: ``attn_implementation`` (``eager`` materialises the s x s scores)
+
+These are the names ``training_image/configs/*.yaml`` use (``base_model``, ``quantization``,
+``lora.rank``, ``lora.dropout``, ``lora.target_modules``, ``max_seq_length``,
+``per_device_batch_size``, ``gradient_checkpointing``, ``attn_implementation``); the
+alternatives keep the planner working on configs written for other trainers.
 
 A missing key takes the planner default of :class:`codetune.plan.memory.Setup`.
 """
@@ -165,6 +171,9 @@ def setup_from_config(cfg: dict, device: str = "gpu") -> Setup:
     kw["quantization"], kw["double_quant"] = _quantization(cfg)
     if kw.get("lora_rank") == 0:
         kw["quantization"] = "none"
+    attn = _get(cfg, "attn_implementation", "model.attn_implementation")
+    if attn is not _MISSING:
+        kw["eager_attention"] = str(attn) == "eager"
     gc = _get(cfg, "gradient_checkpointing", "training.gradient_checkpointing")
     if gc is not _MISSING:
         kw["grad_checkpointing"] = bool(gc)
