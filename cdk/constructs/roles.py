@@ -119,6 +119,13 @@ class SageMakerRoles(Construct):
                     ],
                 )
             )
+        if vpc_subnet_ids:
+            acknowledge(
+                self.job_role.node.find_child("DefaultPolicy"),
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:"
+                "<AWS::AccountId>:network-interface/*]",
+                "SageMaker creates the job's ENIs with generated ids in the configured subnets.",
+            )
         for role, groups in (
             (self.job_role, ("ProcessingJobs", "TrainingJobs")),
             (self.endpoint_role, ("Endpoints/*",)),

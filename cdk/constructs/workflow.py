@@ -85,17 +85,35 @@ class TrainingWorkflow(Construct):
         self._jobs = jobs
 
         # Failure path: every task's Catch → Record<Task>Failure → NotifyFailure → Fail.
-        self.fail = sfn.Fail(
-            self,
-            "RunFailed",
-            state_name="RunFailed",
-            error_path="$.error.Error",
-            cause_path="$.error.Cause",
+        # A Fail state may not raise an error named States.* (TaskFailed, Timeout, ...), so
+        # those end in StepFailed as "<Step>Failed" with the original name in the cause;
+        # the handlers' own error names (InvalidRunInput, ...) end in RunFailed unchanged.
+        self.fail = (
+            sfn.Choice(self, "ServiceError?")
+            .when(
+                sfn.Condition.string_matches("$.error.Error", "States.*"),
+                sfn.Fail(
+                    self,
+                    "StepFailed",
+                    error_path="$.stepError",
+                    cause_path="$.stepCause",
+                ),
+            )
+            .otherwise(
+                sfn.Fail(self, "RunFailed", error_path="$.error.Error", cause_path="$.error.Cause")
+            )
         )
         notify = self._lambda(
             "NotifyFailure",
             "notify_failure",
-            payload=sfn.TaskInput.from_json_path_at("$"),
+            payload=sfn.TaskInput.from_object(
+                {
+                    "executionArn": sfn.JsonPath.string_at("$.executionArn"),
+                    "executionName": sfn.JsonPath.string_at("$.executionName"),
+                    "state": sfn.JsonPath.string_at("$.state"),
+                    "error": sfn.JsonPath.object_at("$.error"),
+                }
+            ),
             result_path=sfn.JsonPath.DISCARD,
             timeout=Duration.minutes(2),
             catch=False,
@@ -208,7 +226,7 @@ class TrainingWorkflow(Construct):
             self,
             "SummarizeRegistered",
             comment="Registered but not deployed: awaiting manual approval, or deployment off.",
-            parameters={**summary_fields, "endpointName": None},
+            parameters=summary_fields,
         ).next(sfn.Succeed(self, "RegisteredNotDeployed"))
         deployed = sfn.Pass(
             self,
@@ -354,7 +372,13 @@ class TrainingWorkflow(Construct):
         record = sfn.Pass(
             self,
             f"Record{name}Failure",
-            parameters={"state": name, "error.$": "$.error", **CONTEXT_RECORD},
+            parameters={
+                "state": name,
+                "error.$": "$.error",
+                "stepError": f"{name}Failed",
+                "stepCause.$": "States.Format('{}: {}', $.error.Error, $.error.Cause)",
+                **CONTEXT_RECORD,
+            },
         ).next(self.notify_failure)
         task.add_catch(record, errors=["States.ALL"], result_path="$.error")
 

@@ -1,0 +1,140 @@
+"""The rendered state machine definition: encryption of jobs, Retry/Catch/timeouts on every
+task, instance-type names, and validation by cfn-lint and asl-validator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from render import rendered_definition, template_with_rendered_definition
+
+from codetune.metrics import metric_definitions
+from codetune.workflow.errors import RETRYABLE_ERRORS
+
+
+@pytest.fixture(scope="module")
+def states(synth) -> dict:
+    return rendered_definition(synth.template)["States"]
+
+
+def _jobs(states, kind: str) -> dict:
+    return {
+        n: s for n, s in states.items() if f"sagemaker:create{kind}Job" in str(s.get("Resource"))
+    }
+
+
+def test_every_task_retries_catches_and_times_out(states):
+    # guards: Retry with backoff, Catch to the failure path, TimeoutSeconds on every Task
+    tasks = {n: s for n, s in states.items() if s["Type"] == "Task"}
+    assert len(tasks) == 13  # 6 Lambdas, prepare, 4 training and 2 evaluation variants
+    for name, s in tasks.items():
+        assert s.get("TimeoutSeconds", 0) > 0, name
+        assert any(r.get("BackoffRate", 1) > 1 for r in s["Retry"]), name
+        catches = s["Catch"]
+        assert catches and catches[0]["ErrorEquals"] == ["States.ALL"], name
+        target = catches[0]["Next"]
+        if name != "NotifyFailure":
+            assert states[target]["Next"] == "NotifyFailure", name
+    assert states["NotifyFailure"]["Next"] == "ServiceError?"
+
+
+def test_lambda_tasks_retry_the_handlers_retryable_error(states):
+    # guards: the workflow's RetryableError (codetune.workflow.errors) is what Lambdas retry
+    lambdas = [s for s in states.values() if "lambda" in str(s.get("Resource"))]
+    assert len(lambdas) == 6
+    for s in lambdas:
+        assert set(RETRYABLE_ERRORS) <= set(s["Retry"][0]["ErrorEquals"])
+
+
+def test_training_jobs_encrypt_everything(states):
+    # guards: KMS on volumes and output, inter-container encryption (cdk-nag has no rule)
+    jobs = _jobs(states, "Training")
+    assert len(jobs) == 4
+    for s in jobs.values():
+        p = s["Parameters"]
+        assert p["ResourceConfig"]["VolumeKmsKeyId"].startswith("arn:aws:kms:")
+        assert p["OutputDataConfig"]["KmsKeyId"].startswith("arn:aws:kms:")
+        assert p["EnableInterContainerTrafficEncryption"] is True
+
+
+def test_processing_jobs_encrypt_everything(states):
+    # guards: KMS on processing volumes and outputs, inter-container encryption
+    jobs = _jobs(states, "Processing")
+    assert len(jobs) == 3
+    for s in jobs.values():
+        p = s["Parameters"]
+        assert p["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"].startswith(
+            "arn:aws:kms:"
+        )
+        assert p["ProcessingOutputConfig"]["KmsKeyId"].startswith("arn:aws:kms:")
+        assert p["NetworkConfig"]["EnableInterContainerTrafficEncryption"] is True
+
+
+def test_spot_variants_have_max_wait_and_checkpoints(states):
+    # guards: managed spot only with MaxWaitTimeInSeconds and a CheckpointConfig
+    for name, s in _jobs(states, "Training").items():
+        p = s["Parameters"]
+        spot = p.get("EnableManagedSpotTraining", False)
+        assert ("Spot" in name) == spot
+        assert ("MaxWaitTimeInSeconds.$" in p["StoppingCondition"]) == spot
+        assert ("CheckpointConfig" in p) == spot
+
+
+def test_metric_definitions_match_the_trainer(states):
+    # guards: MetricDefinitions come from codetune.metrics (the trainer's log line format)
+    for s in _jobs(states, "Training").values():
+        assert (
+            s["Parameters"]["AlgorithmSpecification"]["MetricDefinitions"] == metric_definitions()
+        )
+
+
+def test_instance_types_come_whole_from_the_request(synth, states):
+    # guards: no "ml.ml." double prefix; instance types are the request's full names
+    assert "ml.ml." not in json.dumps(synth.template)
+    for s in _jobs(states, "Training").values():
+        assert (
+            s["Parameters"]["ResourceConfig"]["InstanceType.$"] == "$.request.training.instanceType"
+        )
+
+
+def test_evaluation_isolated_when_base_model_in_s3(states):
+    # guards: untrusted generated code runs without network when nothing must be downloaded
+    assert states["EvaluateAdapterS3Model"]["Parameters"]["NetworkConfig"]["EnableNetworkIsolation"]
+
+
+def test_cfn_lint_accepts_template_with_rendered_definition(synth, tmp_path):
+    # guards: cfn-lint validates the states (it skips an Fn::Join DefinitionString)
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template_with_rendered_definition(synth.template)))
+    # W3005 (redundant DependsOn) is how CDK orders roles before functions: not ours to fix.
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "cfn-lint"),
+            "--ignore-checks",
+            "W3005",
+            "--",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_asl_validator_accepts_definition(synth, tmp_path, repo_root):
+    # guards: the definition is valid Amazon States Language (asl-validator, pinned by make node)
+    validator = repo_root / ".cache/node/node_modules/.bin/asl-validator"
+    if not validator.exists():
+        if shutil.which("npm") is None:
+            pytest.skip("node/npm unavailable: asl-validator cannot run here")
+        subprocess.run(["make", "node"], cwd=repo_root, check=True, capture_output=True)
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(rendered_definition(synth.template)))
+    proc = subprocess.run(
+        [str(validator), "--json-path", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

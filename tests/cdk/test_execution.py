@@ -1,0 +1,504 @@
+"""Execute the rendered state machine in moto's Step Functions interpreter.
+
+What is real: the definition as deployed (rendered from the synthesized template), moto's
+ASL interpreter (Choice, Retry, Catch, Wait, intrinsic functions, Fail ErrorPath/CausePath),
+the Lambda Task states and their payloads, and the six handlers in `lambdas/` with the
+environment the stack gives them, talking to moto's S3, SageMaker, ECR, SNS and Application
+Auto Scaling. moto 5.2.5 runs no Python Lambda without Docker, so its Docker-less Lambda
+backend is patched to call the handler module in-process: a handler's exception becomes a
+Lambda function error whose `errorType` is the exception class, as on AWS.
+
+What is a stand-in: moto has no SageMaker `.sync` integration, so each SageMaker job state is
+replaced by a Pass state producing what the real state would: the job's canned `Describe*`
+output run through the state's own ResultSelector/ResultPath, or, for a failed job, the
+error object its Catch would put at the Catch's ResultPath before going to the Catch's Next.
+DeployEndpoint's failure (SageMaker rolling back an update) cannot be produced by moto; that
+scenario makes the handler raise the same DeploymentFailed it raises on AWS.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+import requests
+from render import ACCOUNT, REGION, rendered_definition
+
+from codetune.workflow.errors import DeploymentFailed
+
+HANDLERS = (
+    "validate_request",
+    "quality_gate",
+    "register_adapter",
+    "deploy_endpoint",
+    "smoke_test",
+    "notify_failure",
+)
+BASE = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+
+
+@dataclass
+class Scenario:
+    """One execution: its input, the SageMaker job outcomes, and what AWS answers."""
+
+    run_input: dict
+    report: dict
+    job_failures: dict[str, tuple[str, str]] = field(
+        default_factory=dict
+    )  # state -> (Error, Cause)
+    smoke_answers: list | None = None
+    deploy_error: Exception | None = None
+
+
+# -- the definition under test --------------------------------------------------------------
+
+
+def _resolve_path(doc, path: str):
+    node = doc
+    for part in path.removeprefix("$").strip(".").split("."):
+        if part:
+            node = node[part]
+    return node
+
+
+def _apply_selector(selector: dict, output: dict) -> dict:
+    return {
+        k.removesuffix(".$"): _resolve_path(output, v) if k.endswith(".$") else v
+        for k, v in selector.items()
+    }
+
+
+def _describe(state: dict, run_input_name: str) -> dict:
+    """The canned Describe* output of a successful job, shaped like SageMaker's."""
+    if "createTrainingJob" in state["Resource"]:
+        return {
+            "TrainingJobName": f"dev-{run_input_name}-train",
+            "TrainingJobStatus": "Completed",
+            "ModelArtifacts": {
+                "S3ModelArtifacts": "s3://artifacts/runs/x/output/train/output/model.tar.gz"
+            },
+        }
+    return {"ProcessingJobName": f"dev-{run_input_name}-job", "ProcessingJobStatus": "Completed"}
+
+
+def substitute_sagemaker_jobs(definition: dict, scenario: Scenario, name: str) -> dict:
+    """Replace each SageMaker `.sync` state by the Pass state that produces its outcome."""
+    out = copy.deepcopy(definition)
+    for state_name, state in out["States"].items():
+        if state.get("Type") == "Wait":
+            state["Seconds"] = 0  # the endpoint poll interval; nothing to wait for in moto
+        if state.get("Type") != "Task" or "sagemaker:" not in state["Resource"]:
+            continue
+        if state_name in scenario.job_failures:
+            error, cause = scenario.job_failures[state_name]
+            (catcher,) = [c for c in state["Catch"] if "States.ALL" in c["ErrorEquals"]]
+            out["States"][state_name] = {
+                "Type": "Pass",
+                "Result": {"Error": error, "Cause": cause},
+                "ResultPath": catcher["ResultPath"],
+                "Next": catcher["Next"],
+            }
+        else:
+            result = _apply_selector(state["ResultSelector"], _describe(state, name))
+            if "modelDataUrl" in result:
+                # Unknown before the run: RegisterAdapter then uses request.paths.modelData,
+                # which is where SageMaker puts it.
+                result["modelDataUrl"] = None
+            replacement = {"Type": "Pass", "Result": result, "ResultPath": state["ResultPath"]}
+            replacement["Next"] = state["Next"]
+            out["States"][state_name] = replacement
+    return out
+
+
+# -- the Lambdas: real handlers behind moto's Lambda API --------------------------------------
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"cdk_test_{name}",
+        os.path.join(os.path.dirname(__file__), "../../lambdas", name, "handler.py"),
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def handlers():
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "codetune-test")
+    return {name: _load(name) for name in HANDLERS}
+
+
+def _layer_dir(synth):
+    assets = json.loads((synth.outdir / f"{synth.stack_name}.assets.json").read_text())
+    (layer,) = [
+        synth.outdir / a["source"]["path"]
+        for a in assets["files"].values()
+        if (synth.outdir / a["source"]["path"] / "python" / "codetune").is_dir()
+    ]
+    return layer
+
+
+def _function_env(synth) -> dict[str, dict]:
+    """Each handler's environment as the stack sets it (rendered), keyed by handler name.
+
+    Paths under /opt (where Lambda mounts the layer) point into the synthesized layer asset.
+    """
+    from render import resolve
+
+    template = synth.template
+    layer = str(_layer_dir(synth))
+    out = {}
+    for logical_id, res in template["Resources"].items():
+        if res["Type"] != "AWS::Lambda::Function":
+            continue
+        code = json.dumps(res["Properties"]["Environment"]["Variables"])
+        for name in HANDLERS:
+            if name.replace("_", "") in logical_id.lower():
+                variables = resolve(template, json.loads(code))
+                out[name] = {
+                    k: layer + v[len("/opt") :] if v.startswith("/opt/") else v
+                    for k, v in variables.items()
+                }
+                out[name]["_function"] = logical_id.lower()
+    return out
+
+
+class Dispatcher:
+    """moto LambdaSimpleBackend.invoke replacement: runs the real handler in-process."""
+
+    def __init__(self, handlers, env, scenario: Scenario, s3):
+        self.handlers, self.env, self.scenario, self.s3 = handlers, env, scenario, s3
+        self.calls: list[str] = []
+
+    def __call__(self, backend, function_name, qualifier, body, headers, response_headers):
+        (name,) = [n for n, e in self.env.items() if e["_function"] in function_name]
+        self.calls.append(name)
+        event = json.loads(body)
+        self._before(name, event)
+        saved = dict(os.environ)
+        os.environ.update({k: v for k, v in self.env[name].items() if not k.startswith("_")})
+        context = SimpleNamespace(
+            function_name=function_name,
+            memory_limit_in_mb=256,
+            invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}",
+            aws_request_id="req",
+        )
+        try:
+            if name == "deploy_endpoint" and self.scenario.deploy_error is not None:
+                raise self.scenario.deploy_error
+            result = self.handlers[name].lambda_handler(event, context)
+        except Exception as e:  # Lambda reports any exception as a function error
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": type(e).__name__, "errorMessage": str(e)}).encode()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return json.dumps(result).encode()
+
+    def _before(self, name: str, event: dict) -> None:
+        """Put what the (stand-in) SageMaker jobs would have written where the handler reads."""
+        request = event.get("request")
+        if name == "quality_gate":
+            _put(self.s3, request["paths"]["report"], self.scenario.report)
+        if name == "register_adapter":
+            _put(self.s3, request["paths"]["dataset"] + "manifest.json", {"records": 120})
+        if name == "smoke_test" and self.scenario.smoke_answers is not None:
+            adapter = request["deployment"]["adapterName"]
+            bodies = [
+                a if a != "<adapter>" else _chat(adapter) for a in self.scenario.smoke_answers
+            ]
+            _queue_endpoint_answers(bodies)
+
+
+def _put(s3, uri: str, doc) -> None:
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+
+
+def _chat(model: str) -> dict:
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "return a + b"}}],
+    }
+
+
+def _queue_endpoint_answers(bodies: list) -> None:
+    results = [
+        {
+            "Body": json.dumps(b),
+            "ContentType": "application/json",
+            "InvokedProductionVariant": "AllTraffic",
+            "CustomAttributes": "",
+        }
+        for b in bodies
+    ]
+    resp = requests.post(
+        "http://motoapi.amazonaws.com/moto-api/static/sagemaker/endpoint-results",
+        json={"results": results, "region": REGION},
+    )
+    assert resp.status_code == 201
+
+
+# -- running one scenario -----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    status: str
+    output: dict | None
+    error: str | None
+    cause: str | None
+    states: list[str]
+    lambda_calls: list[str]
+    notifications: list[dict]
+
+
+def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1") -> Outcome:
+    import boto3
+    from moto import mock_aws
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    # The planner has its own tests; here it is a fixed answer (as in tests/lambdas), and
+    # today the real one rejects the shipped cpu-smollm2 config ("lora targets
+    # ['all-linear']"), which would fail every scenario at ValidateRequest.
+    monkeypatch.setattr("codetune.plan.recommend_instance", lambda *a: "ml.g5.2xlarge")
+    monkeypatch.setattr("codetune.plan.check_instance", lambda *a: None)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    env = _function_env(synth)
+    definition = substitute_sagemaker_jobs(rendered_definition(synth.template), scenario, name)
+    with mock_aws(
+        config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    ):
+        s3 = boto3.client("s3", region_name=REGION)
+        artifact = env["validate_request"]["ARTIFACT_BUCKET"]
+        inputs = env["validate_request"]["ALLOWED_BUCKETS"]
+        for bucket in (artifact, inputs):
+            s3.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+            )
+        s3.put_object(
+            Bucket=inputs, Key="codebases/my-service/app.py", Body=b"def f():\n    return 1\n"
+        )
+        boto3.client("sagemaker", region_name=REGION).create_model_package_group(
+            ModelPackageGroupName=env["validate_request"]["MODEL_PACKAGE_GROUP"]
+        )
+        image_uri = env["register_adapter"]["INFERENCE_IMAGE_URI"]
+        repo, tag = image_uri.split("/", 1)[1].split(":")
+        ecr = boto3.client("ecr", region_name=REGION)
+        ecr.create_repository(repositoryName=repo)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"digest": "sha256:" + "a" * 64},
+        }
+        ecr.put_image(repositoryName=repo, imageManifest=json.dumps(manifest), imageTag=tag)
+        sns = boto3.client("sns", region_name=REGION)
+        topic_arn = sns.create_topic(Name=env["notify_failure"]["TOPIC_ARN"].rsplit(":", 1)[1])[
+            "TopicArn"
+        ]
+        assert topic_arn == env["notify_failure"]["TOPIC_ARN"]
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue_url = sqs.create_queue(QueueName="failures")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+        dispatcher = Dispatcher(handlers, env, scenario, s3)
+        monkeypatch.setattr(LambdaSimpleBackend, "invoke", lambda self, *a: dispatcher(self, *a))
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = sfn.create_state_machine(
+            name="codetune",
+            definition=json.dumps(definition),
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/sfn",
+        )["stateMachineArn"]
+        execution = sfn.start_execution(
+            stateMachineArn=arn, name=name, input=json.dumps(scenario.run_input)
+        )["executionArn"]
+        deadline = time.time() + 120
+        while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            assert time.time() < deadline, "execution did not finish"
+            time.sleep(0.1)
+        history = sfn.get_execution_history(executionArn=execution)["events"]
+        entered = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in history
+            if "stateEnteredEventDetails" in e
+        ]
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        return Outcome(
+            status=desc["status"],
+            output=json.loads(desc["output"]) if desc.get("output") else None,
+            error=desc.get("error"),
+            cause=desc.get("cause"),
+            states=entered,
+            lambda_calls=dispatcher.calls,
+            notifications=[json.loads(m["Body"]) for m in messages],
+        )
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+
+
+def _input(synth) -> dict:
+    doc = json.loads((synth_repo() / "examples" / "run-input.json").read_text())
+    inputs = _function_env(synth)["validate_request"]["ALLOWED_BUCKETS"]
+    doc["data"]["codebase"] = f"s3://{inputs}/codebases/my-service/"
+    doc["training"]["instanceType"] = "ml.g5.2xlarge"
+    doc["registration"] = {"autoApprove": True}
+    # moto's CreateEndpointConfig knows no g5 instances; any GPU type serves the test.
+    doc["deployment"] = {"instanceType": "ml.g4dn.xlarge"}
+    return doc
+
+
+def synth_repo():
+    from conftest import REPO
+
+    return REPO
+
+
+def _report(candidate_exact_fix: float) -> dict:
+    return {
+        "schemaVersion": "1",
+        "runId": "run-1",
+        "baseModel": BASE,
+        "adapter": "s3://artifacts/runs/run-1/output/model.tar.gz",
+        "suites": {
+            "humaneval": {"n": 164, "base": {"pass@1": 0.40}, "candidate": {"pass@1": 0.40}},
+            "bugfix": {
+                "n": 200,
+                "base": {"exact_fix": 0.10, "parses": 0.95},
+                "candidate": {"exact_fix": candidate_exact_fix, "parses": 0.97},
+            },
+        },
+        "gate": {"passed": True, "reasons": []},
+    }
+
+
+GOOD_SMOKE = [_chat(BASE), "<adapter>", [{"generated_text": "return a + b"}]]
+
+
+def test_success_path_deploys_and_summarizes(synth, handlers, monkeypatch):
+    # guards: the happy path runs every step in order and ends in Deployed with the summary
+    out = execute(
+        synth,
+        handlers,
+        Scenario(_input(synth), _report(0.30), smoke_answers=GOOD_SMOKE),
+        monkeypatch,
+    )
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    assert out.states[:3] == ["ValidateRequest", "DatasetPrepared?", "PrepareDataset"]
+    assert "TrainAdapter" in out.states and out.states[-1] == "Deployed"
+    assert out.lambda_calls[:3] == ["validate_request", "quality_gate", "register_adapter"]
+    assert out.lambda_calls.count("deploy_endpoint") >= 2  # created, then polled to InService
+    assert out.lambda_calls[-1] == "smoke_test"
+    assert out.output["endpointName"] == "codetune"
+    assert out.output["modelPackageArn"].startswith(
+        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/"
+    )
+    assert out.output["reportUri"].endswith("/eval/report.json")
+    assert out.output["metrics"]["bugfix"]["candidate"]["exact_fix"] == 0.30
+    assert out.notifications == []
+
+
+def test_manual_approval_ends_registered_not_deployed(synth, handlers, monkeypatch):
+    # guards: without auto-approve the run registers the adapter and stops, awaiting approval
+    run_input = _input(synth)
+    run_input["registration"] = {"autoApprove": False}
+    out = execute(synth, handlers, Scenario(run_input, _report(0.30)), monkeypatch)
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    assert out.states[-1] == "RegisteredNotDeployed"
+    assert out.output["approvalStatus"] == "PendingManualApproval"
+    assert "endpointName" not in out.output and "deploy_endpoint" not in out.lambda_calls
+
+
+def test_validation_error_fails_with_every_violation(synth, handlers, monkeypatch):
+    # guards: a bad input ends in RunFailed with InvalidRunInput and the violation's path,
+    # after NotifyFailure published it
+    bad = _input(synth)
+    bad["training"]["instanceCount"] = 0
+    out = execute(synth, handlers, Scenario(bad, _report(0.30)), monkeypatch)
+    assert out.status == "FAILED"
+    assert out.error == "InvalidRunInput"
+    assert "instanceCount" in out.cause
+    assert out.states[-4:] == [
+        "RecordValidateRequestFailure",
+        "NotifyFailure",
+        "ServiceError?",
+        "RunFailed",
+    ]
+    assert len(out.notifications) == 1 and "InvalidRunInput" in out.notifications[0]["Message"]
+
+
+def test_training_failure_is_reported(synth, handlers, monkeypatch):
+    # guards: a failed training job goes through the Catch to NotifyFailure and RunFailed
+    cause = json.dumps(
+        {"FailureReason": "AlgorithmError: CUDA out of memory", "TrainingJobStatus": "Failed"}
+    )
+    scenario = Scenario(
+        _input(synth), _report(0.30), job_failures={"TrainAdapter": ("States.TaskFailed", cause)}
+    )
+    out = execute(synth, handlers, scenario, monkeypatch)
+    # (a Fail state cannot raise States.* names: the step's name carries it, the cause keeps it)
+    assert out.status == "FAILED" and out.error == "TrainAdapterFailed", out.cause
+    assert out.cause.startswith("States.TaskFailed: ") and "CUDA out of memory" in out.cause
+    assert "RecordTrainAdapterFailure" in out.states and "QualityGate" not in out.states
+    assert out.states[-1] == "StepFailed"
+    assert len(out.notifications) == 1
+
+
+def test_gate_rejection_stops_before_registration(synth, handlers, monkeypatch):
+    # guards: a candidate below the thresholds fails the run with the gate's reasons and is
+    # neither registered nor deployed
+    out = execute(synth, handlers, Scenario(_input(synth), _report(0.10)), monkeypatch)
+    assert out.status == "FAILED" and out.error == "QualityGateRejected"
+    assert "FAIL bugfix exact-fix gain" in out.cause
+    assert "register_adapter" not in out.lambda_calls
+    assert out.states[-4:] == ["GateRejected", "NotifyFailure", "ServiceError?", "RunFailed"]
+
+
+def test_deployment_failure_is_reported(synth, handlers, monkeypatch):
+    # guards: DeploymentFailed from DeployEndpoint (a rolled-back update) ends the run
+    error = DeploymentFailed(
+        "SageMaker rolled endpoint codetune back: the update tripped a rollback alarm"
+    )
+    scenario = Scenario(_input(synth), _report(0.30), deploy_error=error)
+    out = execute(synth, handlers, scenario, monkeypatch)
+    assert out.status == "FAILED" and out.error == "DeploymentFailed"
+    assert "rolled endpoint codetune back" in out.cause
+    assert "SmokeTest" not in out.states
+    assert out.states[-4:] == [
+        "RecordDeployEndpointFailure",
+        "NotifyFailure",
+        "ServiceError?",
+        "RunFailed",
+    ]
+
+
+def test_smoke_test_failure_catches_base_model_fallback(synth, handlers, monkeypatch):
+    # guards: an adapter request answered by the base model fails the run at SmokeTest
+    fallback = [_chat(BASE), _chat(BASE), [{"generated_text": "x"}]]
+    out = execute(
+        synth, handlers, Scenario(_input(synth), _report(0.30), smoke_answers=fallback), monkeypatch
+    )
+    assert out.status == "FAILED" and out.error == "SmokeTestFailed"
+    assert "fallback" in out.cause
+    assert out.states[-4:] == [
+        "RecordSmokeTestFailure",
+        "NotifyFailure",
+        "ServiceError?",
+        "RunFailed",
+    ]

@@ -1,0 +1,332 @@
+"""Security and behaviour properties of the synthesized stack: one assertion per property."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+@pytest.fixture(scope="module")
+def template(synth) -> Template:
+    return Template.from_json(synth.template)
+
+
+def _resources(synth, rtype: str) -> dict:
+    return {k: v for k, v in synth.template["Resources"].items() if v["Type"] == rtype}
+
+
+def _statements(synth, role_prefix: str) -> list[dict]:
+    """All policy statements attached to roles whose logical id starts with `role_prefix`."""
+    out = []
+    for policy in _resources(synth, "AWS::IAM::Policy").values():
+        roles = [r["Ref"] for r in policy["Properties"]["Roles"]]
+        if any(r.startswith(role_prefix) for r in roles):
+            out += policy["Properties"]["PolicyDocument"]["Statement"]
+    return out
+
+
+def _as_list(x):
+    return x if isinstance(x, list) else [x]
+
+
+def test_cdk_nag_reports_no_findings(synth):
+    # guards: zero unacknowledged cdk-nag AwsSolutions findings (synthesis raises on errors;
+    # this also catches warnings, which do not fail synthesis)
+    report = json.loads((synth.outdir / "validation-report.json").read_text())
+    violations = [v for r in report["pluginReports"] for v in r.get("violations", [])]
+    assert violations == []
+
+
+def test_kms_key_rotates(template):
+    # guards: customer-managed key with yearly rotation
+    template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+
+
+def test_artifact_bucket_encrypted_with_stack_key_and_versioned(template, synth):
+    # guards: SSE-KMS with the stack key, versioning, block public access, access logging
+    (key_id,) = _resources(synth, "AWS::KMS::Key")
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    Match.object_like(
+                        {
+                            "ServerSideEncryptionByDefault": {
+                                "SSEAlgorithm": "aws:kms",
+                                "KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]},
+                            }
+                        }
+                    )
+                ]
+            },
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "LoggingConfiguration": Match.object_like({"LogFilePrefix": "artifact-bucket/"}),
+        },
+    )
+
+
+def test_every_bucket_denies_plain_http(synth):
+    # guards: SSL enforced on every bucket through a Deny on aws:SecureTransport=false
+    buckets = set(_resources(synth, "AWS::S3::Bucket"))
+    enforced = set()
+    for policy in _resources(synth, "AWS::S3::BucketPolicy").values():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if (
+                st["Effect"] == "Deny"
+                and st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+            ):
+                enforced.add(policy["Properties"]["Bucket"]["Ref"])
+    assert buckets and enforced == buckets
+
+
+def test_lifecycle_expires_checkpoints_and_datasets(template):
+    # guards: checkpoints and datasets expire after the configured days (dev: 7 and 30)
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Prefix": "checkpoints/", "ExpirationInDays": 7, "Status": "Enabled"}
+                        ),
+                        Match.object_like(
+                            {"Prefix": "datasets/", "ExpirationInDays": 30, "Status": "Enabled"}
+                        ),
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_no_managed_full_access_policies(synth):
+    # guards: no AWS managed policies on any role (least privilege is written out)
+    for role in _resources(synth, "AWS::IAM::Role").values():
+        assert not role["Properties"].get("ManagedPolicyArns"), role
+
+
+def test_no_wildcard_resource_on_write_actions(synth):
+    # guards: every data/write action names its resources; "*" only for actions that have no
+    # resource type (X-Ray, PutMetricData, GetAuthorizationToken, autoscaling, Describe*)
+    allowed_star = re.compile(
+        r"^(xray:|cloudwatch:PutMetricData$|ecr:GetAuthorizationToken$|application-autoscaling:|"
+        r"ec2:Describe|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|"
+        r"ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)$)"
+    )
+    for policy in _resources(synth, "AWS::IAM::Policy").values():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if "*" in _as_list(st["Resource"]):
+                bad = [a for a in _as_list(st["Action"]) if not allowed_star.match(a)]
+                assert not bad, st
+
+
+def test_no_action_wildcards(synth):
+    # guards: no `s3:*`, `s3:GetObject*` or `kms:ReEncrypt*` style action groups
+    for policy in _resources(synth, "AWS::IAM::Policy").values():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            for action in _as_list(st["Action"]):
+                assert "*" not in action, (action, st)
+
+
+def test_sagemaker_job_role_limited_to_run_prefixes(synth):
+    # guards: the job role's object access is limited to runs/, checkpoints/, datasets/ (rw)
+    # and base-models/ (read), plus the input bucket read-only
+    objects = []
+    for st in _statements(synth, "SageMakerRolesJobRole"):
+        if any(a.startswith("s3:") and a != "s3:ListBucket" for a in _as_list(st["Action"])):
+            for res in _as_list(st["Resource"]):
+                objects.append((tuple(sorted(_as_list(st["Action"]))), json.dumps(res)))
+    writes = {r for actions, r in objects if "s3:PutObject" in actions}
+    assert {re.search(r"/([a-z-]+/)\*", r).group(1) for r in writes} == {
+        "runs/",
+        "checkpoints/",
+        "datasets/",
+    }
+
+
+def test_state_machine_passes_only_the_job_role_to_sagemaker(synth):
+    # guards: iam:PassRole only on the SageMaker job role, only to sagemaker.amazonaws.com
+    passes = [
+        st
+        for st in _statements(synth, "WorkflowStateMachineRole")
+        if "iam:PassRole" in _as_list(st["Action"])
+    ]
+    assert len(passes) == 1
+    (st,) = passes
+    assert st["Resource"] == {"Fn::GetAtt": [Match.any_value(), "Arn"]} or "JobRole" in json.dumps(
+        st["Resource"]
+    )
+    assert "JobRole" in json.dumps(st["Resource"])
+    assert st["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+
+
+def test_state_machine_has_sync_event_rules(synth):
+    # guards: the EventBridge managed rules .sync integrations need, and nothing broader
+    resources = [
+        json.dumps(r)
+        for st in _statements(synth, "WorkflowStateMachineRole")
+        if "events:PutRule" in _as_list(st["Action"])
+        for r in _as_list(st["Resource"])
+    ]
+    assert len(resources) == 2
+    assert any("StepFunctionsGetEventsForSageMakerTrainingJobsRule" in r for r in resources)
+    assert any("StepFunctionsGetEventsForSageMakerProcessingJobsRule" in r for r in resources)
+
+
+def test_state_machine_logs_traces_and_times_out(template):
+    # guards: CloudWatch Logs (ALL), X-Ray tracing, and a machine-level timeout
+    template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "LoggingConfiguration": Match.object_like({"Level": "ALL"}),
+            "TracingConfiguration": {"Enabled": True},
+        },
+    )
+
+
+def test_lambdas_latest_runtime_tracing_and_concurrency(synth):
+    # guards: python3.14, X-Ray active, reserved concurrency, own log group, encrypted env
+    functions = _resources(synth, "AWS::Lambda::Function")
+    assert len(functions) == 6
+    for fn in functions.values():
+        p = fn["Properties"]
+        assert p["Runtime"] == "python3.14"
+        assert p["TracingConfig"] == {"Mode": "Active"}
+        assert p["ReservedConcurrentExecutions"] == 5
+        assert "LoggingConfig" in p and "KmsKeyArn" in p
+        assert len(p["Layers"]) == 1
+
+
+def test_log_groups_have_retention_and_kms(synth):
+    # guards: every log group has a retention and is encrypted with the stack key
+    groups = _resources(synth, "AWS::Logs::LogGroup")
+    assert len(groups) == 7  # six Lambdas + the workflow
+    for g in groups.values():
+        assert g["Properties"]["RetentionInDays"] == 30
+        assert "KmsKeyId" in g["Properties"]
+
+
+def test_failure_topic_is_kms_encrypted(template):
+    # guards: the SNS topic for failures is encrypted with the stack key
+    template.has_resource_properties(
+        "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [Match.any_value(), "Arn"]}}
+    )
+
+
+def test_rollback_alarms_watch_endpoint_errors_and_latency(template, synth):
+    # guards: 5xx and model-latency alarms exist and their names reach deploy_endpoint
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {"MetricName": "Invocation5XXErrors", "Namespace": "AWS/SageMaker"},
+    )
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm", {"MetricName": "ModelLatency", "ExtendedStatistic": "p90"}
+    )
+    alarms = set(_resources(synth, "AWS::CloudWatch::Alarm"))
+    (deploy,) = [
+        f for k, f in _resources(synth, "AWS::Lambda::Function").items() if "DeployEndpoint" in k
+    ]
+    env = json.dumps(deploy["Properties"]["Environment"]["Variables"]["ROLLBACK_ALARMS"])
+    assert all(a in env for a in alarms)
+
+
+def test_images_scanned_on_push(template):
+    # guards: the CDK asset repositories get basic scan-on-push (registry scanning rule)
+    template.has_resource_properties(
+        "AWS::ECR::RegistryScanningConfiguration",
+        {
+            "ScanType": "BASIC",
+            "Rules": [
+                {
+                    "ScanFrequency": "SCAN_ON_PUSH",
+                    "RepositoryFilters": [
+                        {"Filter": "cdk-*-container-assets-*", "FilterType": "WILDCARD"}
+                    ],
+                }
+            ],
+        },
+    )
+
+
+def test_image_build_context_excludes_unrelated_files(synth):
+    # guards: tests, cdk.out, Lambdas and docs are not in the image build context (their
+    # edits must not change the image hash), and src/codetune is
+    assets = json.loads((synth.outdir / f"{synth.stack_name}.assets.json").read_text())
+    (images,) = [assets["dockerImages"]]
+    assert len(images) == 2
+    for image in images.values():
+        context = synth.outdir / image["source"]["directory"]
+        assert (context / "src" / "codetune" / "metrics.py").is_file()
+        for excluded in ("tests", "lambdas", "docs", "cdk.out", ".venv", ".cache", "cdk"):
+            assert not (context / excluded).exists(), excluded
+
+
+def test_layer_carries_codetune_schemas_and_deps(synth):
+    # guards: the Lambda layer has codetune, the JSON Schemas where codetune looks for them,
+    # the training configs for the planner, and jsonschema built for the Lambda runtime
+    assets = json.loads((synth.outdir / f"{synth.stack_name}.assets.json").read_text())
+    layers = [
+        synth.outdir / a["source"]["path"]
+        for a in assets["files"].values()
+        if (synth.outdir / a["source"]["path"] / "python" / "codetune").is_dir()
+    ]
+    assert len(layers) == 1
+    python = layers[0] / "python"
+    assert (python / "schemas" / "run-input.schema.json").is_file()
+    assert (python / "codetune" / "workflow" / "validate.py").is_file()
+    assert list((python / "rpds").glob("*cpython-314*x86_64*.so")), "rpds-py not built for 3.14"
+    assert (layers[0] / "training_image" / "configs").is_dir()
+
+
+def test_outputs_give_a_ready_start_execution_command(template):
+    # guards: the README's deploy section relies on these outputs
+    outputs = template.to_json()["Outputs"]
+    assert {"StateMachineArn", "ArtifactBucketName", "StartExecutionCommand"} <= set(outputs)
+    command = json.dumps(outputs["StartExecutionCommand"]["Value"])
+    assert "aws stepfunctions start-execution --state-machine-arn" in command
+    assert "--input file://examples/run-input.json" in command
+
+
+def test_vpc_config_reaches_every_sagemaker_job(synth_vpc):
+    # guards: optional VPC settings from the stage config go to training and processing jobs
+    from render import rendered_definition
+
+    states = rendered_definition(synth_vpc.template)["States"]
+    jobs = [s for s in states.values() if "sagemaker:create" in str(s.get("Resource"))]
+    assert jobs
+    for s in jobs:
+        p = s["Parameters"]
+        vpc = p.get("VpcConfig") or p["NetworkConfig"]["VpcConfig"]
+        assert vpc == {"Subnets": ["subnet-0a1b2c3d"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
+
+
+def _scrub(text: str) -> str:
+    text = re.sub(r"[0-9a-f]{64}", "<hash>", text)
+    return re.sub(r"\b\d{12}\b", "<account>", text)
+
+
+def test_snapshot(synth):
+    # guards: any change to the synthesized template is deliberate (asset hashes and account
+    # ids scrubbed); refresh with CODETUNE_UPDATE_SNAPSHOTS=1
+    actual = _scrub(json.dumps(synth.template, indent=1, sort_keys=True)) + "\n"
+    path = SNAPSHOTS / f"{synth.stack_name}.template.json"
+    if os.environ.get("CODETUNE_UPDATE_SNAPSHOTS") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(actual)
+    assert path.exists(), f"no snapshot {path}; create it with CODETUNE_UPDATE_SNAPSHOTS=1"
+    assert actual == path.read_text()
