@@ -1,0 +1,195 @@
+"""``codetune evaluate``: base model vs base + adapter on executed tests, and the quality gate.
+
+Evaluate an adapter (writes report.json, report.html, *.png, samples.jsonl; prints a table)::
+
+    codetune evaluate --adapter out/adapter --data out/dataset --out out/eval \\
+        --suites humaneval,bugfix --humaneval-limit 20 --bugfix-limit 100
+
+Score completions produced by anything else (writes results.jsonl and summary.json)::
+
+    codetune evaluate score --suite humaneval --completions answers.jsonl --out out/score
+
+In a SageMaker Processing job every path has a default under ``/opt/ml/processing``
+(``$CODETUNE_SM_ROOT`` moves the root): the adapter (a directory or model.tar.gz) from
+``input/adapter``, the dataset from ``input/dataset``, an optional base model from
+``input/model``, output to ``output/eval``.
+
+Generated code runs only inside an OS sandbox (bubblewrap: no network, read-only file
+system, rlimits, clean environment). Where that is unavailable the command refuses to run
+code unless ``--allow-unsandboxed`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _sm_default(kind: str, name: str) -> Path | None:
+    from codetune.paths import SageMakerPaths
+
+    sm = SageMakerPaths.from_env()
+    p = sm.processing_input(name) if kind == "input" else sm.processing_output(name)
+    return p if p.exists() else None
+
+
+def _suites(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _thresholds(items: list[str] | None) -> dict:
+    from codetune.errors import CodetuneError
+
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise CodetuneError(f"--threshold takes NAME=NUMBER, got {item!r}")
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from codetune.errors import CodetuneError
+    from codetune.evaluate.runner import run_evaluation
+
+    adapter = args.adapter or _sm_default("input", "adapter")
+    if adapter is None:
+        raise CodetuneError("pass --adapter DIR (or a model.tar.gz)")
+    suites = _suites(args.suites)
+    data = args.data or _sm_default("input", "dataset")
+    base = args.base_model
+    if base is None:
+        sm_model = _sm_default("input", "model")
+        if sm_model is not None and (sm_model / "config.json").is_file():
+            base = str(sm_model)
+    out = args.out
+    if out is None:
+        from codetune.paths import SageMakerPaths
+
+        out = SageMakerPaths.from_env().processing_output("eval")
+        if not out.parent.exists():
+            raise CodetuneError("pass --out DIR (no SageMaker processing output here)")
+    report = run_evaluation(
+        adapter,
+        data,
+        out,
+        suites=suites,
+        limit=args.limit,
+        humaneval_limit=args.humaneval_limit,
+        bugfix_limit=args.bugfix_limit,
+        custom_suite=args.custom_suite,
+        humaneval_ids=_suites(args.humaneval_tasks) if args.humaneval_tasks else None,
+        base_model=base,
+        samples=args.samples,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        bugfix_max_new_tokens=args.bugfix_max_new_tokens,
+        run_id=args.run_id,
+        thresholds=_thresholds(args.threshold),
+        batch_size=args.batch_size,
+        mixed=args.mixed,
+        quantization=args.quantization,
+        timeout_s=args.timeout,
+        workers=args.workers,
+        allow_unsandboxed=args.allow_unsandboxed,
+        seed=args.seed,
+        print_summary=True,
+    )
+    print(f"report: {Path(out) / 'report.json'}")
+    # The gate's verdict is data (report.gate), not a failure of this command.
+    return 0 if report else 1
+
+
+def _score(args: argparse.Namespace) -> int:
+    from codetune.evaluate.runner import score_completions
+
+    summary = score_completions(
+        args.suite,
+        args.completions,
+        args.score_out,
+        custom_suite=args.custom_suite,
+        timeout_s=args.timeout,
+        workers=args.workers,
+        allow_unsandboxed=args.allow_unsandboxed,
+    )
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def _sandbox_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=6.0, help="seconds per program (wall clock)")
+    p.add_argument("--workers", type=int, default=2, help="programs executed in parallel")
+    p.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="execute generated code even when OS isolation (bubblewrap) is unavailable: "
+        "only rlimits and a clean environment then protect this machine",
+    )
+    p.add_argument("--custom-suite", help="JSONL of {task_id, prompt, test, entry_point?}")
+
+
+def register(sub) -> argparse.ArgumentParser:
+    """Add ``evaluate`` (and its ``score`` action) to the ``codetune`` parser."""
+    p = sub.add_parser(
+        "evaluate",
+        help="base vs fine-tuned on executed tests",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--adapter", help="adapter dir or model.tar.gz (SageMaker: input/adapter)")
+    p.add_argument("--data", help="prepared dataset dir with test.jsonl (SageMaker: input/dataset)")
+    p.add_argument("--out", help="output dir (SageMaker: output/eval)")
+    p.add_argument("--base-model", help="override the base model the adapter names")
+    p.add_argument(
+        "--suites", default="humaneval,bugfix", help="comma list: humaneval,bugfix,custom"
+    )
+    p.add_argument("--limit", type=int, help="at most N problems per suite")
+    p.add_argument("--humaneval-limit", type=int, help="override --limit for HumanEval")
+    p.add_argument("--bugfix-limit", type=int, help="override --limit for bugfix")
+    p.add_argument("--samples", type=int, default=1, help="samples per problem (pass@k)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--max-new-tokens", type=int, default=320, help="HumanEval answer cap")
+    p.add_argument(
+        "--bugfix-max-new-tokens",
+        type=int,
+        default=512,
+        help="ceiling of the bugfix cap (reference length * 1.25 + 24)",
+    )
+    p.add_argument("--humaneval-tasks", help="comma list of HumanEval task ids to run")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per generation batch")
+    p.add_argument(
+        "--mixed",
+        action="store_true",
+        help="put base and candidate rows in the same batch (PEFT mixed adapters)",
+    )
+    p.add_argument("--quantization", choices=("none", "4bit"), default="none")
+    p.add_argument("--run-id", help="report runId (default: random)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument(
+        "--threshold",
+        action="append",
+        metavar="NAME=VALUE",
+        help="quality gate threshold override (repeatable), e.g. min_bugfix_gain=0.05",
+    )
+    _sandbox_args(p)
+    p.set_defaults(func=_run)
+
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = False
+    s = actions.add_parser(
+        "score",
+        help="score completions produced elsewhere",
+        description="Execute completions (JSONL lines {task_id, completion}; several per task "
+        "allowed) against a suite; write results.jsonl and summary.json (pass@k).",
+    )
+    s.add_argument("--suite", default="humaneval", choices=("humaneval", "custom"))
+    s.add_argument("--completions", required=True, help="JSONL of {task_id, completion}")
+    s.add_argument("--out", dest="score_out", required=True, help="output directory")
+    _sandbox_args(s)
+    s.set_defaults(func=_score)
+    return p

@@ -1,0 +1,186 @@
+"""The evaluation report: schema validation, charts, a self-contained HTML page, a text table."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from codetune.errors import CodetuneError
+from codetune.io import write_json_atomic, write_text_atomic
+
+SCHEMA_NAME = "report.schema.json"
+HEADLINE = {"humaneval": "pass@1", "custom": "pass@1", "bugfix": "exact_fix"}
+
+
+def schema_path() -> Path:
+    """``schemas/report.schema.json``: ``$CODETUNE_SCHEMAS_DIR`` first, then a ``schemas/``
+    directory above this file (the checkout, or a Lambda asset / image that vendors it)."""
+    dirs = (
+        [Path(os.environ["CODETUNE_SCHEMAS_DIR"])] if os.environ.get("CODETUNE_SCHEMAS_DIR") else []
+    )
+    dirs += [p / "schemas" for p in Path(__file__).resolve().parents]
+    for d in dirs:
+        if (d / SCHEMA_NAME).is_file():
+            return d / SCHEMA_NAME
+    raise CodetuneError(
+        f"{SCHEMA_NAME} not found; set CODETUNE_SCHEMAS_DIR to the repository's schemas/"
+    )
+
+
+def validate_report(report: dict) -> None:
+    """Raise CodetuneError naming the first problems when ``report`` breaks the schema."""
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(schema_path().read_text(encoding="utf-8"))
+    errors = sorted(Draft202012Validator(schema).iter_errors(report), key=lambda e: e.path)
+    if errors:
+        where = "; ".join(
+            f"$.{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]
+        )
+        raise CodetuneError(f"report does not follow schemas/{SCHEMA_NAME}: {where}")
+
+
+def load_report(path: str | Path) -> dict:
+    """Read and validate a report.json; CodetuneError when missing, not JSON or off-schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodetuneError(f"report {path} does not exist")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CodetuneError(f"{path} is not JSON: {e}") from e
+    validate_report(report)
+    return report
+
+
+def summary_table(report: dict) -> str:
+    """Plain-text table: one row per suite and metric, base vs candidate and the change."""
+    rows = [("suite", "metric", "n", "base", "candidate", "change")]
+    for suite, s in report["suites"].items():
+        for metric, base in s["base"].items():
+            if not isinstance(base, (int, float)):
+                continue
+            cand = s["candidate"].get(metric, 0.0)
+            rows.append(
+                (suite, metric, str(s["n"]), f"{base:.3f}", f"{cand:.3f}", f"{cand - base:+.3f}")
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    gate = report.get("gate", {})
+    lines.append("")
+    lines.append(f"gate: {'PASSED' if gate.get('passed') else 'FAILED'}")
+    lines += [f"  {r}" for r in gate.get("reasons", [])]
+    return "\n".join(lines)
+
+
+def _save_png(fig, path: Path) -> bytes:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path.read_bytes()
+
+
+def write_charts(report: dict, out_dir: Path) -> dict[str, bytes]:
+    """``suites.png`` (base vs candidate, headline metric per suite) and, with a bugfix suite,
+    ``mutations.png`` (exact-fix rate per mutation operator). Returns name -> PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charts: dict[str, bytes] = {}
+    suites = report["suites"]
+    names = list(suites)
+    labels = [f"{n}\n{HEADLINE.get(n, '')}" for n in names]
+    base = [suites[n]["base"].get(HEADLINE.get(n, ""), 0.0) for n in names]
+    cand = [suites[n]["candidate"].get(HEADLINE.get(n, ""), 0.0) for n in names]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.4))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], base, width=0.4, label="base", color="#9aa5b1")
+    ax.bar([x + 0.2 for x in xs], cand, width=0.4, label="candidate", color="#2f6fbb")
+    for x, b, c in zip(xs, base, cand, strict=True):
+        ax.text(x - 0.2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.text(x + 0.2, c, f"{c:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(xs), labels)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction of problems")
+    ax.set_title("base vs candidate")
+    ax.legend(loc="upper right", fontsize=8)
+    charts["suites.png"] = _save_png(fig, out_dir / "suites.png")
+    plt.close(fig)
+
+    bug = suites.get("bugfix")
+    if bug and bug["base"].get("by_mutation"):
+        ops = sorted(bug["base"]["by_mutation"])
+        b = [bug["base"]["by_mutation"][o] for o in ops]
+        c = [bug["candidate"].get("by_mutation", {}).get(o, 0.0) for o in ops]
+        counts = bug.get("mutations", {})
+        fig, ax = plt.subplots(figsize=(1.8 + 1.1 * len(ops), 3.4))
+        xs = range(len(ops))
+        ax.bar([x - 0.2 for x in xs], b, width=0.4, label="base", color="#9aa5b1")
+        ax.bar([x + 0.2 for x in xs], c, width=0.4, label="candidate", color="#2f6fbb")
+        ax.set_xticks(list(xs), [f"{o}\n(n={counts.get(o, '?')})" for o in ops], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("exact-fix rate")
+        ax.set_title("bugfix: exact fix per mutation operator")
+        ax.legend(loc="upper right", fontsize=8)
+        charts["mutations.png"] = _save_png(fig, out_dir / "mutations.png")
+        plt.close(fig)
+    return charts
+
+
+def render_html(report: dict, charts: dict[str, bytes]) -> str:
+    """A self-contained page: summary table, gate verdict, charts inlined as base64 PNGs."""
+    esc = html.escape
+    rows = []
+    for suite, s in report["suites"].items():
+        for metric, base in s["base"].items():
+            if isinstance(base, (int, float)):
+                cand = s["candidate"].get(metric, 0.0)
+                rows.append(
+                    f"<tr><td>{esc(suite)}</td><td>{esc(metric)}</td><td>{s['n']}</td>"
+                    f"<td>{base:.3f}</td><td>{cand:.3f}</td><td>{cand - base:+.3f}</td></tr>"
+                )
+    gate = report.get("gate", {})
+    verdict = "PASSED" if gate.get("passed") else "FAILED"
+    color = "#1a7f37" if gate.get("passed") else "#cf222e"
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in gate.get("reasons", []))
+    imgs = "".join(
+        f'<figure><img alt="{esc(name)}" src="data:image/png;base64,'
+        f'{base64.b64encode(data).decode()}"><figcaption>{esc(name)}</figcaption></figure>'
+        for name, data in charts.items()
+    )
+    settings = esc(json.dumps(report.get("settings", {}), sort_keys=True))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>codetune evaluation {esc(report["runId"])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:960px}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
+td:first-child,td:nth-child(2){{text-align:left}}figure{{display:inline-block;margin:1em}}
+code{{background:#f4f4f4;padding:2px 4px}}</style></head><body>
+<h1>codetune evaluation</h1>
+<p>run <code>{esc(report["runId"])}</code> — base model <code>{esc(report["baseModel"])}</code>,
+adapter <code>{esc(report["adapter"])}</code></p>
+<h2>Quality gate: <span style="color:{color}">{verdict}</span></h2><ul>{reasons}</ul>
+<h2>Results</h2>
+<table><tr><th>suite</th><th>metric</th><th>n</th><th>base</th><th>candidate</th><th>change</th></tr>
+{"".join(rows)}</table>
+{imgs}
+<h2>Settings</h2><p><code>{settings}</code></p>
+<p>Per-problem answers and outcomes: <code>samples.jsonl</code>.</p>
+</body></html>
+"""
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    """Validate, then write ``report.json``, the charts and ``report.html`` (each atomically)."""
+    validate_report(report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    charts = write_charts(report, out_dir)
+    write_text_atomic(out_dir / "report.html", render_html(report, charts))
+    # report.json last: a consumer that sees it can rely on the rest being there.
+    write_json_atomic(out_dir / "report.json", report)

@@ -1,0 +1,451 @@
+"""Base vs candidate evaluation and completion scoring (the code behind ``codetune evaluate``).
+
+- :func:`run_evaluation`: base model and base + adapter answer the same prompts with the
+  same decoding; HumanEval / custom answers are executed in the sandbox, bugfix answers are
+  compared by AST; writes ``report.json``, ``report.html``, PNG charts and ``samples.jsonl``.
+- :func:`score_completions`: scores completions produced elsewhere (``results.jsonl`` +
+  ``summary.json``).
+
+Generation: every (problem, side, sample) becomes one row; rows are sorted by prompt length
+and cut into batches so padding stays small. Base and candidate run as separate batches by
+default (``mixed=False``) — measured faster on CPU than PEFT mixed-adapter batches, see
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import tarfile
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from codetune.errors import CodetuneError
+from codetune.evaluate import suites as S
+from codetune.evaluate.gate import decide, resolve_thresholds
+from codetune.evaluate.report import summary_table, write_report
+from codetune.evaluate.sandbox import Limits, Sandbox
+from codetune.io import read_jsonl, write_json_atomic, write_jsonl
+
+log = logging.getLogger(__name__)
+
+CANDIDATE = "candidate"  # adapter name inside the loaded model
+SIDES = ("base", "candidate")
+BUGFIX_MARGIN = 24  # tokens beyond the reference's length (closing fence, small rewrites)
+
+
+@dataclass
+class Row:
+    suite: str
+    task_id: str
+    side: str
+    sample: int
+    prompt: str
+    max_new_tokens: int
+    prompt_len: int = 0
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def prepare_adapter(adapter: str | Path, workdir: Path) -> Path:
+    """The adapter directory: ``adapter`` itself, or the content of a ``model.tar.gz`` (given
+    directly, or inside ``adapter``) extracted under ``workdir``. Raises CodetuneError."""
+    p = Path(adapter)
+    tar = None
+    if p.is_file():
+        tar = p
+    elif p.is_dir() and (p / "adapter_config.json").is_file():
+        return p
+    elif p.is_dir() and (p / "model.tar.gz").is_file():
+        tar = p / "model.tar.gz"
+    else:
+        raise CodetuneError(
+            f"adapter {adapter} not found: pass --adapter with a directory holding "
+            "adapter_config.json, or a model.tar.gz"
+        )
+    if not tarfile.is_tarfile(tar):
+        raise CodetuneError(f"adapter {tar} is neither a directory nor a tar archive")
+    dest = workdir / "adapter"
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tar) as tf:
+        tf.extractall(dest, filter="data")  # refuses absolute paths, .. and device files
+    for cfg in sorted(dest.rglob("adapter_config.json"), key=lambda x: len(x.parts)):
+        return cfg.parent
+    raise CodetuneError(f"{tar} holds no adapter_config.json")
+
+
+def resolve_base(base_model: str | None, adapter_dir: Path) -> str:
+    """The base model: explicit, else the one the adapter names. A named local path that does
+    not exist is an error (never a silent switch to another model)."""
+    from codetune.generation import adapter_base
+    from codetune.model import resolve_base_model
+
+    if base_model:
+        return resolve_base_model(base_model)
+    named = adapter_base(adapter_dir)
+    if not named:
+        raise CodetuneError(
+            f"adapter {adapter_dir} does not name its base model; pass --base-model"
+        )
+    if named.startswith(("/", ".", "~")) and not Path(named).expanduser().is_dir():
+        raise CodetuneError(
+            f"the adapter's base model {named} does not exist here; pass --base-model "
+            "(a directory, 'embedded' or a Hugging Face id)"
+        )
+    return resolve_base_model(named)
+
+
+# ---------------------------------------------------------------- generation
+
+
+def _generate_rows(lm, rows: list[Row], *, batch_size, temperature, seed, mixed):
+    """Generate every row; returns ({id(row): Generation}, stats)."""
+    from codetune.generation import generate
+
+    tok = lm.tokenizer
+    for r in rows:
+        r.prompt_len = len(tok(r.prompt, add_special_tokens=False)["input_ids"])
+    if mixed:
+        order = sorted(rows, key=lambda r: (r.suite, r.prompt_len, r.task_id, r.side))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    else:
+        batches = []
+        for side in SIDES:
+            part = sorted(
+                (r for r in rows if r.side == side), key=lambda r: (r.suite, r.prompt_len)
+            )
+            batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    out = {}
+    tokens = 0
+    t0 = time.perf_counter()
+    for bi, batch in enumerate(batches):
+        adapters = [CANDIDATE if r.side == "candidate" else None for r in batch]
+        gens = generate(
+            lm,
+            [r.prompt for r in batch],
+            adapters=adapters,
+            max_new_tokens=max(r.max_new_tokens for r in batch),
+            temperature=temperature,
+            stop=S.STOP,
+            seed=None if seed is None else seed + bi,
+        )
+        for r, g in zip(batch, gens, strict=True):
+            out[id(r)] = g
+            tokens += g.completion_tokens
+        log.info(
+            "batch %d/%d: %d rows, %d new tokens so far, %.1fs",
+            bi + 1,
+            len(batches),
+            len(batch),
+            tokens,
+            time.perf_counter() - t0,
+        )
+    seconds = time.perf_counter() - t0
+    stats = {
+        "rows": len(rows),
+        "batches": len(batches),
+        "batch_size": batch_size,
+        "mode": "mixed" if mixed else "separate",
+        "completion_tokens": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0,
+    }
+    return out, stats
+
+
+# ---------------------------------------------------------------- the evaluation
+
+
+def run_evaluation(
+    adapter_dir: str | Path,
+    data_dir: str | Path | None,
+    out_dir: str | Path,
+    *,
+    suites: tuple[str, ...] | list[str] = ("humaneval", "bugfix"),
+    limit: int | None = None,
+    humaneval_limit: int | None = None,
+    bugfix_limit: int | None = None,
+    custom_suite: str | Path | None = None,
+    humaneval_ids: list[str] | None = None,
+    base_model: str | None = None,
+    samples: int = 1,
+    temperature: float = 0.0,
+    max_new_tokens: int = 320,
+    bugfix_max_new_tokens: int = 512,
+    run_id: str | None = None,
+    thresholds: dict | None = None,
+    batch_size: int = 16,
+    mixed: bool = False,
+    quantization: str = "none",
+    timeout_s: float = 6.0,
+    workers: int = 2,
+    allow_unsandboxed: bool = False,
+    seed: int = 0,
+    print_summary: bool = False,
+) -> dict:
+    """Evaluate base vs base + adapter and write the report to ``out_dir``.
+
+    ``limit`` caps every suite; ``humaneval_limit`` / ``bugfix_limit`` override it per suite;
+    ``humaneval_ids`` picks HumanEval problems by task id. ``max_new_tokens`` caps HumanEval
+    answers; a bugfix answer is capped at ``ceil(1.25 * reference tokens) + 24`` (a fix is
+    about as long as the original), at most ``bugfix_max_new_tokens``.
+    Returns the report (as written to ``report.json``). Raises CodetuneError for bad input
+    (missing adapter, base model or test split, unknown suite, samples without temperature)
+    and SandboxUnavailable when code would run without OS isolation and that was not allowed.
+    """
+    t_start = time.perf_counter()
+    suites = list(dict.fromkeys(suites))
+    unknown = [s for s in suites if s not in S.SUITES]
+    if unknown or not suites:
+        raise CodetuneError(f"unknown suite(s) {unknown}; choose from {', '.join(S.SUITES)}")
+    if "custom" in suites and not custom_suite:
+        raise CodetuneError("the custom suite needs --custom-suite FILE.jsonl")
+    if samples < 1:
+        raise CodetuneError("--samples must be >= 1")
+    if samples > 1 and temperature <= 0:
+        raise CodetuneError("--samples > 1 needs --temperature > 0 (greedy samples are identical)")
+    resolve_thresholds(thresholds)  # fail on a typo before hours of generation
+    out_dir = Path(out_dir)
+    lim = {
+        "humaneval": humaneval_limit or limit,
+        "bugfix": bugfix_limit or limit,
+        "custom": limit,
+    }
+    # Inputs first: every bad-input error comes before the model loads.
+    he = S.load_humaneval(lim["humaneval"], humaneval_ids) if "humaneval" in suites else []
+    custom = S.load_custom(custom_suite, lim["custom"]) if "custom" in suites else []
+    if "bugfix" in suites and not data_dir:
+        raise CodetuneError("the bugfix suite needs --data (a prepared dataset directory)")
+    bug = S.load_bugfix(data_dir, lim["bugfix"]) if "bugfix" in suites else []
+    sandbox = None
+    if he or custom:
+        sandbox = Sandbox(
+            Limits(timeout_s=timeout_s), allow_unsandboxed=allow_unsandboxed, workers=workers
+        )
+
+    with tempfile.TemporaryDirectory(prefix="codetune-eval-") as work:
+        adapter_path = prepare_adapter(adapter_dir, Path(work))
+        base_path = resolve_base(base_model, adapter_path)
+        from codetune.generation import load_model
+
+        lm = load_model(base_path, {CANDIDATE: adapter_path}, quantization=quantization)
+        from codetune.prompts import render_chat
+
+        tokenizer = lm.tokenizer
+
+        def chat(msgs):
+            return render_chat(tokenizer, msgs) + S.ANSWER_PREFIX
+
+        rows: list[Row] = []
+        for suite, problems in (("humaneval", he), ("custom", custom)):
+            for p in problems:
+                prompt = chat(S.humaneval_messages(p))
+                for side in SIDES:
+                    for k in range(samples):
+                        rows.append(Row(suite, p.task_id, side, k, prompt, max_new_tokens))
+        for item in bug:
+            prompt = chat(S.bugfix_messages(item))
+            ref_len = len(lm.tokenizer(item.reference, add_special_tokens=False)["input_ids"])
+            cap = min(bugfix_max_new_tokens, math.ceil(ref_len * 1.25) + BUGFIX_MARGIN)
+            for side in SIDES:
+                for k in range(samples):
+                    rows.append(Row("bugfix", item.id, side, k, prompt, cap))
+        gens, gen_stats = _generate_rows(
+            lm,
+            rows,
+            batch_size=batch_size,
+            temperature=temperature,
+            seed=seed if temperature > 0 else None,
+            mixed=mixed,
+        )
+        del lm
+
+    records = []
+    for r in rows:
+        g = gens[id(r)]
+        records.append(
+            {
+                "suite": r.suite,
+                "task_id": r.task_id,
+                "side": r.side,
+                "sample": r.sample,
+                "completion": S.ANSWER_PREFIX + g.text,
+                "prompt_tokens": g.prompt_tokens,
+                "completion_tokens": g.completion_tokens,
+                "finish_reason": g.finish_reason,
+            }
+        )
+    # Execute HumanEval / custom programs.
+    problems = {("humaneval", p.task_id): p for p in he} | {
+        ("custom", p.task_id): p for p in custom
+    }
+    exec_recs = [rec for rec in records if rec["suite"] in S.HUMANEVAL_SUITES]
+    t_exec = time.perf_counter()
+    if exec_recs:
+        programs = [
+            S.assemble_program(problems[(rec["suite"], rec["task_id"])], rec["completion"])
+            for rec in exec_recs
+        ]
+        for rec, res in zip(exec_recs, sandbox.run_many(programs), strict=True):
+            rec.update(status=res.status, passed=res.passed, duration_s=round(res.duration_s, 3))
+            if not res.passed:
+                rec["detail"] = res.detail[-400:]
+    exec_seconds = time.perf_counter() - t_exec
+    refs = {item.id: item for item in bug}
+    for rec in records:
+        if rec["suite"] == "bugfix":
+            code = S.extract_code(rec["completion"])
+            rec.update(S.score_bugfix_answer(code, refs[rec["task_id"]].reference))
+            rec["mutation"] = refs[rec["task_id"]].mutation
+
+    report_suites: dict = {}
+    for suite, problems_list in (("humaneval", he), ("custom", custom)):
+        if not problems_list:
+            continue
+        entry: dict = {"n": len(problems_list), "samples": samples, "status": {}}
+        for side in SIDES:
+            by_task: dict[str, list[bool]] = defaultdict(list)
+            status = Counter()
+            for rec in records:
+                if rec["suite"] == suite and rec["side"] == side:
+                    by_task[rec["task_id"]].append(rec["passed"])
+                    status[rec["status"]] += 1
+            entry[side] = S.pass_metrics(by_task, samples)
+            entry["status"][side] = dict(sorted(status.items()))
+        report_suites[suite] = entry
+    if bug:
+        counts = Counter(item.mutation for item in bug)
+        entry = {"n": len(bug), "mutations": dict(sorted(counts.items()))}
+        for side in SIDES:
+            recs = [x for x in records if x["suite"] == "bugfix" and x["side"] == side]
+            by_mut: dict[str, list[bool]] = defaultdict(list)
+            for x in recs:
+                by_mut[x["mutation"]].append(x["exact_fix"])
+            entry[side] = {
+                "exact_fix": round(sum(x["exact_fix"] for x in recs) / len(recs), 6),
+                "parses": round(sum(x["parses"] for x in recs) / len(recs), 6),
+                "by_mutation": {m: round(sum(v) / len(v), 6) for m, v in sorted(by_mut.items())},
+            }
+        report_suites["bugfix"] = entry
+
+    report = {
+        "schemaVersion": "1",
+        "runId": run_id or f"eval-{uuid.uuid4().hex[:8]}",
+        "baseModel": str(base_path),
+        "adapter": str(adapter_dir),
+        "createdAt": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "suites": report_suites,
+        "settings": {
+            "suites": suites,
+            "limits": lim,
+            "samples": samples,
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+            "bugfix_max_new_tokens": bugfix_max_new_tokens,
+            "bugfix_cap": f"min(bugfix_max_new_tokens, ceil(1.25 * reference tokens) + {BUGFIX_MARGIN})",
+            "quantization": quantization,
+            "seed": seed,
+            "sandbox": sandbox.isolation if sandbox else None,
+            "timeout_s": timeout_s,
+            "prompting": "codetune.prompts chat turn + assistant prefilled with ```python; "
+            "stop at the closing fence",
+        },
+        "generation": gen_stats | {"execution_seconds": round(exec_seconds, 2)},
+    }
+    thr = resolve_thresholds(thresholds)
+    report["gate"] = decide(report, thr).to_dict() | {"thresholds": thr}
+    report["durationSeconds"] = round(time.perf_counter() - t_start, 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".samples.jsonl.tmp"
+    write_jsonl(tmp, records)
+    tmp.replace(out_dir / "samples.jsonl")
+    write_report(report, out_dir)
+    if print_summary:
+        print(summary_table(report))
+    return report
+
+
+# ---------------------------------------------------------------- scoring completions
+
+
+def score_completions(
+    suite: str,
+    completions: str | Path,
+    out_dir: str | Path,
+    *,
+    custom_suite: str | Path | None = None,
+    timeout_s: float = 6.0,
+    workers: int = 2,
+    allow_unsandboxed: bool = False,
+) -> dict:
+    """Execute completions (JSONL ``{"task_id", "completion"}``, several per task allowed)
+    against ``suite`` (humaneval or custom). Writes ``results.jsonl`` and ``summary.json`` to
+    ``out_dir``; returns the summary. Raises CodetuneError for unknown task ids, an empty or
+    malformed file, or an unknown suite."""
+    if suite == "humaneval":
+        problems = {p.task_id: p for p in S.load_humaneval()}
+    elif suite == "custom":
+        if not custom_suite:
+            raise CodetuneError("--suite custom needs --custom-suite FILE.jsonl")
+        problems = {p.task_id: p for p in S.load_custom(custom_suite)}
+    else:
+        raise CodetuneError(f"score supports --suite humaneval or custom, not {suite!r}")
+    path = Path(completions)
+    if not path.is_file():
+        raise CodetuneError(f"completions file {path} does not exist")
+    try:
+        rows = list(read_jsonl(path))
+    except ValueError as e:
+        raise CodetuneError(str(e)) from e
+    if not rows:
+        raise CodetuneError(f"{path} has no completions")
+    bad = [i for i, r in enumerate(rows, 1) if not isinstance(r.get("completion"), str)]
+    if bad:
+        raise CodetuneError(f"{path}: line(s) {bad[:5]} lack a string 'completion'")
+    unknown = sorted({str(r.get("task_id")) for r in rows} - set(problems))
+    if unknown:
+        raise CodetuneError(
+            f"{path}: {len(unknown)} unknown task id(s) for suite {suite}: "
+            f"{', '.join(unknown[:5])} (e.g. HumanEval/0)"
+        )
+    sandbox = Sandbox(
+        Limits(timeout_s=timeout_s), allow_unsandboxed=allow_unsandboxed, workers=workers
+    )
+    programs = [S.assemble_program(problems[r["task_id"]], r["completion"]) for r in rows]
+    results = sandbox.run_many(programs)
+    out = []
+    by_task: dict[str, list[bool]] = defaultdict(list)
+    for r, res in zip(rows, results, strict=True):
+        by_task[r["task_id"]].append(res.passed)
+        out.append(
+            {
+                "task_id": r["task_id"],
+                "passed": res.passed,
+                "status": res.status,
+                "duration_s": round(res.duration_s, 3),
+                "detail": "" if res.passed else res.detail[-400:],
+            }
+        )
+    min_samples = min(len(v) for v in by_task.values())
+    summary = {
+        "suite": suite,
+        "tasks": len(by_task),
+        "completions": len(rows),
+        "samples_min": min_samples,
+        "status": dict(sorted(Counter(x["status"] for x in out).items())),
+        "sandbox": sandbox.isolation,
+        **S.pass_metrics(by_task, min_samples),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".results.jsonl.tmp"
+    write_jsonl(tmp, out)
+    tmp.replace(out_dir / "results.jsonl")
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
