@@ -1,0 +1,148 @@
+"""Fast checks (no model load): shipped configs, config validation, bad inputs failing at
+start-up, the torchrun launch plan and checkpoint validity."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from codetune.cli import main
+from codetune.errors import CodetuneError, ConfigError
+from codetune.train import checkpoints as ckpts
+from codetune.train.config import configs_dir, load_train_config, shipped_configs
+from codetune.train.sagemaker import launch_command
+
+
+def test_at_least_three_configs_ship():
+    # Guards the issue's promise: CPU, 24 GB GPU and 10 GB GPU configs exist.
+    names = shipped_configs()
+    assert "cpu-smollm2" in names and len(names) >= 3
+
+
+@pytest.mark.parametrize("name", shipped_configs())
+def test_every_shipped_config_loads_and_validates(name):
+    # A shipped config must load with no unknown keys and pass validation.
+    cfg = load_train_config(name)
+    assert cfg.max_steps >= 1 and cfg.lora.rank >= 1
+    text = (configs_dir() / f"{name}.yaml").read_text()
+    assert text.startswith("#"), "each config starts with a header comment saying when to use it"
+
+
+def test_unknown_key_fails(tmp_path):
+    # A typo in a config must fail, naming the key.
+    p = tmp_path / "c.yaml"
+    p.write_text("lora:\n  rnak: 8\n")
+    with pytest.raises(ConfigError, match="rnak"):
+        load_train_config(str(p))
+
+
+def test_config_dir_env_var(tmp_path, monkeypatch):
+    # The image finds configs through CODETUNE_CONFIG_DIR.
+    (tmp_path / "mine.yaml").write_text("max_steps: 7\n")
+    monkeypatch.setenv("CODETUNE_CONFIG_DIR", str(tmp_path))
+    assert load_train_config("mine").max_steps == 7
+
+
+def test_dict_overrides_apply():
+    # The local runner passes overrides as a dict of dotted keys.
+    cfg = load_train_config("cpu-smollm2", {"lora.rank": 4, "max_steps": 2})
+    assert (cfg.lora.rank, cfg.max_steps) == (4, 2)
+
+
+def _cli(capsys, *argv) -> tuple[int, str]:
+    rc = main(["train", *argv])
+    return rc, capsys.readouterr().err
+
+
+def _no_adapter(out):
+    return not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    "setup, extra, needle",
+    [
+        ("missing_dir", [], "--data"),
+        ("empty_train", [], "train.jsonl has no records"),
+        ("no_assistant", [], "no assistant turn"),
+        ("ok", ["--set", "lora.rnak=4"], "rnak"),
+        ("ok", ["--set", "quantization=4bit+8bit"], "4-bit and 8-bit cannot both be set"),
+        ("ok", ["--spot"], "--spot needs --checkpoints"),
+        ("ok", ["--base-model", "/nonexistent/model"], "/nonexistent/model"),
+        ("ok", ["--config", "no-such-config"], "--config no-such-config"),
+    ],
+)
+def test_bad_input_fails_at_start_up(tmp_path, capsys, dataset, setup, extra, needle):
+    # Each bad input: exit 2, a message naming the option or file, no adapter written.
+    data = dataset
+    if setup == "missing_dir":
+        data = tmp_path / "nope"
+    elif setup == "empty_train":
+        (data / "train.jsonl").write_text("")
+    elif setup == "no_assistant":
+        rec = json.loads((data / "train.jsonl").read_text().splitlines()[0])
+        rec["messages"] = rec["messages"][:1]
+        (data / "train.jsonl").write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "out"
+    rc, err = _cli(capsys, "--data", str(data), "--out", str(out), *extra)
+    assert rc == 2, err
+    assert needle in err
+    assert _no_adapter(out)
+
+
+def test_remote_without_module_is_not_built(tmp_path, capsys, monkeypatch):
+    # --remote dispatches to codetune.train.remote; absent, it says so (exit 3), never trains.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda n, *a: None if n == "codetune.train.remote" else real(n, *a),
+    )
+    rc, err = _cli(capsys, "--remote", "--data", "s3://b/d", "--out", str(tmp_path))
+    assert rc == 3 and "issue #12" in err
+
+
+def test_launch_plan_single_process():
+    # One host, no GPUs: no torchrun.
+    assert launch_command({"SM_HOSTS": '["algo-1"]', "SM_NUM_GPUS": "0"}) is None
+
+
+def test_launch_plan_multi_host():
+    # 2 hosts x 4 GPUs: torchrun with node rank of the current host and algo-1 as master.
+    cmd = launch_command(
+        {"SM_HOSTS": '["algo-1","algo-2"]', "SM_NUM_GPUS": "4", "SM_CURRENT_HOST": "algo-2"}
+    )
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--nnodes=2" in cmd and "--nproc-per-node=4" in cmd and "--node-rank=1" in cmd
+    assert "--master-addr=algo-1" in cmd
+
+
+def test_launch_plan_inside_torchrun_is_none():
+    # A process torchrun started must not launch torchrun again.
+    assert launch_command({"SM_NUM_GPUS": "8", "LOCAL_RANK": "0"}) is None
+
+
+def test_launch_plan_rejects_unknown_host():
+    with pytest.raises(CodetuneError, match="SM_CURRENT_HOST"):
+        launch_command({"SM_HOSTS": '["algo-1","algo-2"]', "SM_CURRENT_HOST": "algo-9"})
+
+
+def test_torn_checkpoint_is_never_valid(tmp_path):
+    # Only a checkpoint whose marker lists matching files is resumable; a truncated file or a
+    # missing marker makes it torn, and torn ones are removed.
+    good = tmp_path / "checkpoint-2"
+    good.mkdir()
+    (good / "trainer_state.json").write_text("{}")
+    (good / "adapter_model.safetensors").write_bytes(b"x" * 10)
+    ckpts.mark_complete(good)
+    torn = tmp_path / "checkpoint-3"
+    torn.mkdir()
+    (torn / "trainer_state.json").write_text("{}")
+    assert ckpts.newest_valid(tmp_path) == good
+    (good / "adapter_model.safetensors").write_bytes(b"x" * 5)  # truncated after marking
+    assert ckpts.newest_valid(tmp_path) is None
+    assert set(ckpts.remove_torn(tmp_path)) == {good, torn}
+    assert not torn.exists()
