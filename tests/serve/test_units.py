@@ -165,3 +165,33 @@ def test_dockerfile_follows_the_hosting_contract_and_lints_clean(repo_root):
     assert Path(hadolint).exists(), "hadolint missing: run make setup (dev extra)"
     res = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_fetch_s3_prefix_and_archive(tmp_path, monkeypatch):
+    # Guards: adapters/base models given as s3:// (a prefix or a model.tar.gz) are downloaded
+    # to a local directory (moto: no AWS account, no network).
+    import boto3
+    from moto import mock_aws
+
+    from codetune.serve.loading import fetch_s3
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    src = _adapter(tmp_path / "src")
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "adapter_config.json", arcname="adapter_config.json")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="ct-bucket")
+        s3.upload_file(
+            str(src / "adapter_config.json"), "ct-bucket", "runs/r1/adapter/adapter_config.json"
+        )
+        s3.upload_file(str(archive), "ct-bucket", "runs/r1/output/model.tar.gz")
+        d = fetch_s3("s3://ct-bucket/runs/r1/adapter", cache_root=tmp_path / "c1")
+        assert (tmp_path / d / "adapter_config.json").is_file()
+        d = fetch_s3("s3://ct-bucket/runs/r1/output/model.tar.gz", cache_root=tmp_path / "c2")
+        assert discover_adapters(d) == {"adapter": d}
+        with pytest.raises(CodetuneError, match="nothing found"):
+            fetch_s3("s3://ct-bucket/runs/missing", cache_root=tmp_path / "c3")
