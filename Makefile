@@ -15,9 +15,15 @@ NPM_TOOLS := aws-cdk@2.1148.1 asl-validator@4.0.0
 # for that platform (jsonschema needs rpds-py, a compiled extension); `make synth` packs them.
 LAMBDA_DEPS := .cache/lambda-deps
 
-.PHONY: setup venv model node lambda-deps lint format test test-fast demo synth clean
+.PHONY: setup venv model node lambda-deps sandbox lint format test test-fast demo synth clean
 
-setup: venv model node lambda-deps
+setup: venv model node lambda-deps sandbox
+
+# bubblewrap isolates generated code in `codetune evaluate` (issue #5); without it evaluation
+# refuses to execute code unless --allow-unsandboxed is given.
+sandbox:
+	@command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) \
+	  || echo "warning: could not install bubblewrap; codetune evaluate will refuse to run code"
 
 venv: $(VENV)/.installed
 
