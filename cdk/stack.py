@@ -161,6 +161,8 @@ class CodetuneStack(Stack):
                 FunctionSpec(
                     name="deploy_endpoint",
                     timeout=Duration.seconds(120),
+                    wildcard_reason="Application Auto Scaling targets have no ARN before they "
+                    "are registered.",
                     environment={
                         **common,
                         "SAGEMAKER_ROLE_ARN": roles.endpoint_role.role_arn,
@@ -397,11 +399,6 @@ class CodetuneStack(Stack):
                 sm_finding.format(f"{kind}/{stage}-*"),
                 "Names are made per run (<stage>-<runId>-<step>); the prefix pins the stage.",
             )
-        acknowledge(
-            deploy_policy,
-            "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray; Application Auto Scaling targets have no ARN before they are registered.",
-        )
 
 
 def _policy(function):

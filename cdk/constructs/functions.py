@@ -55,6 +55,8 @@ class FunctionSpec:
     timeout: Duration
     environment: dict[str, str]
     memory_mb: int = 256
+    # Why else this handler needs Resource "*" (besides X-Ray), for the cdk-nag acknowledgement.
+    wildcard_reason: str = ""
 
 
 class WorkflowFunctions(Construct):
@@ -149,7 +151,8 @@ class WorkflowFunctions(Construct):
             acknowledge(
                 role.node.find_child("DefaultPolicy"),
                 "AwsSolutions-IAM5[Resource::*]",
-                "X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords have no resource type.",
+                "X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords have no resource type."
+                + (f" {spec.wildcard_reason}" if spec.wildcard_reason else ""),
             )
             self.functions[spec.name] = function
 

@@ -267,11 +267,6 @@ def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1
     from moto import mock_aws
     from moto.awslambda_simple.models import LambdaSimpleBackend
 
-    # The planner has its own tests; here it is a fixed answer (as in tests/lambdas), and
-    # today the real one rejects the shipped cpu-smollm2 config ("lora targets
-    # ['all-linear']"), which would fail every scenario at ValidateRequest.
-    monkeypatch.setattr("codetune.plan.recommend_instance", lambda *a: "ml.g5.2xlarge")
-    monkeypatch.setattr("codetune.plan.check_instance", lambda *a: None)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, "testing")
@@ -357,7 +352,6 @@ def _input(synth) -> dict:
     doc = json.loads((synth_repo() / "examples" / "run-input.json").read_text())
     inputs = _function_env(synth)["validate_request"]["ALLOWED_BUCKETS"]
     doc["data"]["codebase"] = f"s3://{inputs}/codebases/my-service/"
-    doc["training"]["instanceType"] = "ml.g5.2xlarge"
     doc["registration"] = {"autoApprove": True}
     # moto's CreateEndpointConfig knows no g5 instances; any GPU type serves the test.
     doc["deployment"] = {"instanceType": "ml.g4dn.xlarge"}

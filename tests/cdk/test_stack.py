@@ -330,3 +330,12 @@ def test_snapshot(synth):
         path.write_text(actual)
     assert path.exists(), f"no snapshot {path}; create it with CODETUNE_UPDATE_SNAPSHOTS=1"
     assert actual == path.read_text()
+
+
+def test_readme_deploy_section_names_the_stack_outputs(synth, repo_root):
+    # guards: the README's deploy section matches what the stack prints
+    readme = (repo_root / "README.md").read_text()
+    section = readme[readme.index("## Deploy to AWS") :]
+    for output in synth.template["Outputs"]:
+        assert output in section, output
+    assert synth.stack_name in section
