@@ -1,0 +1,278 @@
+"""``codetune train --remote`` against moto: the CreateTrainingJob request and the errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from codetune.cli import build_parser
+from codetune.metrics import metric_definitions
+from codetune.plan import PlanError
+from codetune.train import remote
+from codetune.train.hyperparameters import to_hyperparameters
+
+REGION = "us-east-1"
+ARTIFACTS = "codetune-artifacts-test"
+INPUTS = "codetune-inputs-test"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/codetune-training:abc"
+ROLE = "arn:aws:iam::123456789012:role/codetune-sagemaker"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+DATA = f"s3://{ARTIFACTS}/datasets/svc/"
+OUT = f"s3://{ARTIFACTS}/runs/try-1/output/"
+CKPT = f"s3://{ARTIFACTS}/checkpoints/try-1/"
+
+
+def _args(*extra: str):
+    return build_parser().parse_args(
+        ["train", "--remote", "--data", DATA, "--out", OUT, "--no-wait", *extra]
+    )
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """moto account with the stack's buckets and a stack exposing the outputs --remote reads."""
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        remote.STACK_ENV: "CodetuneTestStack",
+    }.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=ARTIFACTS)
+        s3.create_bucket(Bucket=INPUTS)
+        outputs = {
+            remote.OUT_ARTIFACT_BUCKET: ARTIFACTS,
+            remote.OUT_INPUT_BUCKET: INPUTS,
+            remote.OUT_IMAGE: IMAGE,
+            remote.OUT_ROLE: ROLE,
+            remote.OUT_KEY: KEY,
+        }
+        template = {
+            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+        }
+        boto3.client("cloudformation", region_name=REGION).create_stack(
+            StackName="CodetuneTestStack", TemplateBody=json.dumps(template)
+        )
+        yield boto3.client("sagemaker", region_name=REGION)
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The CreateTrainingJob requests exactly as serialised onto the wire (JSON bodies):
+    moto does not keep every field (it answers MetricDefinitions with its own sample)."""
+    bodies: list[dict] = []
+    original = remote.session_or_error
+
+    def capture(params, **_):
+        bodies.append(json.loads(params["body"]))
+
+    def session_or_error():
+        session = original()
+        session.events.register("before-call.sagemaker.CreateTrainingJob", capture)
+        return session
+
+    monkeypatch.setattr(remote, "session_or_error", session_or_error)
+    return bodies
+
+
+def _only_job(sm) -> dict:
+    names = [j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]]
+    assert len(names) == 1, names
+    return sm.describe_training_job(TrainingJobName=names[0])
+
+
+def test_job_request_matches_the_workflow_contract(aws, sent, capsys):
+    # Guards the request reaching the API: image, role, KMS, channels, instance, metrics.
+    args = _args("--config", "gpu-10gb-stable-code-3b", "--instance-type", "ml.g6e.xlarge")
+    assert remote.run_remote(args) == 0
+    job = _only_job(aws)
+    algo = job["AlgorithmSpecification"]
+    assert algo["TrainingImage"] == IMAGE and job["RoleArn"] == ROLE
+    assert sent[0]["AlgorithmSpecification"]["MetricDefinitions"] == metric_definitions()
+    assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["train", "validation"]
+    assert {c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]} == {DATA}
+    assert job["OutputDataConfig"] == {"S3OutputPath": OUT, "KmsKeyId": KEY}
+    assert job["ResourceConfig"]["InstanceType"] == "ml.g6e.xlarge"
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == KEY
+    assert "CheckpointConfig" not in job or not job["CheckpointConfig"]
+    out = capsys.readouterr().out
+    assert "aws sagemaker describe-training-job --training-job-name codetune-remote-" in out
+
+
+def test_hyperparameters_and_metrics_are_byte_identical_to_the_workflow(aws, sent):
+    # Guards "one source": the same config + --set overrides give exactly the bytes
+    # ValidateRequest puts in the state machine input, and the CDK's metric definitions.
+    from codetune.workflow.validate import validate_run_input
+
+    args = _args(
+        "--config", "cpu-smollm2", "--set", "max_steps=80", "--set", "lora.rank=32",
+        "--instance-type", "ml.g5.xlarge",
+    )  # fmt: skip
+    remote.run_remote(args)
+    wire = sent[0]["HyperParameters"]
+    assert _only_job(aws)["HyperParameters"] == wire  # what moto stored = what was sent
+    doc = {
+        "baseModel": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "data": {"dataset": DATA},
+        "training": {
+            "config": "cpu-smollm2",
+            "overrides": {"max_steps": 80, "lora.rank": 32},
+            "instanceType": "ml.g5.xlarge",
+        },
+    }
+    req = validate_run_input(doc, execution_name="e1", artifact_bucket=ARTIFACTS)
+    assert json.dumps(wire, sort_keys=True) == json.dumps(
+        req.training.hyperparameters, sort_keys=True
+    )
+    assert wire == to_hyperparameters("cpu-smollm2", {"max_steps": 80, "lora.rank": 32})
+    # the state machine's MetricDefinitions come from the same function (cdk/stack.py)
+    metrics = sent[0]["AlgorithmSpecification"]["MetricDefinitions"]
+    assert json.dumps(metrics) == json.dumps(metric_definitions())
+
+
+def test_spot_sets_checkpoints_and_max_wait(aws):
+    # Guards managed spot: checkpoint S3 URI, spot flag, and MaxWait = 2 x MaxRuntime.
+    args = _args("--spot", "--checkpoints", CKPT, "--instance-type", "ml.g5.xlarge")
+    remote.run_remote(args)
+    job = _only_job(aws)
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["CheckpointConfig"] == {"S3Uri": CKPT, "LocalPath": "/opt/ml/checkpoints"}
+    stop = job["StoppingCondition"]
+    assert stop["MaxWaitTimeInSeconds"] == 2 * stop["MaxRuntimeInSeconds"]
+
+
+def test_auto_instance_asks_the_planner_and_s3_model_adds_a_channel(aws):
+    # Guards --instance-type auto (planner's cheapest) and the model channel for S3 weights.
+    remote.run_remote(_args("--config", "gpu-10gb-stable-code-3b"))
+    assert _only_job(aws)["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+    opts = remote.options_from_args(
+        _args(
+            "--base-model", f"s3://{ARTIFACTS}/base-models/qwen/", "--instance-type", "ml.g5.xlarge"
+        )
+    )
+    stack = remote.StackInfo("s", ARTIFACTS, INPUTS, IMAGE, ROLE, KEY)
+    req = remote.build_request(opts, stack, "job-1", "ml.g5.xlarge")
+    assert [c["ChannelName"] for c in req["InputDataConfig"]] == ["train", "validation", "model"]
+    assert "base_model" not in json.loads(req["HyperParameters"]["codetune_overrides"])
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--spot"], "--spot needs --checkpoints"),
+        (["--config", "training_image/configs/cpu-smollm2.yaml"], "shipped in the training image"),
+        (["--config", "nope"], "not in the image; known: "),
+        (["--instance-count", "0"], "--instance-count must be >= 1"),
+    ],
+)
+def test_bad_flags_fail_before_anything_is_created(aws, extra, match):
+    # Guards bad input: each mistake names its flag and no job is created.
+    with pytest.raises(remote.RemoteError, match=match):
+        remote.run_remote(_args(*extra))
+    assert aws.list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_s3_paths_outside_the_stack_buckets_are_refused(aws):
+    # Guards: data outside the stack's buckets, outputs outside the artifact bucket.
+    bad_data = build_parser().parse_args(
+        ["train", "--remote", "--data", "s3://someone-else/d/", "--out", OUT, "--no-wait"]
+    )
+    with pytest.raises(remote.RemoteError, match="outside the stack's buckets"):
+        remote.run_remote(bad_data)
+    bad_out = build_parser().parse_args(
+        ["train", "--remote", "--data", DATA, "--out", f"s3://{INPUTS}/o/", "--no-wait"]
+    )
+    with pytest.raises(remote.RemoteError, match="must be in the artifact bucket"):
+        remote.run_remote(bad_out)
+    local = build_parser().parse_args(["train", "--remote", "--data", "/tmp/d", "--out", OUT])
+    with pytest.raises(remote.RemoteError, match="--data must be an s3:// URI"):
+        remote.run_remote(local)
+    assert aws.list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_planner_refusal_stops_the_submission(aws):
+    # Guards: an instance the planner says cannot fit is refused with numbers, no job created.
+    args = _args("--base-model", "meta-llama/Llama-3.1-70B", "--instance-type", "ml.g5.xlarge")
+    with pytest.raises(PlanError, match=r"needs \d+\.\d GB per GPU"):
+        remote.run_remote(args)
+    assert aws.list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_no_region_or_no_credentials(monkeypatch, tmp_path):
+    # Guards: missing region / credentials are clear errors before any AWS call.
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    for k in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID",
+              "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):  # fmt: skip
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(remote.RemoteError, match="no AWS region"):
+        remote.run_remote(_args())
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(remote.RemoteError, match="no AWS credentials"):
+        remote.run_remote(_args())
+
+
+def test_resource_limit_exceeded_names_the_quota_and_alternatives():
+    # Guards AWS error advice: which quota to raise and which fitting instances to try.
+    opts = remote.RemoteOptions(data=DATA, out=OUT, config="gpu-10gb-stable-code-3b")
+    req = remote.build_request(
+        opts, remote.StackInfo("s", ARTIFACTS, image_uri=IMAGE, role_arn=ROLE), "j", "ml.g5.xlarge"
+    )
+
+    class FakeSM:
+        def create_training_job(self, **kw):
+            raise ClientError(
+                {"Error": {"Code": "ResourceLimitExceeded", "Message": "limit is 0"}},
+                "CreateTrainingJob",
+            )
+
+    with pytest.raises(remote.RemoteError) as e:
+        remote.submit(FakeSM(), req)
+    msg = str(e.value)
+    assert "'ml.g5.xlarge for training job usage'" in msg and "Service Quotas" in msg
+    assert "ml.g4dn.xlarge" in msg  # the cheapest other instance that fits
+
+
+def test_wait_reports_adapter_uri_and_training_summary(aws):
+    # Guards --wait: ends with the adapter's S3 URI and the summary read from model.tar.gz.
+    args = build_parser().parse_args(
+        ["train", "--remote", "--data", DATA, "--out", OUT, "--instance-type", "ml.g5.xlarge"]
+    )
+    buf = io.StringIO()
+    desc_orig = remote.follow
+
+    def follow(sm, logs, job_name, out, poll_s=0):
+        desc = desc_orig(sm, logs, job_name, out=out, poll_s=0)
+        # moto completes jobs at once without artifacts: publish one where it says it is
+        uri = desc["ModelArtifacts"]["S3ModelArtifacts"]
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w:gz") as tar:
+            body = json.dumps({"steps": 3, "final_loss": 1.25}).encode()
+            info = tarfile.TarInfo("training_summary.json")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        bucket, key = uri[5:].split("/", 1)
+        boto3.client("s3", region_name=REGION).put_object(
+            Bucket=bucket, Key=key, Body=data.getvalue()
+        )
+        return desc
+
+    remote.follow = follow
+    try:
+        assert remote.run_remote(args, out=buf) == 0
+    finally:
+        remote.follow = desc_orig
+    text = buf.getvalue()
+    assert "adapter: s3://" in text and '"final_loss": 1.25' in text
