@@ -142,6 +142,8 @@ def test_bad_architecture_is_a_clear_error(tmp_path):
     # Guards bad input: unknown model, missing config fields, non-positive sizes.
     with pytest.raises(PlanError, match="unknown model"):
         resolve_architecture("nobody/nothing-1b")
+    with pytest.raises(PlanError, match="give an explicit instance type"):
+        resolve_architecture("s3://bucket/base-models/x/")
     (tmp_path / "config.json").write_text('{"hidden_size": 64, "num_hidden_layers": 2}')
     with pytest.raises(PlanError, match="lacks num_attention_heads, vocab_size"):
         resolve_architecture(str(tmp_path))

@@ -178,6 +178,12 @@ def resolve_architecture(spec: str | None) -> Architecture:
     directory holding ``config.json``, or a ``config.json`` file. Never loads weights and
     never reaches the Hub. Raises PlanError for an unknown model."""
     spec = "embedded" if spec in (None, "") else str(spec)
+    if spec.startswith("s3://"):
+        raise PlanError(
+            f"cannot plan base model {spec}: weights in S3 have no size the planner can read "
+            "offline; give an explicit instance type, or add the model to "
+            f"{MODELS_FILE.name} and name it by its id"
+        )
     known = known_models().get(spec.lower())
     if known is not None:
         fields = dict(known)
