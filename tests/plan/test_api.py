@@ -64,3 +64,20 @@ def test_shipped_training_configs_plan_with_their_real_keys():
     assert len(setup.lora_targets) == 7 and setup.grad_checkpointing
     assert make_plan(arch, setup).memory.total < 10
     assert recommend_instance(None, "cpu-smollm2", {}) == "ml.g4dn.xlarge"
+
+
+def test_token_cap_bounds_the_worst_case_micro_batch(configs):
+    # Guards max_tokens_per_batch: a packed micro-batch is planned at the cap, not at
+    # micro_batch x max_seq_length, so a capped config fits a smaller GPU.
+    from codetune.plan import setup_for
+
+    over = {"per_device_batch_size": 8, "max_seq_length": 2048}
+    _, worst = setup_for("Qwen/Qwen2.5-Coder-1.5B-Instruct", "qlora", over)
+    _, capped = setup_for(
+        "Qwen/Qwen2.5-Coder-1.5B-Instruct", "qlora", {**over, "max_tokens_per_batch": 4096}
+    )
+    assert (worst.tokens, capped.tokens) == (16384, 4096)
+    args = ("Qwen/Qwen2.5-Coder-1.5B-Instruct", "qlora")
+    with pytest.raises(PlanError):
+        check_instance("ml.g5.xlarge", *args, over)
+    assert check_instance("ml.g5.xlarge", *args, {**over, "max_tokens_per_batch": 4096}) is None

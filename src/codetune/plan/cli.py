@@ -52,6 +52,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     t = p.add_argument_group("training")
     t.add_argument("--seq-len", type=int, default=1024)
     t.add_argument("--micro-batch", type=int, default=1)
+    t.add_argument(
+        "--max-tokens-per-batch",
+        type=int,
+        default=0,
+        help="cap on tokens per packed micro-batch (default: seq-len x micro-batch)",
+    )
     t.add_argument("--lora-rank", type=int, default=16, help="0 = full fine-tuning")
     t.add_argument("--lora-targets", default="all-linear", help="all-linear | attn | a,b,c")
     t.add_argument("--quantization", choices=("4bit", "8bit", "none"), default="4bit")
@@ -164,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         quantization="none" if args.lora_rank == 0 else args.quantization,
         grad_checkpointing=args.grad_checkpointing,
         device=args.device,
+        max_tokens=args.max_tokens_per_batch,
     )
     plan = make_plan(arch, setup, tokens=args.tokens, table=load_table(args.instances))
     if args.json:

@@ -56,12 +56,17 @@ class Setup:
     lora_dropout: bool = True  # dropout > 0 keeps one masked copy of each adapted input
     device: str = "gpu"  # gpu: bf16 compute + CUDA context; cpu: fp32 compute, no context
     eager_attention: bool = False  # True: the s x s score matrix is materialised
+    max_tokens: int = 0  # cap on tokens per micro-batch (packing/padding-free); 0 = none
 
     def __post_init__(self) -> None:
         for f in ("seq_len", "micro_batch"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise PlanError(f"{f.replace('_', ' ')} must be a positive integer, got {v!r}")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            raise PlanError(f"max tokens must be an integer, got {self.max_tokens!r}")
+        if self.max_tokens < 0:
+            raise PlanError(f"max tokens must be >= 0 (0 = no cap), got {self.max_tokens}")
         if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int):
             raise PlanError(f"lora rank must be an integer, got {self.lora_rank!r}")
         if self.lora_rank < 0:
@@ -90,7 +95,9 @@ class Setup:
 
     @property
     def tokens(self) -> int:
-        return self.seq_len * self.micro_batch
+        """Tokens in one micro-batch at worst (every example max length, unless capped)."""
+        full = self.seq_len * self.micro_batch
+        return min(full, max(self.max_tokens, self.seq_len)) if self.max_tokens else full
 
 
 def parse_targets(value) -> tuple[str, ...]:

@@ -13,6 +13,9 @@ Keys read (first one present wins; dotted = nested):
   ``lora.dropout`` / ``lora.lora_dropout``
 - quantization: ``quantization`` (``4bit``/``8bit``/``none`` or a section with ``bits`` /
   ``load_in_4bit`` / ``load_in_8bit``), ``load_in_4bit``, ``quantization.double_quant``
+- token cap per micro-batch (packing / padding-free): ``max_tokens_per_batch``,
+  ``max_tokens_per_micro_batch`` — without it the planner assumes every example is
+  ``max_seq_length`` long (worst case)
 - gradient checkpointing: ``gradient_checkpointing`` (also under ``training.``)
 - attention: ``attn_implementation`` (``eager`` materialises the s x s scores)
 
@@ -157,6 +160,11 @@ def setup_from_config(cfg: dict, device: str = "gpu") -> Setup:
     )
     if mb is not _MISSING:
         kw["micro_batch"] = mb
+    cap = _get(
+        cfg, "max_tokens_per_batch", "max_tokens_per_micro_batch", "training.max_tokens_per_batch"
+    )
+    if cap is not _MISSING:
+        kw["max_tokens"] = cap
     rank = _get(cfg, "lora.rank", "lora.r")
     if _get(cfg, "lora.enabled") is False:
         rank = 0
