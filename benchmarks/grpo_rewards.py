@@ -6,7 +6,7 @@ full workflow, not here.
 
     MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/grpo_rewards.py \
         [--data DATASET_DIR] [--adapter SFT_ADAPTER_DIR] [--prompts 4] [--samples 4] \
-        [--steps 4] [--max-completion-length 48] [--set rl.kl_coef=0.04 ...]
+        [--steps 4] [--max-completion-length 48] [--no-4bit] [--set rl.kl_coef=0.04 ...]
 
 Without ``--data`` it uses a built-in set of six one-line bug fixes; without ``--adapter``
 it starts from a fresh LoRA adapter on the embedded model (4-bit NF4 base on the CPU).
@@ -51,7 +51,7 @@ def _records(data: Path | None) -> list[dict]:
     ]
 
 
-def _load(adapter: Path | None):
+def _load(adapter: Path | None, four_bit: bool = True):
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -67,7 +67,10 @@ def _load(adapter: Path | None):
         bnb_4bit_compute_dtype=torch.float32,
     )
     base = AutoModelForCausalLM.from_pretrained(
-        base_dir, quantization_config=quant, dtype=torch.float32, device_map="cpu"
+        base_dir,
+        quantization_config=quant if four_bit else None,
+        dtype=torch.float32,
+        device_map="cpu",
     )
     if adapter is not None:
         return PeftModel.from_pretrained(base, adapter, is_trainable=True), tok
@@ -110,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--max-completion-length", type=int, default=48)
+    p.add_argument(
+        "--no-4bit",
+        action="store_true",
+        help="fp32 base instead of NF4: bitsandbytes' 4-bit CPU sampling is the slow part",
+    )
     p.add_argument("--set", action="append", default=[], help="rl.<key>=value overrides")
     a = p.parse_args(argv)
 
@@ -126,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(RLConfig, None, overrides)
     records = _records(a.data)
     rows = check_rl_inputs(records, cfg)[: a.prompts]
-    model, tok = _load(a.adapter)
+    model, tok = _load(a.adapter, four_bit=not a.no_4bit)
 
     t0 = time.perf_counter()
     before = _sample_rewards(
@@ -153,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     "prompts": len(rows),
                     "samples_per_prompt": a.samples,
                     "adapter": str(a.adapter) if a.adapter else "fresh LoRA",
+                    "base": "fp32" if a.no_4bit else "nf4 4-bit",
                     "data": str(a.data) if a.data else "builtin",
                     "rl": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
                 },

@@ -3,6 +3,7 @@ model with a 4-bit base and a LoRA adapter (CPU)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -163,6 +164,11 @@ def test_grpo_steps_run_log_rewards_and_change_the_adapter(lora_model, tmp_path)
             assert key in p, (key, lines)
         assert 0.0 < p["completion_length"] <= 16
     assert summary["steps"] == 2 and summary["last"]["reward"] == parsed[-1]["reward"]
+    # The summary is published with the adapter; TRL's scratch output is not.
+    assert sorted(p.name for p in (tmp_path / "grpo").iterdir()) == ["rl_summary.json"]
+    assert (
+        json.loads((tmp_path / "grpo" / "rl_summary.json").read_text())["last"] == summary["last"]
+    )
 
     after = dict(model.named_parameters())
     changed = sum(int(not torch.equal(before[n], after[n].detach())) for n in before)

@@ -34,10 +34,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from codetune.errors import CodetuneError, ConfigError
+from codetune.io import write_json_atomic
 from codetune.prompts import extract_code
 from codetune.train import rewards
 from codetune.train.rl_config import RLConfig
@@ -120,8 +124,10 @@ def run_grpo(
 ) -> dict:
     """Train the SFT adapter of ``model`` (a ``PeftModel``) further with GRPO, in place.
 
-    ``out_dir`` is scratch space for the TRL trainer (nothing is saved there: the caller
-    saves the adapter). Returns a JSON-ready summary: ``steps``, ``prompts``,
+    The returned summary is also written to ``out_dir/rl_summary.json`` (the SFT trainer
+    passes its adapter staging directory, so it is published with the adapter); TRL's own
+    scratch output goes to a temporary directory that is removed. Returns a JSON-ready
+    summary: ``steps``, ``prompts``,
     ``wall_seconds``, ``reward_weights``, ``first`` / ``last`` (the metrics of the first and
     last step), ``mean`` (each metric's mean over all steps) and ``history`` (one dict per step).
     Raises :class:`ConfigError` / :class:`CodetuneError` for bad settings or data (see
@@ -164,8 +170,9 @@ def run_grpo(
         )
 
     cuda = torch.cuda.is_available()
+    scratch = tempfile.mkdtemp(prefix="codetune-grpo-")
     args = GRPOConfig(
-        output_dir=str(out_dir),
+        output_dir=scratch,
         use_cpu=not cuda,
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         # Checkpointing pays for itself with long completions on a GPU; on the CPU (tiny
@@ -206,30 +213,33 @@ def run_grpo(
     was_training = model.training
 
     start = time.perf_counter()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        callbacks=[_Log()],
-    )
-    # Undo TRL's bf16 cast of quantized models' LoRA weights (before the optimizer exists).
-    for n, p in trainer.model.named_parameters():
-        if n in trainable_dtypes and p.dtype != trainable_dtypes[n]:
-            p.data = p.data.to(trainable_dtypes[n])
-    trainer.train()
+    try:
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            callbacks=[_Log()],
+        )
+        # Undo TRL's bf16 cast of quantized models' LoRA weights (before the optimizer exists).
+        for n, p in trainer.model.named_parameters():
+            if n in trainable_dtypes and p.dtype != trainable_dtypes[n]:
+                p.data = p.data.to(trainable_dtypes[n])
+        trainer.train()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     wall = time.perf_counter() - start
 
-    peft_model = trainer.model
-    if "ref" in peft_model.peft_config:
-        peft_model.delete_adapter("ref")
-    peft_model.set_adapter("default")
+    # Drop TRL's frozen reference copy so the caller saves exactly the trained adapter.
+    if "ref" in model.peft_config:
+        model.delete_adapter("ref")
+    model.set_adapter("default")
     model.train(was_training)
     del trainer
 
     keys = sorted({k for h in history for k in h if k != "step"})
-    return {
+    summary = {
         "steps": rl_config.steps,
         "prompts": len(rows),
         "prompts_per_step": prompts_per_step,
@@ -241,3 +251,7 @@ def run_grpo(
         "mean": {k: _mean([h[k] for h in history if k in h]) for k in keys},
         "history": history,
     }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "rl_summary.json", summary)
+    return summary
