@@ -1,0 +1,396 @@
+"""Named single-point mutation operators that model real bugs.
+
+Each operator finds *sites* in a function's AST and turns one site into one byte-range edit
+of the function's exact source, so the buggy function differs from the original in one
+place and keeps its formatting, comments and docstring. :func:`mutate` applies an operator
+and verifies the result: the mutant differs from the original; a *semantic* mutant parses and
+its AST differs from the original's; a *syntax* mutant does not parse.
+
+Operators (``meta.mutation``):
+
+================== ======== ==========================================================
+name               kind     what it does
+================== ======== ==========================================================
+compare_flip       semantic ``<``↔``<=``, ``>``↔``>=``, ``==``↔``!=``, ``is``↔``is not``,
+                            ``in``↔``not in``
+off_by_one         semantic ±1 on a ``range`` bound, a slice bound or a constant index
+bool_op_swap       semantic ``and``↔``or``
+negate_condition   semantic ``if c``/``while c``/``x if c else y`` → ``not c`` (or back)
+arith_op           semantic ``+``↔``-``, ``*``↔``/``, ``//``→``/``, ``%``→``//``, ``+=``↔``-=``
+swap_args          semantic the first two distinct positional arguments of a call swapped
+wrong_variable     semantic a read of a local/parameter replaced by another one in scope
+wrong_return       semantic ``return True``↔``return False``, else the value removed
+missing_colon      syntax   the ``:`` of an ``if``/``for``/``while``/``with``/``def`` removed
+unbalanced_bracket syntax   the closing ``)`` or ``]`` of a call, subscript or list removed
+================== ======== ==========================================================
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Edit = tuple[int, int, bytes]  # replace code[start:end] (bytes) by the replacement
+
+SYNTAX_OPERATORS = frozenset({"missing_colon", "unbalanced_bracket"})
+
+
+class _Text:
+    """The function's source as UTF-8 bytes with line starts (AST columns are byte offsets)."""
+
+    def __init__(self, code: str) -> None:
+        self.b = code.encode("utf-8")
+        self.starts = [0] + [m.end() for m in re.finditer(b"\n", self.b)]
+
+    def start(self, node: ast.AST) -> int:
+        return self.starts[node.lineno - 1] + node.col_offset
+
+    def end(self, node: ast.AST) -> int:
+        return self.starts[node.end_lineno - 1] + node.end_col_offset
+
+    def text(self, node: ast.AST) -> bytes:
+        return self.b[self.start(node) : self.end(node)]
+
+
+def _gap_edit(t: _Text, lo: int, hi: int, pattern: bytes, repl: bytes) -> Edit | None:
+    """Replace the one operator token matching ``pattern`` between two operands.
+
+    The gap holds only the operator, whitespace and brackets; a comment there could contain
+    the token too, so such gaps are not used."""
+    gap = t.b[lo:hi]
+    if b"#" in gap:
+        return None
+    m = re.search(pattern, gap)
+    if not m:
+        return None
+    return (lo + m.start(), lo + m.end(), repl)
+
+
+_COMPARE = {
+    ast.Lt: (rb"<(?!=)", b"<="),
+    ast.LtE: (rb"<=", b"<"),
+    ast.Gt: (rb">(?!=)", b">="),
+    ast.GtE: (rb">=", b">"),
+    ast.Eq: (rb"==", b"!="),
+    ast.NotEq: (rb"!=", b"=="),
+    ast.Is: (rb"\bis\b(?!\s+not\b)", b"is not"),
+    ast.IsNot: (rb"\bis\s+not\b", b"is"),
+    ast.In: (rb"(?<!not )\bin\b", b"not in"),
+    ast.NotIn: (rb"\bnot\s+in\b", b"in"),
+}
+
+_ARITH = {
+    ast.Add: (rb"\+", b"-"),
+    ast.Sub: (rb"-", b"+"),
+    ast.Mult: (rb"\*(?!\*)", b"/"),
+    ast.Div: (rb"(?<!/)/(?!/)", b"*"),
+    ast.FloorDiv: (rb"//", b"/"),
+    ast.Mod: (rb"%", b"//"),
+}
+_AUG = {ast.Add: (rb"\+=", b"-="), ast.Sub: (rb"-=", b"+=")}
+
+# Operands whose precedence is tight enough to take `+ 1` or a `not ` prefix unparenthesized.
+_ATOMIC = (ast.Name, ast.Call, ast.Attribute, ast.Subscript, ast.Constant)
+
+
+def _is_int(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int)
+        and not isinstance(node.value, bool)
+    )
+
+
+def _is_str(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant | ast.JoinedStr) and (
+        isinstance(node, ast.JoinedStr) or isinstance(node.value, str | bytes)
+    )
+
+
+def _sites_compare(fn, nodes, t, rng):
+    for node in nodes:
+        if isinstance(node, ast.Compare):
+            left = node.left
+            for op, right in zip(node.ops, node.comparators, strict=True):
+                pat, repl = _COMPARE[type(op)]
+                e = _gap_edit(t, t.end(left), t.start(right), pat, repl)
+                if e:
+                    yield e
+                left = right
+
+
+def _bump(t: _Text, node: ast.AST, rng: random.Random) -> Edit | None:
+    delta = rng.choice((1, -1))
+    if _is_int(node):
+        v = node.value
+        return (t.start(node), t.end(node), str(v + (delta if v else 1)).encode())
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub)
+        and _is_int(node.operand)
+        and node.operand.value > 0
+    ):
+        return (t.start(node), t.end(node), str(-node.operand.value + delta).encode())
+    if isinstance(node, _ATOMIC):
+        e = t.end(node)
+        return (e, e, b" + 1" if delta > 0 else b" - 1")
+    return None
+
+
+def _sites_off_by_one(fn, nodes, t, rng):
+    for node in nodes:
+        target = None
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "range"
+            and 1 <= len(node.args) <= 3
+            and not node.keywords
+        ):
+            target = node.args[0] if len(node.args) == 1 else node.args[1]
+        elif isinstance(node, ast.Slice):
+            target = node.upper or node.lower
+        elif isinstance(node, ast.Subscript) and (
+            _is_int(node.slice)
+            or (isinstance(node.slice, ast.UnaryOp) and _is_int(node.slice.operand))
+        ):
+            target = node.slice
+        if target is not None:
+            e = _bump(t, target, rng)
+            if e:
+                yield e
+
+
+def _sites_bool_op(fn, nodes, t, rng):
+    for node in nodes:
+        if isinstance(node, ast.BoolOp):
+            pat, repl = (
+                (rb"\band\b", b"or") if isinstance(node.op, ast.And) else (rb"\bor\b", b"and")
+            )
+            e = _gap_edit(t, t.end(node.values[0]), t.start(node.values[1]), pat, repl)
+            if e:
+                yield e
+
+
+def _sites_negate(fn, nodes, t, rng):
+    for node in nodes:
+        if isinstance(node, ast.If | ast.While | ast.IfExp):
+            test = node.test
+            if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+                if isinstance(test.operand, (*_ATOMIC, ast.Compare)):
+                    yield (t.start(test), t.end(test), t.text(test.operand))
+            elif isinstance(test, _ATOMIC):
+                yield (t.start(test), t.end(test), b"not " + t.text(test))
+            else:
+                yield (t.start(test), t.end(test), b"not (" + t.text(test) + b")")
+
+
+def _sites_arith(fn, nodes, t, rng):
+    for node in nodes:
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
+            # `"..." % x` and string concatenation are formatting, not arithmetic.
+            if isinstance(node.op, ast.Add | ast.Mod) and (
+                _is_str(node.left) or _is_str(node.right)
+            ):
+                continue
+            pat, repl = _ARITH[type(node.op)]
+            e = _gap_edit(t, t.end(node.left), t.start(node.right), pat, repl)
+            if e:
+                yield e
+        elif isinstance(node, ast.AugAssign) and type(node.op) in _AUG:
+            if _is_str(node.value):
+                continue
+            pat, repl = _AUG[type(node.op)]
+            e = _gap_edit(t, t.end(node.target), t.start(node.value), pat, repl)
+            if e:
+                yield e
+
+
+def _sites_swap_args(fn, nodes, t, rng):
+    for node in nodes:
+        if isinstance(node, ast.Call) and len(node.args) >= 2:
+            a, b = node.args[0], node.args[1]
+            if isinstance(a, ast.Starred) or isinstance(b, ast.Starred):
+                continue
+            ta, tb = t.text(a), t.text(b)
+            gap = t.b[t.end(a) : t.start(b)]
+            if ta != tb and b"#" not in gap:
+                yield (t.start(a), t.end(b), tb + gap + ta)
+
+
+def _local_names(fn, nodes) -> list[str]:
+    a = fn.args
+    names = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+    names |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+    for node in nodes:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    names -= {"self", "cls", "_"}
+    return sorted(names)
+
+
+def _sites_wrong_variable(fn, nodes, t, rng):
+    names = _local_names(fn, nodes)
+    if len(names) < 2:
+        return
+    for node in nodes:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in names:
+            other = rng.choice([n for n in names if n != node.id])
+            yield (t.start(node), t.end(node), other.encode())
+
+
+def _sites_wrong_return(fn, nodes, t, rng):
+    for node in nodes:
+        if isinstance(node, ast.Return) and node.value is not None:
+            v = node.value
+            if isinstance(v, ast.Constant) and isinstance(v.value, bool):
+                yield (t.start(v), t.end(v), b"False" if v.value else b"True")
+            elif not (isinstance(v, ast.Constant) and v.value is None):
+                # `return None` → `return` would not change behaviour: not a bug.
+                yield (t.start(node), t.end(node), b"return")
+
+
+_COLON_AFTER = re.compile(rb"[ \t)\]]*(?:\\\r?\n[ \t)\]]*)*:")
+
+
+def _colon_after(t: _Text, pos: int) -> Edit | None:
+    m = _COLON_AFTER.match(t.b, pos)
+    if not m:
+        return None
+    return (m.end() - 1, m.end(), b"")
+
+
+def _sites_missing_colon(fn, nodes, t, rng):
+    for node in nodes:
+        anchor = None
+        if isinstance(node, ast.If | ast.While):
+            anchor = node.test
+        elif isinstance(node, ast.For | ast.AsyncFor):
+            anchor = node.iter
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            last = node.items[-1]
+            anchor = last.optional_vars or last.context_expr
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
+            anchor = node.returns
+        if anchor is not None:
+            e = _colon_after(t, t.end(anchor))
+            if e:
+                yield e
+
+
+def _sites_unbalanced(fn, nodes, t, rng):
+    for node in nodes:
+        if isinstance(node, ast.Call | ast.Subscript | ast.List):
+            end = t.end(node)
+            if t.b[end - 1 : end] in (b")", b"]"):
+                yield (end - 1, end, b"")
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A named mutation operator: ``sites(fn, nodes, text, rng)`` yields candidate edits."""
+
+    name: str
+    syntax: bool
+    sites: Callable
+
+
+CATALOGUE: dict[str, Operator] = {
+    op.name: op
+    for op in (
+        Operator("compare_flip", False, _sites_compare),
+        Operator("off_by_one", False, _sites_off_by_one),
+        Operator("bool_op_swap", False, _sites_bool_op),
+        Operator("negate_condition", False, _sites_negate),
+        Operator("arith_op", False, _sites_arith),
+        Operator("swap_args", False, _sites_swap_args),
+        Operator("wrong_variable", False, _sites_wrong_variable),
+        Operator("wrong_return", False, _sites_wrong_return),
+        Operator("missing_colon", True, _sites_missing_colon),
+        Operator("unbalanced_bracket", True, _sites_unbalanced),
+    )
+}
+
+
+def parse_function(code: str) -> ast.AST:
+    """Parse a standalone function; returns its def node. Raises ``SyntaxError``."""
+    tree = ast.parse(code)
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef):
+        raise SyntaxError("not a single function")
+    return tree.body[0]
+
+
+def _parses(code: str) -> ast.Module | None:
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+
+
+def verify(original: str, mutant: str, syntax: bool) -> bool:
+    """The invariants every example meets: the original parses, the mutant differs from it;
+    a semantic mutant parses, a syntax mutant does not.
+
+    (Edits never touch comments or whitespace only, so a differing text is a differing
+    program; comparing ASTs would cost more than the parse itself.)"""
+    if mutant == original or _parses(original) is None:
+        return False
+    tree = _parses(mutant)
+    if syntax:
+        return tree is None
+    return tree is not None and len(tree.body) == 1
+
+
+class Mutator:
+    """Mutations of one parsed function: the AST is walked once for every operator."""
+
+    def __init__(self, code: str, fn: ast.AST) -> None:
+        self.code = code
+        self.fn = fn
+        self.t = _Text(code)
+        self.nodes = list(ast.walk(fn))
+
+    def sites(self, op_name: str, rng: random.Random) -> list[Edit]:
+        """Candidate edits of operator ``op_name``."""
+        return list(CATALOGUE[op_name].sites(self.fn, self.nodes, self.t, rng))
+
+    def applicable(self, rng: random.Random) -> dict[str, list[Edit]]:
+        """Operator → its candidate edits, for operators with at least one site."""
+        out = {}
+        for name in CATALOGUE:
+            edits = self.sites(name, rng)
+            if edits:
+                out[name] = edits
+        return out
+
+    def apply(self, op_name: str, edits: list[Edit], rng: random.Random, max_tries: int = 3):
+        """A verified mutant from one of ``edits`` (chosen with ``rng``), or ``None``.
+
+        The original was parsed by the caller (that is how ``fn`` exists), so only the
+        mutant is parsed here."""
+        syntax = CATALOGUE[op_name].syntax
+        edits = list(edits)
+        rng.shuffle(edits)
+        b = self.t.b
+        for start, end, repl in edits[:max_tries]:
+            mutant = (b[:start] + repl + b[end:]).decode("utf-8")
+            if mutant == self.code:
+                continue
+            tree = _parses(mutant)
+            if (tree is None) if syntax else (tree is not None and len(tree.body) == 1):
+                return mutant
+        return None
+
+
+def mutate(
+    code: str, fn: ast.AST, op_name: str, rng: random.Random, max_tries: int = 3
+) -> str | None:
+    """A verified mutant of ``code`` (whose parsed def node is ``fn``) by operator
+    ``op_name``, or ``None`` when the operator has no site that yields a verified mutant.
+    The site is chosen with ``rng`` (deterministic for a seeded ``rng``)."""
+    m = Mutator(code, fn)
+    edits = m.sites(op_name, rng)
+    return m.apply(op_name, edits, rng, max_tries) if edits else None

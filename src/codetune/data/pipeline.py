@@ -1,0 +1,466 @@
+"""``prepare`` end to end: discover → per-file work (2 processes) → dedup → split → write.
+
+The main process consumes per-file results in discovery order, so every decision that spans
+files (exact and near-duplicate removal, the mutation balance, per-task limits) is made in
+one deterministic sequence: the same input, config and seed give byte-identical outputs.
+Outputs are written into a temporary directory that is renamed into place only on success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codetune import __version__
+from codetune.data.config import OPERATORS, PrepareConfig
+from codetune.data.discover import iter_files
+from codetune.data.secrets import check_plugins
+from codetune.data.worker import FileResult, init_worker, process_file
+from codetune.errors import CodetuneError
+from codetune.io import atomic_dir, read_jsonl, write_json_atomic
+from codetune.prompts import messages
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+BATCH_FILES = 512  # paths handed to the pool at a time: bounds memory on any tree size
+
+
+def split_of(rel: str, fractions: dict[str, float], seed: int = 0) -> str:
+    """The split of file ``rel``: a stable hash of the path (every function of a file, and
+    both tasks made from it, land in the same split)."""
+    h = hashlib.sha256(f"{seed}:{rel}".encode()).digest()
+    x = int.from_bytes(h[:8], "big") / 2**64
+    acc = 0.0
+    for name in SPLITS:
+        acc += fractions[name]
+        if x < acc:
+            return name
+    return SPLITS[-1]
+
+
+def record_id(task: str, msgs: list[dict]) -> str:
+    """sha256 of the record's content."""
+    blob = json.dumps({"task": task, "messages": msgs}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def tokenizer_file(spec: str | None) -> Path:
+    """``tokenizer.json`` of the base model ``spec`` (None: the embedded model)."""
+    from codetune.model import resolve_base_model
+
+    d = Path(resolve_base_model(spec))
+    f = d / "tokenizer.json"
+    if not f.is_file():
+        raise CodetuneError(
+            f"tokenizer: {d} has no tokenizer.json (a fast tokenizer is needed to measure "
+            "lengths); set tokenizer= to a model directory that has one"
+        )
+    return f
+
+
+class _Overheads:
+    """Tokens a rendered chat adds around the code (chat template + prompt text), measured
+    with the model's own chat template via ``prompts.render_chat``. Loaded on a thread so the
+    transformers import overlaps with the workers' first files; kept per process."""
+
+    _cache: dict[tuple, _Overheads] = {}
+
+    @classmethod
+    def of(cls, spec: str | None, tok_file: Path) -> _Overheads:
+        key = (spec, str(tok_file))
+        if key not in cls._cache or cls._cache[key]._error is not None:
+            cls._cache[key] = cls(spec, tok_file)
+        return cls._cache[key]
+
+    def __init__(self, spec: str | None, tok_file: Path) -> None:
+        self._value: dict[str, int] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._load, args=(spec, tok_file), daemon=True)
+        self._thread.start()
+
+    def _load(self, spec, tok_file) -> None:
+        try:
+            self._value = self._cached(spec, tok_file)
+        except BaseException as e:  # re-raised in the main thread by get()
+            self._error = e
+
+    @staticmethod
+    def _cached(spec, tok_file: Path) -> dict[str, int]:
+        # Loading transformers costs 5-30 s on a busy 2-core box; the numbers depend only on
+        # the tokenizer, its chat template and the prompt texts, so they are cached on disk
+        # under a key made of exactly those.
+        import inspect
+
+        from codetune import prompts
+        from codetune.io import write_json_atomic
+        from codetune.paths import codetune_home
+
+        d = tok_file.parent
+        h = hashlib.sha256(inspect.getsource(prompts).encode())
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            if (d / name).is_file():
+                h.update(name.encode() + (d / name).read_bytes())
+        cache = codetune_home() / "prepare" / f"overheads-{h.hexdigest()[:24]}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        from tokenizers import Tokenizer
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(str(d))
+        raw = Tokenizer.from_file(str(tok_file))
+
+        def n(s: str) -> int:
+            return len(raw.encode(s, add_special_tokens=False).ids)
+
+        code, answer = "x = 1", "y = 2"
+        value = {}
+        for task in prompts.TASKS:
+            full = prompts.render_chat(
+                hf, messages(task, code, answer), add_generation_prompt=False
+            )
+            value[task] = n(full) - n(code) - n(answer)
+        write_json_atomic(cache, value)
+        return value
+
+    def get(self, task: str) -> int:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value[task]
+
+
+@dataclass
+class _Stats:
+    files_seen: int = 0
+    files_used: int = 0
+    bytes_seen: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)
+    fn_skipped: Counter = field(default_factory=Counter)
+    functions: int = 0
+    per_task: Counter = field(default_factory=Counter)
+    per_mutation: Counter = field(default_factory=Counter)
+    per_split: Counter = field(default_factory=Counter)
+    per_task_split: Counter = field(default_factory=Counter)
+    tokens: dict[str, list[int]] = field(default_factory=lambda: {"bugfix": [], "complete": []})
+
+    def skip(self, reason: str, rel: str) -> None:
+        self.skipped[reason] += 1
+        ex = self.skipped_examples.setdefault(reason, [])
+        if len(ex) < 20:
+            ex.append(rel)
+
+
+def _results(
+    files: Iterator[tuple[str, str]], cfg: PrepareConfig, tok_file: Path
+) -> Iterator[FileResult]:
+    """Per-file results in discovery order, computed by ``cfg.workers`` processes."""
+    if cfg.workers == 1:
+        init_worker(cfg, str(tok_file))
+        yield from map(process_file, files)
+        return
+    import multiprocessing as mp
+
+    # spawn, not fork: the main process runs a thread importing transformers, and forking
+    # during an import can leave a child holding the import lock forever.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(cfg.workers, initializer=init_worker, initargs=(cfg, str(tok_file))) as pool:
+        while True:
+            batch = list(itertools.islice(files, BATCH_FILES))
+            if not batch:
+                return
+            yield from pool.imap(process_file, batch, chunksize=4)
+
+
+def _token_stats(values: list[int]) -> dict:
+    if not values:
+        return {"n": 0}
+    v = sorted(values)
+    return {
+        "n": len(v),
+        "min": v[0],
+        "mean": round(sum(v) / len(v), 1),
+        "p50": v[len(v) // 2],
+        "p95": v[min(len(v) - 1, int(len(v) * 0.95))],
+        "max": v[-1],
+    }
+
+
+def prepare(
+    cfg: PrepareConfig,
+    codebase: Path,
+    out: Path,
+    *,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Build the dataset of ``codebase`` into ``out``; returns the manifest.
+
+    Raises ``CodetuneError`` when the codebase is missing or empty, when no file matches, when
+    no file parses, or when nothing survives the filters; ``out`` is then left untouched.
+    """
+    t0 = time.time()
+    codebase = Path(codebase)
+    if not codebase.is_dir():
+        raise CodetuneError(f"--codebase {codebase}: not a directory; point it at your source tree")
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise CodetuneError(
+            f"--shard-index {shard_index} --num-shards {num_shards}: need 0 <= index < shards"
+        )
+    check_plugins(cfg.secret_plugins)
+    tok_file = tokenizer_file(cfg.tokenizer)
+    overheads = _Overheads.of(cfg.tokenizer, tok_file)
+
+    import numpy as np
+    from datasketch import LeanMinHash, MinHashLSH
+    from tqdm import tqdm
+
+    st = _Stats()
+    lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+    seen: set[bytes] = set()
+    weights = {op: cfg.mutation_weights.get(op, 0.0) for op in OPERATORS}
+    limit = cfg.max_examples_per_task or None
+    content_hash = hashlib.sha256()
+    durations: dict[str, float] = {}
+
+    def discovered() -> Iterator[tuple[str, str]]:
+        n = 0
+        for item in iter_files(codebase, cfg, st.skipped, shard_index, num_shards):
+            if cfg.max_files and n >= cfg.max_files:
+                return
+            n += 1
+            yield item
+
+    def done() -> bool:
+        return limit is not None and all(st.per_task[t] >= limit for t in cfg.tasks)
+
+    with atomic_dir(out) as tmp:
+        handles = {s: open(tmp / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}
+        try:
+            bar = tqdm(
+                desc="prepare",
+                unit="file",
+                file=sys.stderr,
+                disable=not progress or None,
+                mininterval=1.0,
+            )
+
+            def emit(task: str, code: str, answer: str, rel: str, fr, mutation, split, n):
+                msgs = messages(task, code, answer, path=rel)
+                rec = {
+                    "id": record_id(task, msgs),
+                    "task": task,
+                    "messages": msgs,
+                    "meta": {
+                        "path": rel,
+                        "symbol": fr.symbol,
+                        "lineno": fr.lineno,
+                        "mutation": mutation,
+                        "split": split,
+                        "tokens": n,
+                    },
+                }
+                handles[split].write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
+                st.per_task[task] += 1
+                st.per_split[split] += 1
+                st.per_task_split[f"{task}/{split}"] += 1
+                st.tokens[task].append(n)
+                if mutation:
+                    st.per_mutation[mutation] += 1
+
+            results = _results(discovered(), cfg, tok_file)
+            for res in results:
+                st.files_seen += 1
+                st.bytes_seen += res.nbytes
+                bar.update(1)
+                if st.files_seen % 50 == 0:
+                    bar.set_postfix_str(
+                        f"{st.bytes_seen / 1e6:.0f} MB, {st.per_task['bugfix']} bugfix, "
+                        f"{st.per_task['complete']} complete"
+                    )
+                content_hash.update(f"{res.rel}\0{res.sha256}\n".encode())
+                if res.skip:
+                    st.skip(res.skip, res.rel)
+                    continue
+                st.files_used += 1
+                st.fn_skipped.update(res.fn_skips)
+                split = split_of(res.rel, cfg.split, cfg.seed)
+                for fr in res.functions:
+                    st.functions += 1
+                    if fr.digest in seen:
+                        st.fn_skipped["exact_duplicate"] += 1
+                        continue
+                    seen.add(fr.digest)
+                    mh = LeanMinHash(
+                        seed=1, hashvalues=np.frombuffer(fr.minhash, np.uint32), scheme="affine32"
+                    )
+                    if lsh.query(mh):
+                        # Dropped, never assigned elsewhere: a near-duplicate cluster keeps
+                        # its first member only, so no cluster can straddle two splits.
+                        st.fn_skipped["near_duplicate"] += 1
+                        continue
+                    lsh.insert(st.functions, mh, check_duplication=False)
+                    if fr.mutants and (limit is None or st.per_task["bugfix"] < limit):
+                        # Balance: the candidate whose operator is furthest below its share.
+                        i = min(
+                            range(len(fr.mutants)),
+                            key=lambda k: (
+                                (st.per_mutation[fr.mutants[k][0]] + 1) / weights[fr.mutants[k][0]]
+                            ),
+                        )
+                        op, mutant = fr.mutants[i]
+                        n = overheads.get("bugfix") + res.n_path + fr.n_mutants[i] + fr.n_code
+                        if n <= cfg.max_tokens:
+                            emit("bugfix", mutant, fr.code, res.rel, fr, op, split, n)
+                        else:
+                            st.fn_skipped["over_max_tokens"] += 1
+                    if fr.stub and (limit is None or st.per_task["complete"] < limit):
+                        n = overheads.get("complete") + res.n_path + fr.n_stub + fr.n_code
+                        if n <= cfg.max_tokens:
+                            emit("complete", fr.stub, fr.code, res.rel, fr, None, split, n)
+                        else:
+                            st.fn_skipped["over_max_tokens"] += 1
+                if done():
+                    break
+            results.close()  # stops the worker pool when a limit ended the run early
+            bar.close()
+        finally:
+            for h in handles.values():
+                h.close()
+        durations["process_s"] = round(time.time() - t0, 2)
+        _check_outcome(codebase, cfg, st)
+        manifest = {
+            "codetune_version": __version__,
+            "codebase": str(codebase),
+            "input_sha256": content_hash.hexdigest(),
+            "config": cfg.to_dict(),
+            "shard": {"index": shard_index, "count": num_shards},
+            "tokenizer": str(tok_file.parent),
+            "files": {
+                "processed": st.files_seen,
+                "used": st.files_used,
+                "bytes": st.bytes_seen,
+                "skipped": dict(sorted(st.skipped.items())),
+                "skipped_examples": st.skipped_examples,
+            },
+            "functions": {
+                "extracted": st.functions,
+                "skipped": dict(sorted(st.fn_skipped.items())),
+            },
+            "counts": {
+                "task": dict(sorted(st.per_task.items())),
+                "mutation": dict(sorted(st.per_mutation.items())),
+                "split": dict(sorted(st.per_split.items())),
+                "task_split": dict(sorted(st.per_task_split.items())),
+            },
+            "tokens": {t: _token_stats(v) for t, v in st.tokens.items()},
+            "durations": durations,
+        }
+        # Durations make manifests differ between runs; the data files never do.
+        write_json_atomic(tmp / "manifest.json", manifest)
+    manifest["durations"]["total_s"] = round(time.time() - t0, 2)
+    return manifest
+
+
+def _check_outcome(codebase: Path, cfg: PrepareConfig, st: _Stats) -> None:
+    if st.files_seen == 0:
+        if not any(codebase.iterdir()):
+            raise CodetuneError(f"--codebase {codebase}: the directory is empty")
+        raise CodetuneError(
+            f"--codebase {codebase}: no file matches include={cfg.include} (skipped: "
+            f"{dict(st.skipped)}); change include/exclude/exclude_dirs with --set"
+        )
+    if st.files_used == 0:
+        raise CodetuneError(
+            f"--codebase {codebase}: none of the {st.files_seen} matching files could be used "
+            f"(skipped: {dict(st.skipped)}); is it Python 3 source?"
+        )
+    if not sum(st.per_task.values()):
+        raise CodetuneError(
+            f"--codebase {codebase}: {st.functions} functions found but no example survived "
+            f"the filters ({dict(st.fn_skipped)}); relax min_function_lines or max_tokens"
+        )
+
+
+def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
+    """Merge shard outputs into one dataset, removing exact and near duplicates across shards.
+
+    A function is identified by (path, symbol); the first shard (in the given order) that
+    holds a function, or a near-duplicate of it, keeps it. Splits are by path hash, so the
+    shards already agree on them. Raises ``CodetuneError`` for a missing shard directory.
+    """
+    from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+    from codetune.data import worker
+    from codetune.prompts import extract_code
+
+    t0 = time.time()
+    for d in shards:
+        if not (Path(d) / "manifest.json").is_file():
+            raise CodetuneError(f"--merge {d}: not a prepared dataset (no manifest.json)")
+    worker._STATE.update(
+        cfg=cfg, perm=MinHash(num_perm=cfg.num_perm, seed=1, scheme="affine32").permutations
+    )
+    lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+    seen: set[bytes] = set()
+    owner: dict[tuple[str, str], bool] = {}  # (path, symbol) → kept
+    written: set[str] = set()  # record ids (overlapping shards hold identical records)
+    counts: Counter = Counter()
+    dropped: Counter = Counter()
+    import numpy as np
+
+    with atomic_dir(out) as tmp:
+        for split in SPLITS:
+            with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+                for d in shards:
+                    f = Path(d) / f"{split}.jsonl"
+                    if not f.is_file():
+                        continue
+                    for rec in read_jsonl(f):
+                        key = (rec["meta"]["path"], rec["meta"]["symbol"])
+                        if key not in owner:
+                            norm = worker.normalize(extract_code(rec["messages"][-1]["content"]))
+                            digest = hashlib.blake2b(norm.encode(), digest_size=16).digest()
+                            mh = LeanMinHash(
+                                seed=1,
+                                hashvalues=np.frombuffer(worker.minhash_of(norm), np.uint32),
+                                scheme="affine32",
+                            )
+                            keep = digest not in seen and not lsh.query(mh)
+                            if keep:
+                                seen.add(digest)
+                                lsh.insert(len(owner), mh, check_duplication=False)
+                            owner[key] = keep
+                        if not owner[key] or rec["id"] in written:
+                            dropped[rec["task"]] += 1
+                            continue
+                        written.add(rec["id"])
+                        fh.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
+                        counts[f"{rec['task']}/{split}"] += 1
+        if not counts:
+            raise CodetuneError(
+                f"--merge: the shards {', '.join(map(str, shards))} hold no records"
+            )
+        manifest = {
+            "codetune_version": __version__,
+            "merged_from": [
+                json.loads((Path(d) / "manifest.json").read_text())["input_sha256"] for d in shards
+            ],
+            "config": cfg.to_dict(),
+            "counts": {"task_split": dict(sorted(counts.items()))},
+            "dropped_duplicates": dict(sorted(dropped.items())),
+            "durations": {"merge_s": round(time.time() - t0, 2)},
+        }
+        write_json_atomic(tmp / "manifest.json", manifest)
+    return manifest

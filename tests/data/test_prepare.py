@@ -1,0 +1,209 @@
+"""`codetune prepare` end to end on a small real codebase (copies of stdlib modules)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from codetune.cli import main as cli_main
+from codetune.config import load_config
+from codetune.data.config import OPERATORS, PrepareConfig
+from codetune.data.pipeline import SPLITS, merge, prepare
+from codetune.errors import CodetuneError
+from codetune.io import read_jsonl
+from codetune.prompts import extract_code, messages
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+def _cfg(**kw) -> PrepareConfig:
+    base = dict(
+        workers=1,
+        max_file_bytes=60_000,
+        split={"train": 0.5, "validation": 0.25, "test": 0.25},
+    )
+    base.update(kw)
+    return load_config(PrepareConfig, None, [f"{k}={json.dumps(v)}" for k, v in base.items()])
+
+
+@pytest.fixture(scope="module")
+def codebase(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("codebase")
+    for i, name in enumerate(["textwrap.py", "heapq.py", "bisect.py", "shlex.py", "colorsys.py"]):
+        d = root / f"pkg{i % 3}"
+        d.mkdir(exist_ok=True)
+        shutil.copy(STDLIB / name, d / name)
+    # duplicates of heapq: only comments differ (exact after normalization), and one
+    # identifier renamed in every function (near-duplicates for the longer functions)
+    (root / "dup").mkdir()
+    heapq_src = (STDLIB / "heapq.py").read_text()
+    (root / "dup" / "heapq2.py").write_text(heapq_src.replace("# ", "#  note: "))
+    (root / "dup" / "heapq3.py").write_text(heapq_src.replace("newitem", "new_item"))
+    # a credential inside an otherwise good function: the whole file must be dropped
+    (root / "settings_prod.py").write_text(
+        "def connect(region):\n"
+        '    """Open a client."""\n'
+        f'    key_id = "{AWS_KEY}"\n'
+        "    if region is None:\n"
+        "        region = 'us-east-1'\n"
+        "    return key_id, region\n"
+    )
+    (root / "blob.py").write_bytes(b"def f():\n    return 1\n\0\0\0binary")
+    (root / "latin.py").write_bytes("def f():\n    return 'caf\xe9'\n".encode("latin-1"))
+    (root / "py2.py").write_text('def f(x):\n    print "x"\n    return x\n')
+    shutil.copy(STDLIB / "argparse.py", root / "argparse.py")  # > max_file_bytes
+    (root / ".git").mkdir()
+    (root / ".git" / "hook.py").write_text("def hook():\n    a = 1\n    return a\n")
+    (root / "notes.txt").write_text("not python")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(codebase, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("out") / "ds"
+    return out, prepare(_cfg(), codebase, out, progress=False)
+
+
+def _records(out: Path) -> list[dict]:
+    return [r for s in SPLITS for r in read_jsonl(out / f"{s}.jsonl")]
+
+
+def test_outputs_and_record_contract(dataset) -> None:
+    # Guards the dataset contract consumed by train/evaluate: files, fields, meta, and that
+    # prompts come from codetune.prompts and the answer is the original function.
+    out, manifest = dataset
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json", "test.jsonl", "train.jsonl", "validation.jsonl"
+    ]  # fmt: skip
+    recs = _records(out)
+    assert manifest["counts"]["task"]["bugfix"] >= 30 and manifest["counts"]["task"]["complete"] > 0
+    for r in recs:
+        meta = r["meta"]
+        assert {"path", "symbol", "mutation", "split"} <= set(meta)
+        assert r["task"] in ("bugfix", "complete")
+        assert (
+            (meta["mutation"] in OPERATORS) if r["task"] == "bugfix" else meta["mutation"] is None
+        )
+        user = r["messages"][0]["content"]
+        answer = extract_code(r["messages"][-1]["content"])
+        prompt_code = user.split("```python\n", 1)[1].rsplit("\n```", 1)[0]
+        assert r["messages"] == messages(r["task"], prompt_code, answer, path=meta["path"])
+        if r["task"] == "bugfix":
+            assert prompt_code.rstrip() != answer.rstrip()
+        else:
+            assert answer.startswith(prompt_code.rstrip())
+        assert meta["tokens"] <= 1024
+
+
+def test_no_path_in_two_splits_and_near_duplicates_removed(dataset) -> None:
+    # Guards split leakage: a file's functions all land in one split, and a near-duplicate
+    # file contributes nothing that already exists elsewhere.
+    out, manifest = dataset
+    split_of_path: dict[str, set] = {}
+    for s in SPLITS:
+        for r in read_jsonl(out / f"{s}.jsonl"):
+            assert r["meta"]["split"] == s
+            split_of_path.setdefault(r["meta"]["path"], set()).add(s)
+    assert all(len(v) == 1 for v in split_of_path.values())
+    assert len({s for v in split_of_path.values() for s in v}) >= 2  # the split is exercised
+    by_path: dict[str, set] = {}
+    for r in _records(out):
+        by_path.setdefault(r["meta"]["path"], set()).add(r["meta"]["symbol"])
+    # dup/heapq2.py is walked first and wins; the identical functions of the original go
+    heapq_like = [p for p in by_path if p.endswith(("heapq.py", "heapq2.py"))]
+    assert len(heapq_like) >= 1
+    assert not set.intersection(*[by_path[p] for p in heapq_like]) if len(heapq_like) > 1 else True
+    skipped = manifest["functions"]["skipped"]
+    assert skipped.get("exact_duplicate", 0) >= 10 and skipped.get("near_duplicate", 0) > 0
+
+
+def test_planted_credential_never_reaches_output(dataset) -> None:
+    # Guards that a file containing a credential is dropped entirely (a model must never
+    # memorize a secret), and that the drop is counted.
+    out, manifest = dataset
+    for f in out.iterdir():
+        text = f.read_text()
+        assert AWS_KEY not in text
+        if f.suffix == ".jsonl":
+            assert "settings_prod.py" not in text
+    assert manifest["files"]["skipped"]["credentials"] == 1
+
+
+def test_skipped_files_counted_by_reason(dataset) -> None:
+    # Guards that bad files are skipped (never fatal) and each is counted by reason.
+    _, manifest = dataset
+    sk = manifest["files"]["skipped"]
+    assert sk["binary"] == 1 and sk["undecodable"] == 1 and sk["syntax_error"] == 1
+    assert sk["too_large"] == 1 and sk["excluded_dir"] >= 1 and sk["not_included"] == 1
+    assert manifest["files"]["skipped_examples"]["syntax_error"] == ["py2.py"]
+
+
+def test_mutation_mix_is_balanced(dataset) -> None:
+    # Guards the balance: no operator dominates, and most operators are represented.
+    _, manifest = dataset
+    mix = manifest["counts"]["mutation"]
+    assert len(mix) >= 8
+    assert max(mix.values()) <= 4 * (sum(mix.values()) / len(mix))
+
+
+def test_deterministic_across_runs_and_worker_counts(codebase, dataset, tmp_path) -> None:
+    # Guards determinism: same input + seed → byte-identical data files, whether one
+    # process or two did the work.
+    out, _ = dataset
+    again = tmp_path / "again"
+    prepare(_cfg(workers=2), codebase, again, progress=False)
+    for s in SPLITS:
+        assert (again / f"{s}.jsonl").read_bytes() == (out / f"{s}.jsonl").read_bytes()
+
+
+def test_limits_and_merge_dedups(codebase, dataset, tmp_path) -> None:
+    # Guards max_examples_per_task (the demo's small-dataset knob), shard coverage, and that
+    # merge removes duplicates across shards.
+    small = prepare(_cfg(max_examples_per_task=7), codebase, tmp_path / "small", progress=False)
+    assert small["counts"]["task"] == {"bugfix": 7, "complete": 7}
+    shards = []
+    for i in range(2):
+        d = tmp_path / f"shard{i}"
+        prepare(_cfg(), codebase, d, shard_index=i, num_shards=2, progress=False)
+        shards.append(d)
+    merged = merge(shards + [shards[0]], tmp_path / "merged", _cfg())
+    recs = _records(tmp_path / "merged")
+    assert len({r["id"] for r in recs}) == len(recs)  # shard 0 twice: duplicates removed
+    paths = {r["meta"]["path"] for r in recs}
+    full_paths = {r["meta"]["path"] for r in _records(dataset[0])}
+    assert paths <= full_paths | {"dup/heapq2.py", "dup/heapq3.py"}
+    assert sum(merged["counts"]["task_split"].values()) == len(recs)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "no_match", "unparsable"])
+def test_bad_input_fails_cleanly_and_publishes_nothing(case, tmp_path) -> None:
+    # Guards the bad-input contract: clear error, exit status 2, no output directory.
+    src = tmp_path / "src"
+    if case != "missing":
+        src.mkdir()
+    if case == "no_match":
+        (src / "README.md").write_text("# hi\n")
+    if case == "unparsable":
+        (src / "a.py").write_text('def f():\n    print "py2"\n    return 1\n')
+        (src / "b.py").write_text("def g(:\n    pass\n")
+    out = tmp_path / "out"
+    with pytest.raises(CodetuneError):
+        prepare(_cfg(), src, out, progress=False)
+    assert not out.exists()
+    if case in ("missing", "unparsable"):  # the CLI maps the error to exit status 2
+        rc = cli_main(["prepare", "--codebase", str(src), "--out", str(out), "--set", "workers=1"])
+        assert rc == 2 and not out.exists()
+    assert not list(tmp_path.glob(".out.*"))  # no temporary directory left behind
+
+
+def test_shipped_config_loads(repo_root) -> None:
+    # Guards the shipped config: it loads, validates, and its weights name real operators.
+    cfg = load_config(PrepareConfig, repo_root / "training_image/configs/prepare.yaml")
+    assert set(cfg.mutation_weights) == set(OPERATORS)
+    with pytest.raises(CodetuneError):
+        load_config(PrepareConfig, None, ["mutation_weights.no_such_op=1"])
