@@ -26,6 +26,7 @@ from cdk.constructs.workflow import JobSettings, TrainingWorkflow
 from cdk.grants import allow_key, allow_objects
 from cdk.nag import acknowledge
 from codetune.metrics import metric_definitions
+from codetune.train import remote as train_remote
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,6 +225,39 @@ class CodetuneStack(Stack):
         if storage.input_bucket is not None:
             CfnOutput(self, "InputBucketName", value=storage.input_bucket.bucket_name)
         CfnOutput(self, "FailureTopicArn", value=topic.topic_arn)
+        # What `codetune train --remote` reads (names from codetune.train.remote.OUT_*), so a
+        # one-off job runs like the workflow's TrainAdapter: same image, role, key and network.
+        CfnOutput(
+            self,
+            train_remote.OUT_IMAGE,
+            description="Training image (train --remote, TrainAdapter)",
+            value=images.training_image.image_uri,
+        )
+        CfnOutput(
+            self,
+            train_remote.OUT_ROLE,
+            description="Execution role of SageMaker training/processing jobs",
+            value=roles.job_role.role_arn,
+        )
+        CfnOutput(
+            self,
+            train_remote.OUT_KEY,
+            description="KMS key of job outputs and volumes",
+            value=key.key_arn,
+        )
+        if config.vpc_subnet_ids:
+            CfnOutput(
+                self,
+                train_remote.OUT_SUBNETS,
+                description="Subnets of SageMaker jobs (comma-separated)",
+                value=",".join(config.vpc_subnet_ids),
+            )
+            CfnOutput(
+                self,
+                train_remote.OUT_SECURITY_GROUPS,
+                description="Security groups of SageMaker jobs (comma-separated)",
+                value=",".join(config.vpc_security_group_ids),
+            )
         CfnOutput(
             self,
             "StartExecutionCommand",

@@ -302,6 +302,27 @@ def test_outputs_give_a_ready_start_execution_command(template):
     assert "--input file://examples/run-input.json" in command
 
 
+def test_outputs_are_what_train_remote_reads(synth, synth_vpc):
+    # guards: `codetune train --remote` finds image, role and KMS key (and the VPC when one is
+    # configured) under the output names it reads, pointing at the workflow's own resources
+    from codetune.train import remote
+
+    outputs = synth.template["Outputs"]
+    resources = synth.template["Resources"]
+    for name in (remote.OUT_ARTIFACT_BUCKET, remote.OUT_IMAGE, remote.OUT_ROLE, remote.OUT_KEY):
+        assert name in outputs, name
+    role = outputs[remote.OUT_ROLE]["Value"]["Fn::GetAtt"]
+    assert role[1] == "Arn" and resources[role[0]]["Type"] == "AWS::IAM::Role"
+    assert role[0].startswith("SageMakerRolesJobRole")
+    key = outputs[remote.OUT_KEY]["Value"]["Fn::GetAtt"]
+    assert key[1] == "Arn" and resources[key[0]]["Type"] == "AWS::KMS::Key"
+    assert "container-assets" in json.dumps(outputs[remote.OUT_IMAGE]["Value"])
+    assert remote.OUT_SUBNETS not in outputs  # dev has no VPC
+    vpc_outputs = synth_vpc.template["Outputs"]
+    assert vpc_outputs[remote.OUT_SUBNETS]["Value"] == "subnet-0a1b2c3d"
+    assert vpc_outputs[remote.OUT_SECURITY_GROUPS]["Value"] == "sg-0a1b2c3d"
+
+
 def test_vpc_config_reaches_every_sagemaker_job(synth_vpc):
     # guards: optional VPC settings from the stage config go to training and processing jobs
     from render import rendered_definition

@@ -94,7 +94,8 @@ def _only_job(sm) -> dict:
 
 def test_job_request_matches_the_workflow_contract(aws, sent, capsys):
     # Guards the request reaching the API: image, role, KMS, channels, instance, metrics.
-    args = _args("--config", "gpu-10gb-stable-code-3b", "--instance-type", "ml.g6e.xlarge")
+    # No --image/--role: both come from the stack outputs (cdk/stack.py declares them).
+    args = _args("--config", "gpu-10gb-stable-code-3b", "--instance-type", "ml.p3.2xlarge")
     assert remote.run_remote(args) == 0
     job = _only_job(aws)
     algo = job["AlgorithmSpecification"]
@@ -103,11 +104,46 @@ def test_job_request_matches_the_workflow_contract(aws, sent, capsys):
     assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["train", "validation"]
     assert {c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]} == {DATA}
     assert job["OutputDataConfig"] == {"S3OutputPath": OUT, "KmsKeyId": KEY}
-    assert job["ResourceConfig"]["InstanceType"] == "ml.g6e.xlarge"
-    assert job["ResourceConfig"]["VolumeKmsKeyId"] == KEY
+    assert job["ResourceConfig"]["InstanceType"] == "ml.p3.2xlarge"
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == KEY  # EBS volume: the stack key
+    assert "VpcConfig" not in sent[0]  # this stack has no VPC outputs
     assert "CheckpointConfig" not in job or not job["CheckpointConfig"]
     out = capsys.readouterr().out
     assert "aws sagemaker describe-training-job --training-job-name codetune-remote-" in out
+
+
+def test_local_storage_instances_get_no_volume_key(aws, sent):
+    # Guards: g5 (NVMe instance storage) must not get VolumeKmsKeyId (SageMaker refuses it);
+    # the output is still encrypted with the stack key.
+    assert remote.run_remote(_args("--instance-type", "ml.g5.xlarge")) == 0
+    assert sent[0]["OutputDataConfig"]["KmsKeyId"] == KEY
+    assert "VolumeKmsKeyId" not in sent[0]["ResourceConfig"]
+
+
+def test_vpc_outputs_reach_the_job(aws, sent, monkeypatch):
+    # Guards: a stage whose jobs run in a VPC exposes subnets/security groups as outputs, and
+    # --remote puts them into VpcConfig (the job would otherwise run outside the VPC).
+    outputs = {
+        remote.OUT_ARTIFACT_BUCKET: ARTIFACTS,
+        remote.OUT_IMAGE: IMAGE,
+        remote.OUT_ROLE: ROLE,
+        remote.OUT_KEY: KEY,
+        remote.OUT_SUBNETS: "subnet-1,subnet-2",
+        remote.OUT_SECURITY_GROUPS: "sg-1",
+    }
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+    }
+    boto3.client("cloudformation", region_name=REGION).create_stack(
+        StackName="CodetuneVpcStack", TemplateBody=json.dumps(template)
+    )
+    monkeypatch.setenv(remote.STACK_ENV, "CodetuneVpcStack")
+    assert remote.run_remote(_args("--instance-type", "ml.g5.xlarge")) == 0
+    assert sent[0]["VpcConfig"] == {
+        "Subnets": ["subnet-1", "subnet-2"],
+        "SecurityGroupIds": ["sg-1"],
+    }
 
 
 def test_hyperparameters_and_metrics_are_byte_identical_to_the_workflow(aws, sent):

@@ -54,6 +54,8 @@ OUT_INPUT_BUCKET = "InputBucketName"
 OUT_IMAGE = "TrainingImageUri"
 OUT_ROLE = "SageMakerRoleArn"
 OUT_KEY = "KmsKeyArn"
+OUT_SUBNETS = "VpcSubnetIds"  # comma-separated; only when the stage runs jobs in a VPC
+OUT_SECURITY_GROUPS = "VpcSecurityGroupIds"
 # Same defaults as the run input schema (schemas/run-input.schema.json, training.*).
 MAX_RUNTIME_SECONDS = 86400
 VOLUME_SIZE_GB = 100
@@ -76,6 +78,8 @@ class StackInfo:
     image_uri: str | None = None
     role_arn: str | None = None
     key_arn: str | None = None
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
 
     @property
     def buckets(self) -> tuple[str, ...]:
@@ -248,7 +252,13 @@ def read_stack(cfn, stack_name: str) -> StackInfo:
         image_uri=outputs.get(OUT_IMAGE),
         role_arn=outputs.get(OUT_ROLE),
         key_arn=outputs.get(OUT_KEY),
+        subnet_ids=_csv(outputs.get(OUT_SUBNETS)),
+        security_group_ids=_csv(outputs.get(OUT_SECURITY_GROUPS)),
     )
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
 def resolve_instance(opts: RemoteOptions) -> str:
@@ -290,6 +300,8 @@ def _channel(name: str, uri: str) -> dict:
 
 def build_request(opts: RemoteOptions, stack: StackInfo, job_name: str, instance_type: str) -> dict:
     """The ``CreateTrainingJob`` request, shaped like the workflow's TrainAdapter state."""
+    from codetune.workflow.deploy import supports_kms_volume
+
     image = opts.image or stack.image_uri
     role = opts.role or stack.role_arn
     if not image:
@@ -307,7 +319,10 @@ def build_request(opts: RemoteOptions, stack: StackInfo, job_name: str, instance
     }
     if stack.key_arn:
         output["KmsKeyId"] = stack.key_arn
-        resources["VolumeKmsKeyId"] = stack.key_arn
+        # Instance types with NVMe instance storage (g5, g6e, p4d...) encrypt it in hardware
+        # and SageMaker refuses a VolumeKmsKeyId for them.
+        if supports_kms_volume(instance_type):
+            resources["VolumeKmsKeyId"] = stack.key_arn
     req: dict = {
         "TrainingJobName": job_name,
         "RoleArn": role,
@@ -324,6 +339,11 @@ def build_request(opts: RemoteOptions, stack: StackInfo, job_name: str, instance
         "EnableInterContainerTrafficEncryption": True,
         "Environment": {"CODETUNE_RUN_ID": job_name},
     }
+    if stack.subnet_ids:
+        req["VpcConfig"] = {
+            "Subnets": list(stack.subnet_ids),
+            "SecurityGroupIds": list(stack.security_group_ids),
+        }
     if opts.checkpoints:
         req["CheckpointConfig"] = {"S3Uri": opts.checkpoints, "LocalPath": "/opt/ml/checkpoints"}
     if opts.spot:
