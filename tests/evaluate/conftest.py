@@ -34,7 +34,7 @@ def random_adapter(embedded_model_dir, tmp_path_factory):
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
     cfg = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
     )
     out = tmp_path_factory.mktemp("adapter")
     get_peft_model(base, cfg).save_pretrained(out)

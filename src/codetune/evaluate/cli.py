@@ -164,8 +164,10 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="rows per generation batch")
     p.add_argument(
         "--mixed",
-        action="store_true",
-        help="put base and candidate rows in the same batch (PEFT mixed adapters)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="base and candidate rows in the same batch (PEFT mixed adapters); "
+        "default: only when that saves a quarter of the batches",
     )
     p.add_argument("--quantization", choices=("none", "4bit"), default="none")
     p.add_argument("--run-id", help="report runId (default: random)")

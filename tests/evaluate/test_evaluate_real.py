@@ -1,0 +1,75 @@
+"""A small real evaluation: embedded model, random LoRA adapter, 2 HumanEval + 3 bugfix."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from codetune.evaluate import run_evaluation
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report_dir(random_adapter, bugfix_data, tmp_path_factory, embedded_model_dir):
+    out = tmp_path_factory.mktemp("eval")
+    run_evaluation(
+        random_adapter,
+        bugfix_data,
+        out,
+        suites=["humaneval", "bugfix"],
+        humaneval_ids=["HumanEval/53", "HumanEval/55"],  # the two shortest prompts
+        max_new_tokens=10,  # CPU budget; scores are near zero either way
+        bugfix_max_new_tokens=10,
+        run_id="test-run",
+        thresholds={"min_humaneval_pass1": 0, "min_bugfix_exact_fix": 0},
+        timeout_s=3,
+    )
+    return out
+
+
+def test_report_follows_schema_and_contract(report_dir, repo_root):
+    # Guards the report contract the QualityGate reads.
+    report = json.loads((report_dir / "report.json").read_text())
+    schema = json.loads((repo_root / "schemas" / "report.schema.json").read_text())
+    jsonschema.validate(report, schema)
+    assert report["runId"] == "test-run"
+    he, bf = report["suites"]["humaneval"], report["suites"]["bugfix"]
+    assert he["n"] == 2 and bf["n"] == 3
+    for side in ("base", "candidate"):
+        assert 0 <= he[side]["pass@1"] <= 1
+        assert set(bf[side]["by_mutation"]) == set(bf["mutations"])
+        assert sum(he["status"][side].values()) == 2
+    assert isinstance(report["gate"]["passed"], bool) and report["gate"]["reasons"]
+    assert report["generation"]["completion_tokens"] > 0
+
+
+def test_samples_saved_per_problem_and_side(report_dir):
+    # Guards: every (problem, side) answer is saved for inspection, with its outcome.
+    rows = [json.loads(x) for x in (report_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == (2 + 3) * 2
+    assert {(r["suite"], r["side"]) for r in rows} == {
+        (s, side) for s in ("humaneval", "bugfix") for side in ("base", "candidate")
+    }
+    for r in rows:
+        assert r["completion"].startswith("```python\n")
+        assert r["completion_tokens"] <= 10
+        if r["suite"] == "humaneval":
+            assert r["status"] in ("pass", "fail", "timeout", "error")
+        else:
+            assert isinstance(r["exact_fix"], bool) and isinstance(r["parses"], bool)
+    # The random adapter changes at least one answer: base and candidate really differ.
+    by = {(r["suite"], r["task_id"], r["side"]): r["completion"] for r in rows}
+    assert any(
+        by[(s, t, "base")] != by[(s, t, "candidate")] for (s, t, side) in by if side == "base"
+    )
+
+
+def test_html_is_self_contained_with_charts(report_dir):
+    html = (report_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<img" in html
+    assert 'src="http' not in html  # nothing fetched from elsewhere
+    assert (report_dir / "suites.png").read_bytes()[:4] == b"\x89PNG"
+    assert (report_dir / "mutations.png").is_file()
