@@ -74,8 +74,11 @@ def prepare_adapter(adapter: str | Path, workdir: Path) -> Path:
         raise CodetuneError(f"adapter {tar} is neither a directory nor a tar archive")
     dest = workdir / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tar) as tf:
-        tf.extractall(dest, filter="data")  # refuses absolute paths, .. and device files
+    try:
+        with tarfile.open(tar) as tf:
+            tf.extractall(dest, filter="data")  # refuses absolute paths, .. and device files
+    except tarfile.TarError as e:
+        raise CodetuneError(f"adapter archive {tar} was refused: {e}") from e
     for cfg in sorted(dest.rglob("adapter_config.json"), key=lambda x: len(x.parts)):
         return cfg.parent
     raise CodetuneError(f"{tar} holds no adapter_config.json")
