@@ -3,8 +3,8 @@
 Locally (CPU or GPU)::
 
     codetune train --data runs/stdlib/dataset --out runs/stdlib/adapter
-    codetune train --data DIR --out DIR --config gpu-10gb-stable-code-3b \
-        --set max_steps=200 --set lora.rank=32 --checkpoints runs/ckpt
+    codetune train --data DIR --out DIR --config gpu-10gb-stable-code-3b --checkpoints CKPT
+    codetune train --data DIR --out DIR --set max_steps=80 --set lora.rank=32
     codetune train --data DIR --out DIR --base-model Qwen/Qwen2.5-Coder-1.5B-Instruct --merge
 
 On SageMaker (``--remote``, issue #12) the same config and overrides become a training job that

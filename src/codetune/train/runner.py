@@ -355,6 +355,9 @@ def run_training(
     import torch
     from transformers import AutoTokenizer, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress bars flood SageMaker/CloudWatch logs
 
     cuda, dtype = _device_setup(config)
     threads = os.environ.get(ENV_TORCH_THREADS)
