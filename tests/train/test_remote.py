@@ -153,7 +153,7 @@ def test_hyperparameters_and_metrics_are_byte_identical_to_the_workflow(aws, sen
 
     args = _args(
         "--config", "cpu-smollm2", "--set", "max_steps=80", "--set", "lora.rank=32",
-        "--instance-type", "ml.g5.xlarge",
+        "--instance-type", "ml.g5.xlarge", "--base-model", "HuggingFaceTB/SmolLM2-135M-Instruct",
     )  # fmt: skip
     remote.run_remote(args)
     wire = sent[0]["HyperParameters"]
@@ -171,7 +171,11 @@ def test_hyperparameters_and_metrics_are_byte_identical_to_the_workflow(aws, sen
     assert json.dumps(wire, sort_keys=True) == json.dumps(
         req.training.hyperparameters, sort_keys=True
     )
-    assert wire == to_hyperparameters("cpu-smollm2", {"max_steps": 80, "lora.rank": 32})
+    # both clients send the base model as the base_model override (the trainer reads it)
+    assert wire == to_hyperparameters(
+        "cpu-smollm2",
+        {"max_steps": 80, "lora.rank": 32, "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+    )
     # the state machine's MetricDefinitions come from the same function (cdk/stack.py)
     metrics = sent[0]["AlgorithmSpecification"]["MetricDefinitions"]
     assert json.dumps(metrics) == json.dumps(metric_definitions())

@@ -67,9 +67,43 @@ def test_hyperparameters_use_the_shared_encoding(fake_planner, base_input):
     base_input["training"]["rl"] = {"enabled": True, "steps": 5}
     req = _validate(base_input)
     assert req.training.hyperparameters == to_hyperparameters(
-        "cpu-smollm2", {"lora.rank": 32, "rl.enabled": True, "rl.steps": 5}
+        "cpu-smollm2",
+        {
+            "lora.rank": 32,
+            "rl.enabled": True,
+            "rl.steps": 5,
+            "base_model": base_input["baseModel"],
+        },
     )
     assert fake_planner[0][3] == {"lora.rank": 32, "rl.enabled": True, "rl.steps": 5}
+
+
+def test_hugging_face_base_model_reaches_the_trainer(fake_planner, base_input):
+    # guards: a baseModel other than the config's base_model is what the training job trains:
+    # the state machine sends only the hyperparameters (the model channel is for S3 weights)
+    from codetune.train.config import load_train_config
+    from codetune.train.hyperparameters import from_hyperparameters
+
+    base_input["baseModel"] = "Qwen/Qwen2.5-Coder-0.5B-Instruct"  # cpu-smollm2 says embedded
+    req = _validate(base_input)
+    config_name, sets = from_hyperparameters(req.training.hyperparameters)
+    assert load_train_config(config_name, sets).base_model == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert req.training.overrides == {}  # the user's own overrides stay as given
+
+    # S3 weights go through the model channel; no base_model override then
+    base_input["baseModel"] = f"s3://{BUCKET}/base-models/qwen/"
+    base_input["training"]["instanceType"] = "ml.g5.xlarge"
+    hp = _validate(base_input).training.hyperparameters
+    assert "base_model" not in json.loads(hp["codetune_overrides"])
+
+
+def test_override_contradicting_base_model_is_refused(fake_planner, base_input):
+    # guards: two different models named in one input is an error, not a silent choice
+    base_input["training"]["overrides"] = {"base_model": "bigcode/starcoder2-3b"}
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input)
+    assert e.value.violations[0][0] == "$.training.overrides.base_model"
+    assert "contradicts baseModel" in e.value.violations[0][1]
 
 
 def test_explicit_instance_type_is_checked_by_the_planner(fake_planner, base_input):

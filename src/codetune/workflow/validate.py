@@ -274,6 +274,15 @@ def _cross_field(doc: dict, *, local: bool, allowed: set[str] | None) -> list[tu
                         f"({tr['maxRuntimeSeconds']}); allowed: >= maxRuntimeSeconds",
                     )
                 )
+    overrides = tr.get("overrides") if isinstance(tr.get("overrides"), dict) else {}
+    if "base_model" in overrides and overrides["base_model"] != doc.get("baseModel"):
+        out.append(
+            (
+                "$.training.overrides.base_model",
+                f"{overrides['base_model']!r} contradicts baseModel {doc.get('baseModel')!r}; "
+                "name the model in baseModel only",
+            )
+        )
     if isinstance(tr.get("rl"), dict):
         out += _check_rl(tr["rl"])
     if isinstance(tr.get("config"), str):
@@ -390,6 +399,18 @@ def _training_overrides(tr: dict) -> dict:
     return merged
 
 
+def _job_overrides(doc: dict) -> dict:
+    """The training job's overrides: ``_training_overrides`` plus ``base_model`` when the base
+    model is a Hugging Face id (or ``embedded``), so the job trains ``baseModel`` and not the
+    config's own ``base_model``. An S3 base model reaches the job as the ``model`` channel
+    instead (the trainer prefers those weights), so it is not an override."""
+    merged = _training_overrides(doc["training"])
+    base = doc["baseModel"]
+    if not base.startswith("s3://"):
+        merged["base_model"] = base
+    return merged
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -423,7 +444,7 @@ def _build(
     output = _join(run_prefix, "output")
     eval_prefix = _join(run_prefix, "eval")
     tr = doc["training"]
-    overrides = _training_overrides(tr)
+    overrides = _job_overrides(doc)
     max_wait = None
     if tr["spot"]:
         max_wait = tr["maxWaitSeconds"] or min(2 * tr["maxRuntimeSeconds"], MAX_SECONDS)
