@@ -85,8 +85,15 @@ def closed_loop(url: str, concurrency: int, total: int, adapter: str, max_new: i
     tokens = [0]
     errors: list[str] = []
 
+    # Clients are created before the clock starts and released together: creating an httpx
+    # client costs tens of milliseconds on a loaded CPU and would stagger the first round.
+    clients = [httpx.Client(base_url=url, timeout=600, trust_env=False) for _ in range(concurrency)]
+    start = threading.Barrier(concurrency + 1)
+
     def client(idx: int) -> None:
-        with httpx.Client(base_url=url, timeout=600, trust_env=False) as c:
+        c = clients[idx]
+        start.wait()
+        with c:
             while True:
                 with lock:
                     if issued[0] >= total:
@@ -112,9 +119,10 @@ def closed_loop(url: str, concurrency: int, total: int, adapter: str, max_new: i
                     tokens[0] += r.json()[0]["details"]["generated_tokens"]
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
-    t0 = time.perf_counter()
     for t in threads:
         t.start()
+    start.wait()
+    t0 = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0

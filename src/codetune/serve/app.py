@@ -54,7 +54,6 @@ HEADER_KEY = "__sagemaker_adapter_identifier__"  # where inject_adapter_id puts 
 MODEL_HEADER = "X-Codetune-Model"  # names the adapter (or "base") that answered
 BASE_NAME = "base"
 RETRY_AFTER_S = 1
-INVOCATION_PATHS = ("/invocations", "/invocations-response-stream", "/v1/chat/completions")
 
 
 class ApiError(Exception):
