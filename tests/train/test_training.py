@@ -36,7 +36,7 @@ def trained(tmp_path_factory, embedded_model_dir):
     out = root / "adapter"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), one_torch_thread():
-        summary = run_training(cfg, data, out, checkpoints_dir=root / "ckpt")
+        summary = run_training(cfg, data, out, checkpoints_dir=root / "ckpt", merge=True)
     return out, summary, buf.getvalue()
 
 
@@ -87,3 +87,19 @@ def test_adapter_loads_with_peft_and_changes_output(trained, embedded_model_dir)
         with model.disable_adapter():
             plain = model(input_ids=x).logits
     assert (tuned - plain).abs().max() > 1e-2
+
+
+def test_merge_writes_a_full_model_equal_to_base_plus_adapter(trained, embedded_model_dir):
+    # --merge: merged/ is a plain transformers model whose output equals base + adapter.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out, _, _ = trained
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
+    peft_model = PeftModel.from_pretrained(base, str(out)).eval()
+    x = torch.tensor([[1, 504, 3458, 28, 253, 1013, 30]])
+    with torch.no_grad():
+        a, b = merged(input_ids=x).logits, peft_model(input_ids=x).logits
+    assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), (a - b).abs().max()
