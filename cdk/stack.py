@@ -147,6 +147,8 @@ class CodetuneStack(Stack):
                         "ARTIFACT_BUCKET": bucket.bucket_name,
                         "ALLOWED_BUCKETS": allowed_buckets,
                         "MODEL_PACKAGE_GROUP": config.model_package_group,
+                        # the rollback alarms watch this endpoint only: other names are refused
+                        "ENDPOINT_NAME": config.endpoint_name,
                     },
                 ),
                 FunctionSpec(name="quality_gate", timeout=Duration.seconds(60), environment=common),
@@ -349,7 +351,8 @@ class CodetuneStack(Stack):
                 resources=[
                     sm("model", f"{stage}-*"),
                     sm("endpoint-config", f"{stage}-*"),
-                    sm("endpoint", "*"),
+                    # ValidateRequest refuses any other deployment.endpointName
+                    sm("endpoint", config.endpoint_name),
                 ],
             )
         )
@@ -405,23 +408,18 @@ class CodetuneStack(Stack):
         # smoke_test: invokes the deployed endpoint.
         fns["smoke_test"].add_to_role_policy(
             iam.PolicyStatement(
-                actions=["sagemaker:InvokeEndpoint"], resources=[sm("endpoint", "*")]
+                actions=["sagemaker:InvokeEndpoint"],
+                resources=[sm("endpoint", config.endpoint_name)],
             )
         )
         sm_finding = "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{}]"
-        endpoint_reason = (
-            "The endpoint name is chosen per run (input deployment.endpointName), so it is "
-            "not known at deploy time."
-        )
         packages_reason = "Model packages get versioned names inside the stack's package group."
-        acknowledge(_policy(fns["smoke_test"]), sm_finding.format("endpoint/*"), endpoint_reason)
         acknowledge(
             _policy(fns["register_adapter"]),
             sm_finding.format(f"model-package/{config.model_package_group}/*"),
             packages_reason,
         )
         deploy_policy = _policy(deploy)
-        acknowledge(deploy_policy, sm_finding.format("endpoint/*"), endpoint_reason)
         acknowledge(
             deploy_policy,
             sm_finding.format(f"model-package/{config.model_package_group}/*"),

@@ -24,6 +24,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from cdk.nag import acknowledge
+from codetune.workflow.naming import ATTEMPT_SEPARATOR
 
 # Lambda errors worth retrying: the handlers' RetryableError (throttling, capacity, endpoint
 # busy; codetune.workflow.errors.RETRYABLE_ERRORS) and Lambda's own transient failures.
@@ -33,15 +34,20 @@ LAMBDA_TRANSIENT_ERRORS = [
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
 ]
-# SageMaker API errors before a job exists (quota/throttling/capacity at CreateXJob time).
-# A job that started and then failed (States.TaskFailed) is not retried: its name is fixed
-# per execution, so a retry could only collide with it; the Catch reports it instead.
+# SageMaker API errors at CreateXJob time (quota/throttling/capacity). Every attempt gets its
+# own job name, `<request.jobs.X>-r<RetryCount>` (SageMaker refuses to reuse a name, even of a
+# failed job, and a create call whose answer was lost may have made the job), still
+# deterministic per execution; later states read the actual name and artifacts from the task
+# result ($.training.jobName, $.training.modelDataUrl). A job that started and then failed
+# (States.TaskFailed: bad data, OOM, algorithm error) is not retried; the Catch reports it.
 SAGEMAKER_TRANSIENT_ERRORS = [
     "SageMaker.AmazonSageMakerException",
     "SageMaker.ResourceLimitExceededException",
     "SageMaker.ThrottlingException",
     "SageMaker.CapacityError",
 ]
+# Retries of a job state; the attempt number is one digit of the job name's "-r<n>" suffix.
+SAGEMAKER_MAX_ATTEMPTS = 4
 CONTEXT_RECORD = {
     "executionName.$": "$$.Execution.Name",
     "executionArn.$": "$$.Execution.Id",
@@ -409,7 +415,7 @@ class TrainingWorkflow(Construct):
             errors=SAGEMAKER_TRANSIENT_ERRORS,
             interval=Duration.seconds(60),
             backoff_rate=2,
-            max_attempts=4,
+            max_attempts=SAGEMAKER_MAX_ATTEMPTS,
             jitter_strategy=sfn.JitterType.FULL,
         )
         self._catch(state, name)
@@ -452,7 +458,7 @@ class TrainingWorkflow(Construct):
             name,
             "sagemaker:createProcessingJob.sync",
             {
-                "ProcessingJobName.$": job_name_path,
+                "ProcessingJobName.$": attempt_job_name(job_name_path),
                 "RoleArn": jobs.role_arn,
                 "AppSpecification": {
                     "ImageUri": jobs.training_image_uri,
@@ -535,7 +541,7 @@ class TrainingWorkflow(Construct):
         if s3_model:
             channels.append(_channel("model", "$.request.baseModel.s3Uri"))
         params: dict = {
-            "TrainingJobName.$": "$.request.jobs.train",
+            "TrainingJobName.$": attempt_job_name("$.request.jobs.train"),
             "RoleArn": jobs.role_arn,
             "AlgorithmSpecification": {
                 "TrainingImage": jobs.training_image_uri,
@@ -647,6 +653,12 @@ class TrainingWorkflow(Construct):
                 resources=[self._jobs.key_arn],
             )
         )
+
+
+def attempt_job_name(base_path: str) -> str:
+    """The job name of this attempt: ``<base>-r<RetryCount>`` (codetune.workflow.naming.
+    attempt_name renders the same string; the base names leave room for the suffix)."""
+    return f"States.Format('{{}}{ATTEMPT_SEPARATOR}{{}}', {base_path}, $$.State.RetryCount)"
 
 
 def train_choice_order(variants: dict) -> list:

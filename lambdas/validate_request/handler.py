@@ -1,7 +1,7 @@
 """ValidateRequest: the execution input -> the resolved run request (or InvalidRunInput).
 
 Event ``{"input": <run input>, "executionName": "$$.Execution.Name"}``; environment
-ARTIFACT_BUCKET, MODEL_PACKAGE_GROUP, optional ALLOWED_BUCKETS, STAGE. Returns
+ARTIFACT_BUCKET, MODEL_PACKAGE_GROUP, optional ALLOWED_BUCKETS, STAGE, ENDPOINT_NAME. Returns
 ``RunRequest.to_dict()`` (schemas/run-request.schema.json). Logic: codetune.workflow.validate.
 """
 
@@ -10,7 +10,11 @@ from aws_lambda_powertools import Logger
 from codetune.workflow import WorkflowError, validate_run_input
 from codetune.workflow.aws import client
 from codetune.workflow.events import ValidateRequestEnv, ValidateRequestEvent
-from codetune.workflow.storage import check_inputs_exist
+from codetune.workflow.storage import (
+    check_inputs_exist,
+    codebase_fingerprint,
+    reuse_prepared_dataset,
+)
 
 logger = Logger(service="codetune-validate-request")
 
@@ -21,6 +25,7 @@ def lambda_handler(event, context):
         ev = ValidateRequestEvent.parse(event)
         logger.set_correlation_id(ev.execution_name)
         env = ValidateRequestEnv.from_environ()
+        s3 = client("s3")
         request = validate_run_input(
             ev.input,
             execution_name=ev.execution_name,
@@ -28,8 +33,12 @@ def lambda_handler(event, context):
             allowed_buckets=env.allowed_buckets,
             model_package_group=env.model_package_group,
             stage=env.stage,
+            codebase_fingerprint=lambda uri: codebase_fingerprint(uri, s3),
+            endpoint_name=env.endpoint_name,
         )
-        check_inputs_exist(request, client("s3"))
+        check_inputs_exist(request, s3)
+        # Step caching: the same codebase contents + prepare config -> the same dataset.
+        request = reuse_prepared_dataset(request, s3)
     except WorkflowError:
         logger.exception("run input rejected")
         raise

@@ -138,3 +138,37 @@ def test_asl_validator_accepts_definition(synth, tmp_path, repo_root):
         [str(validator), "--json-path", str(path)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_job_attempt_gets_its_own_name(states):
+    # guards: a Retry of a .sync job state creates the job under a new name (SageMaker refuses
+    # a name already used, even by a failed job), rendered exactly as naming.attempt_name does,
+    # and the retry count stays one digit so names stay <= 63 characters
+    from codetune.workflow import naming
+
+    keys = {"Training": "TrainingJobName.$", "Processing": "ProcessingJobName.$"}
+    for kind, key in keys.items():
+        for name, s in _jobs(states, kind).items():
+            value = s["Parameters"][key]
+            base = value.split("(", 1)[1].split(",")[1].strip()
+            assert value == (
+                f"States.Format('{{}}{naming.ATTEMPT_SEPARATOR}{{}}', {base}, $$.State.RetryCount)"
+            ), name
+            assert base.startswith("$.request.jobs."), name
+            assert all(r["MaxAttempts"] <= naming.MAX_RETRIES for r in s["Retry"]), name
+            assert "jobName.$" in s["ResultSelector"], name  # the actual name, for later states
+
+
+def test_later_states_read_the_actual_training_artifact(states):
+    # guards: evaluation and registration take the adapter from the training task's result,
+    # not from the request's predicted first-attempt path
+    text = json.dumps(states)
+    assert "$.request.paths.modelData" not in text
+    assert states["RegisterAdapter"]["Parameters"]["modelDataUrl.$"] == "$.training.modelDataUrl"
+    for name in ("EvaluateAdapter", "EvaluateAdapterS3Model"):
+        [adapter] = [
+            i["S3Input"]["S3Uri.$"]
+            for i in states[name]["Parameters"]["ProcessingInputs"]
+            if i["InputName"] == "adapter"
+        ]
+        assert adapter == "$.training.modelDataUrl", name

@@ -302,6 +302,26 @@ def test_outputs_give_a_ready_start_execution_command(template):
     assert "--input file://examples/run-input.json" in command
 
 
+def test_endpoint_name_pinned_to_the_alarmed_endpoint(synth):
+    # guards: ValidateRequest refuses other endpoint names (ENDPOINT_NAME), so deploy and smoke
+    # test are granted that one endpoint, the one the rollback alarms watch
+    functions = _resources(synth, "AWS::Lambda::Function")
+    envs = [f["Properties"].get("Environment", {}).get("Variables", {}) for f in functions.values()]
+    [validate_env] = [e for e in envs if "ARTIFACT_BUCKET" in e]
+    assert validate_env["ENDPOINT_NAME"] == "codetune"  # cdk.json dev endpointName
+    alarms = _resources(synth, "AWS::CloudWatch::Alarm").values()
+    for alarm in alarms:
+        dims = {d["Name"]: d["Value"] for d in alarm["Properties"].get("Dimensions", [])}
+        assert dims.get("EndpointName") == validate_env["ENDPOINT_NAME"]
+    endpoint_arns = [
+        json.dumps(r)
+        for st in _statements(synth, "Functions")
+        for r in _as_list(st["Resource"])
+        if ":endpoint/" in json.dumps(r)
+    ]
+    assert endpoint_arns and all(a.endswith(':endpoint/codetune"]]}') for a in endpoint_arns)
+
+
 def test_outputs_are_what_train_remote_reads(synth, synth_vpc):
     # guards: `codetune train --remote` finds image, role and KMS key (and the VPC when one is
     # configured) under the output names it reads, pointing at the workflow's own resources

@@ -54,3 +54,41 @@ def test_missing_environment_is_invalid_event(aws, context, monkeypatch):
     monkeypatch.delenv("ARTIFACT_BUCKET")
     with pytest.raises(InvalidEvent, match="ARTIFACT_BUCKET"):
         handler.lambda_handler(event("validate_request"), context)
+
+
+def test_prepared_dataset_is_reused_until_the_codebase_changes(aws, fake_planner, context):
+    # guards: step caching: a second run over the same codebase contents and prepare config
+    # skips PrepareDataset and trains on datasets/<prepareCacheKey>/; changed code does not
+    _put_codebase()
+    first = handler.lambda_handler(event("validate_request"), context)
+    assert first["paths"]["dataset"].startswith(f"s3://{BUCKET}/datasets/")
+    assert first["paths"]["checkpoints"].startswith(f"s3://{BUCKET}/checkpoints/")
+    assert first["data"]["skipPrepare"] is False
+    # PrepareDataset's output lands there (manifest.json last: the job's marker of success)
+    key = first["paths"]["dataset"].removeprefix(f"s3://{BUCKET}/") + "manifest.json"
+    client("s3").put_object(Bucket=BUCKET, Key=key, Body=b"{}")
+    ev = event("validate_request")
+    ev["executionName"] = "nightly-payments-2026-11-23"
+    second = handler.lambda_handler(ev, context)
+    assert second["runId"] != first["runId"]
+    assert second["data"]["skipPrepare"] is True
+    assert second["paths"]["dataset"] == first["paths"]["dataset"]
+    client("s3").put_object(Bucket=BUCKET, Key="codebases/payments/app.py", Body=b"x = 2\n")
+    third = handler.lambda_handler(ev, context)
+    assert third["data"]["skipPrepare"] is False
+    assert third["paths"]["dataset"] != first["paths"]["dataset"]
+
+
+def test_endpoint_other_than_the_stacks_is_refused(aws, fake_planner, context, monkeypatch):
+    # guards: with ENDPOINT_NAME set (the stack does), another deployment.endpointName fails
+    # naming the allowed one: the stack's rollback alarms watch only that endpoint
+    _put_codebase()
+    monkeypatch.setenv("ENDPOINT_NAME", "codetune")
+    with pytest.raises(InvalidRunInput, match="allowed: 'codetune'") as e:
+        handler.lambda_handler(event("validate_request"), context)  # asks for codetune-test
+    assert [p for p, _ in e.value.violations] == ["$.deployment.endpointName"]
+    monkeypatch.setenv("ENDPOINT_NAME", "codetune-test")
+    assert (
+        handler.lambda_handler(event("validate_request"), context)["deployment"]["endpointName"]
+        == "codetune-test"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -54,7 +55,7 @@ def test_minimal_input_resolves_with_defaults(fake_planner, base_input):
     assert req.deployment.endpoint_name == "codetune"
     assert req.deployment.adapter_name == req.run_id
     assert req.paths.run_prefix == f"s3://{BUCKET}/runs/{req.run_id}/"
-    assert req.paths.model_data == f"{req.paths.output}{req.jobs.train}/output/model.tar.gz"
+    assert req.paths.model_data == f"{req.paths.output}{req.jobs.train}-r0/output/model.tar.gz"
     assert fake_planner == [("recommend", base_input["baseModel"], "cpu-smollm2", {})]
     assert RunRequest.from_dict(json.loads(json.dumps(doc))) == req  # round-trips through JSON
 
@@ -376,3 +377,67 @@ def test_fill_defaults_does_not_override_given_values():
     # guards: defaults only fill gaps
     doc = fill_defaults({"deployment": {"maxCapacity": 7}}, load_schema(RUN_INPUT))
     assert doc["deployment"]["maxCapacity"] == 7 and doc["deployment"]["minCapacity"] == 1
+
+
+def test_datasets_and_checkpoints_live_where_the_lifecycle_rules_expire_them(
+    fake_planner, base_input, repo_root, monkeypatch
+):
+    # guards: the stack's lifecycle rules match the top-level prefixes datasets/ and
+    # checkpoints/ (cdk/config.py); under runs/<runId>/ nothing would ever expire
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cdk_stage", repo_root / "cdk" / "config.py")
+    cdk_config = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "cdk_stage", cdk_config)
+    spec.loader.exec_module(cdk_config)  # plain dataclasses: no aws_cdk import
+    CHECKPOINTS_PREFIX, DATASETS_PREFIX = cdk_config.CHECKPOINTS_PREFIX, cdk_config.DATASETS_PREFIX
+
+    req = _validate(base_input)
+    root = f"s3://{BUCKET}/"
+    assert req.paths.checkpoints == f"{root}{CHECKPOINTS_PREFIX}{req.run_id}/"
+    assert req.paths.dataset == f"{root}{DATASETS_PREFIX}{req.data.prepare_cache_key}/"
+    assert not req.data.skip_prepare
+
+
+def test_prepare_cache_key_follows_codebase_contents_and_config(fake_planner, base_input):
+    # guards: step caching reuses a dataset only for the same codebase contents + prepare
+    # config; another run of the same input shares it, changed code or config does not
+    listing = {"v": "etag-1"}
+    fingerprint = lambda uri: f"{uri}:{listing['v']}"  # noqa: E731
+    a = _validate(copy.deepcopy(base_input), codebase_fingerprint=fingerprint)
+    b = _validate(
+        copy.deepcopy(base_input), execution_name="other", codebase_fingerprint=fingerprint
+    )
+    assert a.run_id != b.run_id and a.paths.dataset == b.paths.dataset
+    listing["v"] = "etag-2"  # the same prefix, re-uploaded code
+    c = _validate(copy.deepcopy(base_input), codebase_fingerprint=fingerprint)
+    assert c.paths.dataset != a.paths.dataset
+    base_input["prepare"] = {"config": {"split.test": 0.2}}
+    d = _validate(base_input, codebase_fingerprint=fingerprint)
+    assert d.data.prepare_cache_key not in (a.data.prepare_cache_key, c.data.prepare_cache_key)
+
+
+def test_only_the_stacks_endpoint_name_is_allowed(fake_planner, base_input):
+    # guards: the rollback alarms watch the stack's endpoint, so a run may not deploy under
+    # another name (its alarms would watch the wrong endpoint); the message names the allowed one
+    assert _validate(base_input, endpoint_name="codetune").deployment.endpoint_name == "codetune"
+    base_input["deployment"] = {"endpointName": "my-endpoint"}
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input, endpoint_name="codetune")
+    [(path, message)] = e.value.violations
+    assert path == "$.deployment.endpointName"
+    assert "'my-endpoint'" in message and "allowed: 'codetune'" in message
+    assert _validate(base_input).deployment.endpoint_name == "my-endpoint"  # local: any
+
+
+def test_attempt_names_fit_sagemaker(fake_planner, base_input):
+    # guards: every retry of a job gets a distinct valid name of <= 63 characters, even for
+    # the longest run id and stage
+    from codetune.workflow import naming
+
+    req = _validate(base_input, execution_name="x" * 80, stage="abcdefghij")
+    for name in (req.jobs.prepare, req.jobs.train, req.jobs.evaluate):
+        attempts = {naming.attempt_name(name, n) for n in range(naming.MAX_RETRIES + 1)}
+        assert len(attempts) == naming.MAX_RETRIES + 1
+        for a in attempts:
+            assert naming.SAGEMAKER_NAME.match(a) and len(a) <= 63, a

@@ -23,6 +23,7 @@ ENV_ARTIFACT_BUCKET = "ARTIFACT_BUCKET"
 ENV_ALLOWED_BUCKETS = "ALLOWED_BUCKETS"  # comma-separated, besides the artifact bucket
 ENV_MODEL_PACKAGE_GROUP = "MODEL_PACKAGE_GROUP"
 ENV_STAGE = "STAGE"
+ENV_ENDPOINT_NAME = "ENDPOINT_NAME"  # the one endpoint the stack's rollback alarms watch
 ENV_INFERENCE_IMAGE_URI = "INFERENCE_IMAGE_URI"
 ENV_IMAGE_GIT_REVISION = "IMAGE_GIT_REVISION"
 ENV_SAGEMAKER_ROLE_ARN = "SAGEMAKER_ROLE_ARN"
@@ -91,6 +92,7 @@ class ValidateRequestEnv:
     allowed_buckets: list[str]
     model_package_group: str
     stage: str | None
+    endpoint_name: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ValidateRequestEnv:
@@ -99,6 +101,7 @@ class ValidateRequestEnv:
             allowed_buckets=_names(environ.get(ENV_ALLOWED_BUCKETS)),
             model_package_group=_env(ENV_MODEL_PACKAGE_GROUP, environ),
             stage=_env(ENV_STAGE, environ, required=False),
+            endpoint_name=_env(ENV_ENDPOINT_NAME, environ, required=False),
         )
 
 

@@ -4,7 +4,9 @@ SageMaker names allow ``[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``; execution names allo
 characters of a wider set. The run id keeps a readable execution name as it is and otherwise
 slugs it and appends 8 hex characters of its SHA-256, so two execution names never share a
 run id and the same execution name (a redriven or re-validated execution) always gets the
-same one. Job names are ``[<stage>-]<runId>-<step>``, at most 59 characters.
+same one. Job names are ``[<stage>-]<runId>-<step>``, at most 59 characters, so the state
+machine's per-attempt SageMaker job names ``<name>-r<retry>`` (:func:`attempt_name`; retry
+0..9) stay within SageMaker's 63.
 """
 
 from __future__ import annotations
@@ -24,6 +26,19 @@ JOB_SUFFIXES = {
     "model": "model",
     "endpointConfig": "epc",
 }
+
+
+ATTEMPT_SEPARATOR = "-r"
+MAX_RETRIES = 9  # one digit
+BASE_NAME_MAX = 63 - len(ATTEMPT_SEPARATOR) - 1
+
+
+def attempt_name(name: str, retry: int = 0) -> str:
+    """The SageMaker name of attempt ``retry`` (0 = first) of job ``name``: what the state
+    machine's ``States.Format('{}-r{}', name, $$.State.RetryCount)`` renders."""
+    if not 0 <= retry <= MAX_RETRIES:
+        raise ValueError(f"retry must be 0..{MAX_RETRIES}, got {retry}")
+    return f"{name}{ATTEMPT_SEPARATOR}{retry}"
 
 
 def run_id(execution_name: str) -> str:
@@ -47,5 +62,6 @@ def job_names(rid: str, stage: str | None = None) -> dict[str, str]:
     prefix = f"{stage}-{rid}" if stage else rid
     names = {key: f"{prefix}-{suffix}" for key, suffix in JOB_SUFFIXES.items()}
     for name in names.values():
-        assert SAGEMAKER_NAME.match(name), name  # guaranteed by run_id's alphabet and length
+        # guaranteed by run_id's alphabet and length (and room for the attempt suffix)
+        assert SAGEMAKER_NAME.match(name) and len(name) <= BASE_NAME_MAX, name
     return names

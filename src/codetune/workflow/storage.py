@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -76,3 +78,39 @@ def check_inputs_exist(request, s3) -> None:
             missing.append(f"data.dataset {request.data.dataset_s3_uri} has no manifest.json")
     if missing:
         raise InputNotFound("run inputs not found: " + "; ".join(missing))
+
+
+def codebase_fingerprint(uri: str, s3=None) -> str:
+    """sha256 over the (key, ETag, size) of every object under an ``s3://`` prefix, or over
+    (relative path, size, mtime) of every file under a local directory; ``stdlib:`` lists
+    hash as themselves. Part of the prepare cache key: re-uploading changed code under the
+    same prefix must not reuse the old dataset."""
+    h = hashlib.sha256()
+    if uri.startswith("stdlib:"):
+        h.update(uri.encode())
+    elif uri.startswith(("file://", "/")):
+        root = Path(uri.removeprefix("file://"))
+        for p in sorted(root.rglob("*")) if root.is_dir() else []:
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    else:
+        bucket, key = split_s3(uri)
+        with aws_call(f"s3:ListObjectsV2 {uri}"):
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                for obj in page.get("Contents", []):
+                    h.update(f"{obj['Key']}\0{obj.get('ETag', '')}\0{obj['Size']}\n".encode())
+    return h.hexdigest()
+
+
+def reuse_prepared_dataset(request, s3=None):
+    """``request`` with ``data.skipPrepare`` set when its dataset prefix already holds a
+    ``manifest.json`` (an earlier run prepared the same codebase with the same config: the
+    prefix is ``datasets/<prepareCacheKey>/``); otherwise ``request`` unchanged."""
+    if request.data.skip_prepare:
+        return request
+    try:
+        read_bytes(request.paths.dataset + "manifest.json", s3)
+    except InputNotFound:
+        return request
+    return dataclasses.replace(request, data=dataclasses.replace(request.data, skip_prepare=True))

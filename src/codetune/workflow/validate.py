@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ def validate_run_input(
     allowed_buckets: Iterable[str] | None = None,
     model_package_group: str = DEFAULT_MODEL_PACKAGE_GROUP,
     stage: str | None = None,
+    codebase_fingerprint: Callable[[str], str] | None = None,
+    endpoint_name: str | None = None,
 ) -> RunRequest:
     """Validate a run input, fill defaults, resolve ``"auto"``, derive names.
 
@@ -57,7 +59,10 @@ def validate_run_input(
     ``file://`` URI or absolute directory (then local paths and ``stdlib:`` are allowed).
     ``allowed_buckets``: buckets S3 inputs may come from (default: the artifact bucket only;
     in a local run, any). ``stage`` prefixes SageMaker names so stages sharing an account
-    never collide.
+    never collide. ``codebase_fingerprint(uri)`` (the Lambda passes one that hashes the S3
+    listing) makes the prepare cache key change when the codebase's contents change.
+    ``endpoint_name``: the only ``deployment.endpointName`` allowed (the stack's rollback
+    alarms watch that one endpoint); None allows any (local runs).
 
     Returns the ``RunRequest``; raises ``InvalidRunInput`` listing every violation.
     """
@@ -78,6 +83,21 @@ def validate_run_input(
     bad_paths = {p for p, _ in violations}
     doc = fill_defaults(copy.deepcopy(doc), schema)
     violations += _cross_field(doc, local=local, allowed=allowed)
+    dep = doc.get("deployment")
+    if (
+        endpoint_name is not None
+        and isinstance(dep, dict)
+        and isinstance(dep.get("endpointName"), str)
+        and dep["endpointName"] != endpoint_name
+    ):
+        violations.append(
+            (
+                "$.deployment.endpointName",
+                f"{dep['endpointName']!r} is not this stack's endpoint; allowed: "
+                f"{endpoint_name!r} (the endpoint its rollback alarms watch; to deploy under "
+                "another name, set endpointName in cdk.json and redeploy the stack)",
+            )
+        )
     instance_type, source = None, "input"
     training_ok = not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations)
     if training_ok and not bad_paths:
@@ -97,6 +117,7 @@ def validate_run_input(
         model_package_group,
         instance_type,
         source,
+        codebase_fingerprint,
     )
 
 
@@ -428,6 +449,7 @@ def _build(
     model_package_group: str,
     instance_type: str,
     source: str,
+    codebase_fingerprint: Callable[[str], str] | None = None,
 ) -> RunRequest:
     if local:
         root = (
@@ -440,7 +462,14 @@ def _build(
     run_prefix = _join(root, "runs", rid)
     data = doc["data"]
     dataset = data.get("dataset")
-    dataset_uri = dataset.rstrip("/") + "/" if dataset else _join(run_prefix, "dataset")
+    cache_src = {"codebase": data.get("codebase"), "config": doc["prepare"]["config"]}
+    if data.get("codebase") and codebase_fingerprint is not None:
+        cache_src["contents"] = codebase_fingerprint(data["codebase"])
+    cache_key = hashlib.sha256(json.dumps(cache_src, sort_keys=True).encode()).hexdigest()
+    # Prepared datasets and checkpoints live under top-level prefixes: S3 lifecycle rules
+    # match key prefixes only, and the stack expires datasets/ and checkpoints/. A dataset is
+    # keyed by what it is made from, so the same codebase + prepare config reuses it.
+    dataset_uri = dataset.rstrip("/") + "/" if dataset else _join(root, "datasets", cache_key)
     output = _join(run_prefix, "output")
     eval_prefix = _join(run_prefix, "eval")
     tr = doc["training"]
@@ -448,9 +477,6 @@ def _build(
     max_wait = None
     if tr["spot"]:
         max_wait = tr["maxWaitSeconds"] or min(2 * tr["maxRuntimeSeconds"], MAX_SECONDS)
-    cache_src = json.dumps(
-        {"codebase": data.get("codebase"), "config": doc["prepare"]["config"]}, sort_keys=True
-    )
     base = doc["baseModel"]
     ev = doc["evaluation"]
     dep = doc["deployment"]
@@ -464,15 +490,16 @@ def _build(
             codebase_s3_uri=data.get("codebase"),
             dataset_s3_uri=dataset_uri,
             skip_prepare=bool(dataset),
-            prepare_cache_key=hashlib.sha256(cache_src.encode()).hexdigest(),
+            prepare_cache_key=cache_key,
         ),
         paths=RunPaths(
             run_prefix=run_prefix,
             dataset=dataset_uri,
-            checkpoints=_join(run_prefix, "checkpoints"),
+            checkpoints=_join(root, "checkpoints", rid),
             output=output,
             eval=eval_prefix,
-            model_data=f"{output}{jobs['train']}/output/model.tar.gz",
+            # the first attempt's; the state machine passes the actual one ($.training)
+            model_data=f"{output}{naming.attempt_name(jobs['train'])}/output/model.tar.gz",
             report=f"{eval_prefix}report.json",
         ),
         jobs=JobNames(
