@@ -1,0 +1,110 @@
+"""Throughput (MB/s of source) and peak RSS of `codetune prepare`, against a baseline.
+
+    .venv/bin/python benchmarks/prepare_throughput.py --codebase .venv/lib/python3.11/site-packages \
+        --max-files 1500
+
+Runs `codetune prepare` as a subprocess, samples the RSS of its whole process tree (main +
+workers) every 0.2 s, and reads the bytes processed from the manifest. The baseline, run side
+by side on the same files, is the floor any AST-based preparation pays: `ast.parse` of every
+file in one process. Prints one JSON object; CPU seconds are reported too, because on a shared
+machine wall-clock throughput mostly measures the other tenants (load average included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+
+def run_prepare(codebase: Path, out: Path, sets: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "codetune.cli", "prepare", "--codebase", str(codebase)]
+    cmd += ["--out", str(out), "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss + sum(
+                c.memory_info().rss for c in ps.children(recursive=True)
+            )
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    wall = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"prepare failed with status {proc.returncode}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    mb = manifest["files"]["bytes"] / 1e6
+    return {
+        "files": manifest["files"]["processed"],
+        "mb": round(mb, 1),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "mb_per_s": round(mb / wall, 2),
+        "mb_per_cpu_s": round(mb / cpu, 2),
+        "peak_rss_mb": round(peak / 2**20),
+        "examples": manifest["counts"]["task"],
+    }
+
+
+def baseline(codebase: Path, sets: list[str]) -> dict:
+    """`ast.parse` of the same files (same discovery), one process."""
+    from codetune.config import load_config
+    from codetune.data.config import PrepareConfig
+    from codetune.data.discover import iter_files
+
+    cfg = load_config(PrepareConfig, None, sets)
+    t0, c0 = time.time(), time.process_time()
+    nbytes = 0
+    for n, (_, path) in enumerate(iter_files(codebase, cfg, Counter())):
+        if cfg.max_files and n >= cfg.max_files:
+            break
+        raw = Path(path).read_bytes()
+        nbytes += len(raw)
+        try:
+            ast.parse(raw)
+        except (SyntaxError, ValueError):
+            pass
+    wall, cpu = time.time() - t0, time.process_time() - c0
+    mb = nbytes / 1e6
+    return {"mb": round(mb, 1), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "mb_per_s": round(mb / wall, 2), "mb_per_cpu_s": round(mb / cpu, 2)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--codebase", type=Path, required=True)
+    ap.add_argument("--max-files", type=int, default=0, help="0: every file")
+    ap.add_argument("--set", dest="sets", action="append", default=[])
+    args = ap.parse_args()
+    sets = args.sets + ([f"max_files={args.max_files}"] if args.max_files else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {
+            "load_avg_1m_before": round(os.getloadavg()[0], 1),
+            "prepare": run_prepare(args.codebase, Path(tmp) / "ds", sets),
+            "baseline_ast_parse": baseline(args.codebase, sets),
+            "load_avg_1m_after": round(os.getloadavg()[0], 1),
+        }
+    p, b = result["prepare"], result["baseline_ast_parse"]
+    result["ratio_cpu_vs_baseline"] = round(p["mb_per_cpu_s"] / b["mb_per_cpu_s"], 2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
