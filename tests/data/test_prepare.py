@@ -207,3 +207,15 @@ def test_shipped_config_loads(repo_root) -> None:
     assert set(cfg.mutation_weights) == set(OPERATORS)
     with pytest.raises(CodetuneError):
         load_config(PrepareConfig, None, ["mutation_weights.no_such_op=1"])
+
+
+def test_sagemaker_processing_defaults(tmp_path, monkeypatch) -> None:
+    # Guards the Processing-job contract: with no paths, prepare reads
+    # <root>/processing/input/code and publishes <root>/processing/output/dataset.
+    code = tmp_path / "processing" / "input" / "code"
+    code.mkdir(parents=True)
+    shutil.copy(STDLIB / "bisect.py", code / "bisect.py")
+    monkeypatch.setenv("CODETUNE_SM_ROOT", str(tmp_path))
+    assert cli_main(["prepare", "--set", "workers=1", "--no-progress"]) == 0
+    out = tmp_path / "processing" / "output" / "dataset"
+    assert json.loads((out / "manifest.json").read_text())["counts"]["task"]["bugfix"] > 0
