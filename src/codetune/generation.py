@@ -64,13 +64,15 @@ def adapter_base(adapter_dir: str | Path) -> str | None:
 
 
 def _resolve_base(base_model: str | None, adapters: dict[str, str]) -> str:
+    """The explicit base model, else the one the first adapter names, else the embedded one.
+
+    An adapter naming a local base model that does not exist here is an error, never a
+    silent switch to another model."""
     if base_model:
         return resolve_base_model(base_model)
     for d in adapters.values():
         named = adapter_base(d)
-        if named and Path(named).is_dir():
-            return resolve_base_model(named)
-        if named and not named.startswith(("/", ".")):
+        if named:
             return resolve_base_model(named)
     return resolve_base_model(None)
 

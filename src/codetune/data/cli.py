@@ -60,9 +60,13 @@ def run(args: argparse.Namespace) -> int:
     from codetune.config import load_config
     from codetune.data.config import PrepareConfig
     from codetune.data.pipeline import merge, prepare
+    from codetune.jobenv import PREPARE_CONFIG, overrides_env
     from codetune.paths import SageMakerPaths
 
-    cfg = load_config(PrepareConfig, args.config, args.overrides)
+    # In a Processing job the run's prepare config arrives in the environment; flags win.
+    cfg = load_config(
+        PrepareConfig, args.config, overrides_env(PREPARE_CONFIG) + list(args.overrides or [])
+    )
     sm = SageMakerPaths.from_env()
     out = args.out or sm.processing_output("dataset")
     if args.merge:

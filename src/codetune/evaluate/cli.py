@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -60,9 +61,18 @@ def _run(args: argparse.Namespace) -> int:
     adapter = args.adapter or _sm_default("input", "adapter")
     if adapter is None:
         raise CodetuneError("pass --adapter DIR (or a model.tar.gz)")
-    suites = _suites(args.suites)
+    from codetune import jobenv
+
+    # In a Processing job the run's settings arrive in the environment; flags win.
+    env_suites = jobenv.json_env(jobenv.EVAL_SUITES)
+    suites = _suites(args.suites or (",".join(env_suites) if env_suites else "humaneval,bugfix"))
+    limit = args.limit if args.limit is not None else jobenv.json_env(jobenv.EVAL_LIMIT)
+    run_id = args.run_id or os.environ.get(jobenv.RUN_ID) or None
     data = args.data or _sm_default("input", "dataset")
     base = args.base_model
+    env_base = os.environ.get(jobenv.BASE_MODEL, "")
+    if base is None and env_base and not env_base.startswith("s3://"):
+        base = env_base
     if base is None:
         sm_model = _sm_default("input", "model")
         if sm_model is not None and (sm_model / "config.json").is_file():
@@ -79,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         data,
         out,
         suites=suites,
-        limit=args.limit,
+        limit=limit,
         humaneval_limit=args.humaneval_limit,
         bugfix_limit=args.bugfix_limit,
         custom_suite=args.custom_suite,
@@ -89,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         max_new_tokens=args.max_new_tokens,
         bugfix_max_new_tokens=args.bugfix_max_new_tokens,
-        run_id=args.run_id,
+        run_id=run_id,
         thresholds=_thresholds(args.threshold),
         batch_size=args.batch_size,
         mixed=args.mixed,
@@ -146,7 +156,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", help="output dir (SageMaker: output/eval)")
     p.add_argument("--base-model", help="override the base model the adapter names")
     p.add_argument(
-        "--suites", default="humaneval,bugfix", help="comma list: humaneval,bugfix,custom"
+        "--suites",
+        default=None,
+        help="comma list: humaneval,bugfix,custom (default: humaneval,bugfix)",
     )
     p.add_argument("--limit", type=int, help="at most N problems per suite")
     p.add_argument("--humaneval-limit", type=int, help="override --limit for HumanEval")

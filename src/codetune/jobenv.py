@@ -1,0 +1,46 @@
+"""Settings a SageMaker Processing job receives as environment variables.
+
+The state machine (``cdk/constructs/workflow.py``) starts the prepare and evaluate
+entrypoints with no arguments and passes the run's settings in these variables; the CLIs read
+them as defaults, and command-line flags always win. A test keeps the names in the CDK app
+and here identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from codetune.errors import CodetuneError
+
+RUN_ID = "CODETUNE_RUN_ID"
+BASE_MODEL = "CODETUNE_BASE_MODEL"  # "embedded", a Hugging Face id, or s3:// (then: model channel)
+PREPARE_CONFIG = "CODETUNE_PREPARE_CONFIG"  # JSON object of dotted prepare overrides
+EVAL_SUITES = "CODETUNE_EVAL_SUITES"  # JSON list of suite names
+EVAL_LIMIT = "CODETUNE_EVAL_LIMIT"  # JSON integer or null
+ADAPTER_URI = "CODETUNE_ADAPTER_URI"  # informational: where the adapter came from
+ALL = (RUN_ID, BASE_MODEL, PREPARE_CONFIG, EVAL_SUITES, EVAL_LIMIT, ADAPTER_URI)
+
+
+def json_env(name: str) -> Any:
+    """The JSON value of variable ``name`` (None when unset or empty)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CodetuneError(
+            f"environment variable {name} is not valid JSON ({e.msg}): {raw[:80]!r}"
+        ) from e
+
+
+def overrides_env(name: str) -> list[str]:
+    """A JSON object of dotted overrides in ``name`` as ``--set key=value`` strings."""
+    value = json_env(name)
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise CodetuneError(f"environment variable {name} must hold a JSON object of overrides")
+    return [f"{k}={json.dumps(v)}" for k, v in sorted(value.items())]
