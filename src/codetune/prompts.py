@@ -8,6 +8,8 @@ Tasks:
 - ``complete``: a function's signature and docstring → the whole function.
 
 Answers are one fenced Python code block; :func:`extract_code` reads it back.
+No system turn is added: the model's chat template supplies its own default, identically in
+training, evaluation and serving.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import re
 
 TASKS = ("bugfix", "complete")
 FENCE = "```"
-
-SYSTEM_PROMPT = "You are a careful Python programmer. Answer with code only."
 
 _BUGFIX = (
     "The following Python function{where} contains exactly one bug. "
