@@ -132,8 +132,19 @@ def _load(name: str):
 
 @pytest.fixture(scope="module")
 def handlers():
-    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "codetune-test")
     return {name: _load(name) for name in HANDLERS}
+
+
+@pytest.fixture(autouse=True)
+def fresh_aws_clients():
+    """The handlers' cached boto3 clients (codetune.workflow.aws.client) are made here for
+    this module's region (render.REGION); drop them before and after each execution so none
+    made elsewhere answers here, nor one made here answers in another test directory."""
+    from codetune.workflow.aws import reset_clients
+
+    reset_clients()
+    yield
+    reset_clients()
 
 
 def _layer_dir(synth):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +23,15 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 PLANNED = "ml.g5.2xlarge"
 
-os.environ.update(
-    AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",
-    AWS_SESSION_TOKEN="testing",
-    AWS_DEFAULT_REGION=REGION,
-    POWERTOOLS_SERVICE_NAME="codetune-test",
-)
+# Set per test (the `lambda_env` fixture), never at import: other test directories in the
+# same session use other regions and accounts.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "POWERTOOLS_SERVICE_NAME": "codetune-test",
+}
 
 
 @dataclass
@@ -67,19 +69,49 @@ def fake_planner(monkeypatch):
     monkeypatch.setattr("codetune.plan.check_instance", lambda *a: None)
 
 
-@pytest.fixture
-def aws(monkeypatch):
-    """A fresh moto account with the stack's artifact bucket and model package group."""
+@pytest.fixture(autouse=True)
+def lambda_env(monkeypatch):
+    """This directory's region and fake credentials, and no AWS client cached by an earlier
+    test (codetune.workflow.aws.client caches one per service, region fixed at creation)."""
+    from codetune.workflow.aws import reset_clients
+
+    for name in ("AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    reset_clients()
+    yield
+    reset_clients()
+
+
+@contextmanager
+def moto_account(monkeypatch):
+    """A fresh moto account with the stack's artifact bucket and model package group.
+
+    The handlers' cached clients are dropped on entry and exit: a client made before (for
+    another region, or outside moto) must not answer inside, nor one made inside after.
+    """
     from moto import mock_aws
 
-    from codetune.workflow.aws import client
+    from codetune.workflow.aws import client, reset_clients
 
-    with mock_aws():
-        client("s3").create_bucket(Bucket=BUCKET)
-        client("sagemaker").create_model_package_group(ModelPackageGroupName="codetune-test")
-        monkeypatch.setenv("ARTIFACT_BUCKET", BUCKET)
-        monkeypatch.setenv("MODEL_PACKAGE_GROUP", "codetune-test")
-        monkeypatch.setenv("STAGE", "test")
+    reset_clients()
+    try:
+        with mock_aws():
+            client("s3").create_bucket(Bucket=BUCKET)
+            client("sagemaker").create_model_package_group(ModelPackageGroupName="codetune-test")
+            monkeypatch.setenv("ARTIFACT_BUCKET", BUCKET)
+            monkeypatch.setenv("MODEL_PACKAGE_GROUP", "codetune-test")
+            monkeypatch.setenv("STAGE", "test")
+            yield
+    finally:
+        reset_clients()
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """A fresh moto account (moto_account) for one test."""
+    with moto_account(monkeypatch):
         yield
 
 

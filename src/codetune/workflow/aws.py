@@ -55,6 +55,16 @@ def client(service: str):
     return boto3.client(service)
 
 
+def reset_clients() -> None:
+    """Forget the cached clients, so the next ``client()`` reads region and credentials anew.
+
+    A Lambda process never needs this; a process that switches AWS accounts or regions
+    (a test session mocking AWS per test) must call it, or clients made for one region keep
+    answering in the next.
+    """
+    client.cache_clear()
+
+
 def error_code(e: ClientError) -> str:
     """The AWS error code of a ClientError ('' when absent)."""
     return str(e.response.get("Error", {}).get("Code", ""))
