@@ -48,6 +48,9 @@ SAGEMAKER_TRANSIENT_ERRORS = [
 ]
 # Retries of a job state; the attempt number is one digit of the job name's "-r<n>" suffix.
 SAGEMAKER_MAX_ATTEMPTS = 4
+# Where the VolumeKey? choices put each job's resource block (`.training`, `.prepare`,
+# `.evaluation`): the job states take it whole.
+JOB_RESOURCES = "$.jobResources"
 CONTEXT_RECORD = {
     "executionName.$": "$$.Execution.Name",
     "executionArn.$": "$$.Execution.Id",
@@ -142,8 +145,7 @@ class TrainingWorkflow(Construct):
             "PrepareDataset",
             job_name_path="$.request.jobs.prepare",
             entrypoint="prepare",
-            spec_path="$.request.prepare",
-            instance_count_path="$.request.prepare.instanceCount",
+            resources_path=f"{JOB_RESOURCES}.prepare",
             inputs=[("code", "$.request.data.codebaseS3Uri")],
             output=("dataset", "$.request.paths.dataset"),
             environment={
@@ -270,7 +272,6 @@ class TrainingWorkflow(Construct):
                 cond, _has_s3_model() if s3_model else sfn.Condition.not_(_has_s3_model())
             )
             train_choice.when(cond, task)
-            task.next(evaluate_choice)
         train_choice.otherwise(
             sfn.Pass(
                 self,
@@ -285,12 +286,48 @@ class TrainingWorkflow(Construct):
                 },
             ).next(self.notify_failure)
         )
-        prepare.next(train_choice)
+        # SageMaker refuses VolumeKmsKeyId on instance types with NVMe instance storage (g5,
+        # p4d...): ValidateRequest says per job whether the key applies, and a Choice before
+        # each job builds its resource block with or without it (output is always encrypted).
+        train_resources = self._volume_key_choice(
+            "Training",
+            "$.request.training",
+            {
+                # Full instance names from the request (ml.g5.xlarge): no "ml." added here.
+                "InstanceType.$": "$.request.training.instanceType",
+                "InstanceCount.$": "$.request.training.instanceCount",
+                "VolumeSizeInGB.$": "$.request.training.volumeSizeGb",
+            },
+            train_choice,
+        )
+        prepare_resources = self._volume_key_choice(
+            "Prepare",
+            "$.request.prepare",
+            {
+                "InstanceType.$": "$.request.prepare.instanceType",
+                "InstanceCount.$": "$.request.prepare.instanceCount",
+                "VolumeSizeInGB": 100,
+            },
+            prepare,
+        )
+        evaluation_resources = self._volume_key_choice(
+            "Evaluation",
+            "$.request.evaluation",
+            {
+                "InstanceType.$": "$.request.evaluation.instanceType",
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 100,
+            },
+            evaluate_choice,
+        )
+        for task in train_variants.values():
+            task.next(evaluation_resources)
+        prepare.next(train_resources)
 
         definition = validate.next(
             sfn.Choice(self, "DatasetPrepared?")
-            .when(sfn.Condition.boolean_equals("$.request.data.skipPrepare", True), train_choice)
-            .otherwise(prepare)
+            .when(sfn.Condition.boolean_equals("$.request.data.skipPrepare", True), train_resources)
+            .otherwise(prepare_resources)
         )
         gate.next(
             sfn.Choice(self, "GatePassed?")
@@ -421,6 +458,33 @@ class TrainingWorkflow(Construct):
         self._catch(state, name)
         return state
 
+    def _volume_key_choice(
+        self, job: str, spec_path: str, resources: dict, next_state: sfn.IChainable
+    ) -> sfn.Choice:
+        """`<job>VolumeKey?`: put the job's resource block (ResourceConfig / ClusterConfig) at
+        `$.jobResources.<job>`, with `VolumeKmsKeyId` unless `<spec>.volumeKmsKey` is false."""
+        result_path = f"{JOB_RESOURCES}.{job.lower()}"
+        with_key = sfn.Pass(
+            self,
+            f"{job}ResourcesWithVolumeKey",
+            parameters={**resources, "VolumeKmsKeyId": self._jobs.key_arn},
+            result_path=result_path,
+        )
+        local_storage = sfn.Pass(
+            self,
+            f"{job}ResourcesLocalStorage",
+            comment="NVMe instance storage: SageMaker encrypts it and refuses VolumeKmsKeyId.",
+            parameters=dict(resources),
+            result_path=result_path,
+        )
+        with_key.next(next_state)
+        local_storage.next(next_state)
+        return (
+            sfn.Choice(self, f"{job}VolumeKey?")
+            .when(sfn.Condition.boolean_equals(f"{spec_path}.volumeKmsKey", False), local_storage)
+            .otherwise(with_key)
+        )
+
     def _network(self, *, isolate: bool) -> dict:
         network: dict = {
             "EnableInterContainerTrafficEncryption": True,
@@ -439,21 +503,15 @@ class TrainingWorkflow(Construct):
         *,
         job_name_path: str,
         entrypoint: str,
-        spec_path: str,
         inputs: list[tuple[str, str]],
         output: tuple[str, str],
         environment: dict,
         timeout: Duration,
         result_path: str,
+        resources_path: str,
         isolate: bool = False,
-        instance_count_path: str | None = None,
     ) -> sfn.CustomState:
         jobs = self._jobs
-        instance_count = (
-            {"InstanceCount.$": instance_count_path}
-            if instance_count_path
-            else {"InstanceCount": 1}
-        )
         return self._custom(
             name,
             "sagemaker:createProcessingJob.sync",
@@ -464,14 +522,8 @@ class TrainingWorkflow(Construct):
                     "ImageUri": jobs.training_image_uri,
                     "ContainerEntrypoint": [entrypoint],
                 },
-                "ProcessingResources": {
-                    "ClusterConfig": {
-                        **instance_count,
-                        "InstanceType.$": f"{spec_path}.instanceType",
-                        "VolumeSizeInGB": 100,
-                        "VolumeKmsKeyId": jobs.key_arn,
-                    }
-                },
+                # Built by the <Job>VolumeKey? choice before the job (volume_key_choice).
+                "ProcessingResources": {"ClusterConfig.$": resources_path},
                 "ProcessingInputs": [
                     {
                         "InputName": channel,
@@ -515,7 +567,7 @@ class TrainingWorkflow(Construct):
             "EvaluateAdapter" + ("S3Model" if s3_model else ""),
             job_name_path="$.request.jobs.evaluate",
             entrypoint="evaluate",
-            spec_path="$.request.evaluation",
+            resources_path=f"{JOB_RESOURCES}.evaluation",
             inputs=inputs,
             output=("eval", "$.request.paths.eval"),
             environment={
@@ -554,13 +606,8 @@ class TrainingWorkflow(Construct):
                 "S3OutputPath.$": "$.request.paths.output",
                 "KmsKeyId": jobs.key_arn,
             },
-            "ResourceConfig": {
-                # Full instance names from the request (ml.g5.xlarge): no "ml." added here.
-                "InstanceType.$": "$.request.training.instanceType",
-                "InstanceCount.$": "$.request.training.instanceCount",
-                "VolumeSizeInGB.$": "$.request.training.volumeSizeGb",
-                "VolumeKmsKeyId": jobs.key_arn,
-            },
+            # Built by TrainingVolumeKey? before the job (volume_key_choice).
+            "ResourceConfig.$": f"{JOB_RESOURCES}.training",
             "StoppingCondition": {"MaxRuntimeInSeconds.$": "$.request.training.maxRuntimeSeconds"},
             "EnableInterContainerTrafficEncryption": True,
             "Environment": {"CODETUNE_RUN_ID.$": "$.request.runId"},

@@ -51,27 +51,77 @@ def test_lambda_tasks_retry_the_handlers_retryable_error(states):
 
 
 def test_training_jobs_encrypt_everything(states):
-    # guards: KMS on volumes and output, inter-container encryption (cdk-nag has no rule)
+    # guards: KMS on output always, inter-container encryption (cdk-nag has no rule), and the
+    # volume config built by TrainingVolumeKey? (test_volume_key_only_where_the_instance_allows)
     jobs = _jobs(states, "Training")
     assert len(jobs) == 4
     for s in jobs.values():
         p = s["Parameters"]
-        assert p["ResourceConfig"]["VolumeKmsKeyId"].startswith("arn:aws:kms:")
+        assert p["ResourceConfig.$"] == "$.jobResources.training"
         assert p["OutputDataConfig"]["KmsKeyId"].startswith("arn:aws:kms:")
         assert p["EnableInterContainerTrafficEncryption"] is True
 
 
 def test_processing_jobs_encrypt_everything(states):
-    # guards: KMS on processing volumes and outputs, inter-container encryption
+    # guards: KMS on processing outputs always, inter-container encryption, and the volume
+    # config built by the job's VolumeKey? choice
     jobs = _jobs(states, "Processing")
     assert len(jobs) == 3
-    for s in jobs.values():
+    for name, s in jobs.items():
         p = s["Parameters"]
-        assert p["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"].startswith(
-            "arn:aws:kms:"
-        )
+        job = "prepare" if name == "PrepareDataset" else "evaluation"
+        assert p["ProcessingResources"] == {"ClusterConfig.$": f"$.jobResources.{job}"}
         assert p["ProcessingOutputConfig"]["KmsKeyId"].startswith("arn:aws:kms:")
         assert p["NetworkConfig"]["EnableInterContainerTrafficEncryption"] is True
+
+
+def _predecessors(states, target: str) -> set[str]:
+    """Every state that can go to `target` (Next, Default, Choice rules, Catch)."""
+    out = set()
+    for name, s in states.items():
+        nexts = [s.get("Next"), s.get("Default")]
+        nexts += [c["Next"] for c in s.get("Choices", []) + s.get("Catch", [])]
+        if target in nexts:
+            out.add(name)
+    return out
+
+
+@pytest.mark.parametrize(
+    "job, spec, entry",
+    [
+        ("Training", "$.request.training", "TrainingMode?"),
+        ("Prepare", "$.request.prepare", "PrepareDataset"),
+        ("Evaluation", "$.request.evaluation", "BaseModelInS3ForEvaluation?"),
+    ],
+)
+def test_volume_key_only_where_the_instance_type_allows_it(states, job, spec, entry):
+    # guards: SageMaker refuses VolumeKmsKeyId on NVMe instance types (g5, p4d...): the job's
+    # resource block carries the stack key unless ValidateRequest set <spec>.volumeKmsKey to
+    # false, is otherwise the same, and every way into the job goes through that choice
+    choice = states[f"{job}VolumeKey?"]
+    assert choice["Choices"] == [
+        {
+            "Variable": f"{spec}.volumeKmsKey",
+            "BooleanEquals": False,
+            "Next": f"{job}ResourcesLocalStorage",
+        }
+    ]
+    assert choice["Default"] == f"{job}ResourcesWithVolumeKey"
+    with_key = states[f"{job}ResourcesWithVolumeKey"]
+    local = states[f"{job}ResourcesLocalStorage"]
+    assert with_key["Parameters"]["VolumeKmsKeyId"].startswith("arn:aws:kms:")
+    assert "VolumeKmsKeyId" not in json.dumps(local["Parameters"])
+    assert {k: v for k, v in with_key["Parameters"].items() if k != "VolumeKmsKeyId"} == local[
+        "Parameters"
+    ]
+    assert local["Parameters"]["InstanceType.$"] == f"{spec}.instanceType"
+    for s in (with_key, local):
+        assert s["Type"] == "Pass"
+        assert (s["ResultPath"], s["Next"]) == (f"$.jobResources.{job.lower()}", entry)
+    assert _predecessors(states, entry) == {
+        f"{job}ResourcesWithVolumeKey",
+        f"{job}ResourcesLocalStorage",
+    }
 
 
 def test_spot_variants_have_max_wait_and_checkpoints(states):
@@ -95,10 +145,9 @@ def test_metric_definitions_match_the_trainer(states):
 def test_instance_types_come_whole_from_the_request(synth, states):
     # guards: no "ml.ml." double prefix; instance types are the request's full names
     assert "ml.ml." not in json.dumps(synth.template)
-    for s in _jobs(states, "Training").values():
-        assert (
-            s["Parameters"]["ResourceConfig"]["InstanceType.$"] == "$.request.training.instanceType"
-        )
+    for pass_state in ("TrainingResourcesWithVolumeKey", "TrainingResourcesLocalStorage"):
+        resources = states[pass_state]["Parameters"]
+        assert resources["InstanceType.$"] == "$.request.training.instanceType"
 
 
 def test_evaluation_isolated_when_base_model_in_s3(states):

@@ -91,7 +91,7 @@ def _describe(state: dict, run_input_name: str) -> dict:
 def substitute_sagemaker_jobs(definition: dict, scenario: Scenario, name: str) -> dict:
     """Replace each SageMaker `.sync` state by the Pass state that produces its outcome."""
     out = copy.deepcopy(definition)
-    for state_name, state in out["States"].items():
+    for state_name, state in list(out["States"].items()):
         if state.get("Type") == "Wait":
             state["Seconds"] = 0  # the endpoint poll interval; nothing to wait for in moto
         if state.get("Type") != "Task" or "sagemaker:" not in state["Resource"]:
@@ -113,7 +113,19 @@ def substitute_sagemaker_jobs(definition: dict, scenario: Scenario, name: str) -
                 result["modelDataUrl"] = None
             replacement = {"Type": "Pass", "Result": result, "ResultPath": state["ResultPath"]}
             replacement["Next"] = state["Next"]
-            out["States"][state_name] = replacement
+            # The state itself becomes a Pass evaluating the job's real Parameters (what the
+            # .sync task would send to CreateXJob) into $.sent.<state>; then the outcome.
+            # A Pass state has no $$.State.RetryCount (moto): this is the first attempt, 0.
+            parameters = json.loads(
+                json.dumps(state["Parameters"]).replace("$$.State.RetryCount", "0")
+            )
+            out["States"][state_name] = {
+                "Type": "Pass",
+                "Parameters": parameters,
+                "ResultPath": f"$.sent.{state_name}",
+                "Next": f"{state_name}Completed",
+            }
+            out["States"][f"{state_name}Completed"] = replacement
     return out
 
 
@@ -272,6 +284,7 @@ class Outcome:
     states: list[str]
     lambda_calls: list[str]
     notifications: list[dict]
+    job_requests: dict[str, dict]  # state -> the Create*Job request it would have sent
 
 
 def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1") -> Outcome:
@@ -343,6 +356,13 @@ def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1
             for e in history
             if "stateEnteredEventDetails" in e
         ]
+        job_requests = {}
+        for e in history:
+            exited = e.get("stateExitedEventDetails")
+            if exited and exited["name"] in definition["States"]:
+                sent = json.loads(exited.get("output") or "{}").get("sent", {})
+                if exited["name"] in sent:
+                    job_requests[exited["name"]] = sent[exited["name"]]
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
             "Messages", []
         )
@@ -354,6 +374,7 @@ def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1
             states=entered,
             lambda_calls=dispatcher.calls,
             notifications=[json.loads(m["Body"]) for m in messages],
+            job_requests=job_requests,
         )
 
 
@@ -406,7 +427,13 @@ def test_success_path_deploys_and_summarizes(synth, handlers, monkeypatch):
         monkeypatch,
     )
     assert out.status == "SUCCEEDED", (out.error, out.cause)
-    assert out.states[:3] == ["ValidateRequest", "DatasetPrepared?", "PrepareDataset"]
+    assert out.states[:5] == [
+        "ValidateRequest",
+        "DatasetPrepared?",
+        "PrepareVolumeKey?",
+        "PrepareResourcesWithVolumeKey",
+        "PrepareDataset",
+    ]
     assert "TrainAdapter" in out.states and out.states[-1] == "Deployed"
     assert out.lambda_calls[:3] == ["validate_request", "quality_gate", "register_adapter"]
     assert out.lambda_calls.count("deploy_endpoint") >= 2  # created, then polled to InService
@@ -508,3 +535,60 @@ def test_smoke_test_failure_catches_base_model_fallback(synth, handlers, monkeyp
         "ServiceError?",
         "RunFailed",
     ]
+
+
+def _volumes(out: Outcome) -> dict[str, dict]:
+    """Per job state run: its volume config as sent, and its output encryption key."""
+    res = {}
+    for name, req in out.job_requests.items():
+        if "ResourceConfig" in req:
+            res[name] = (req["ResourceConfig"], req["OutputDataConfig"].get("KmsKeyId"))
+        else:
+            cluster = req["ProcessingResources"]["ClusterConfig"]
+            res[name] = (cluster, req["ProcessingOutputConfig"].get("KmsKeyId"))
+    return res
+
+
+def test_nvme_instance_jobs_send_no_volume_key(synth, handlers, monkeypatch):
+    # guards: on ml.g5.xlarge (the example's training and, via "auto", evaluation instance;
+    # NVMe storage) CreateTrainingJob/CreateProcessingJob get no VolumeKmsKeyId, which SageMaker
+    # would refuse; prepare on ml.m5.xlarge (EBS) keeps it; every output stays KMS-encrypted
+    run_input = _input(synth)
+    run_input["registration"] = {"autoApprove": False}
+    assert run_input["training"]["instanceType"] == "ml.g5.xlarge"
+    out = execute(synth, handlers, Scenario(run_input, _report(0.30)), monkeypatch)
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    volumes = _volumes(out)
+    assert set(volumes) == {"PrepareDataset", "TrainAdapter", "EvaluateAdapter"}
+    train, train_key = volumes["TrainAdapter"]
+    assert train["InstanceType"] == "ml.g5.xlarge" and "VolumeKmsKeyId" not in train
+    evaluation, eval_key = volumes["EvaluateAdapter"]
+    assert evaluation["InstanceType"] == "ml.g5.xlarge" and "VolumeKmsKeyId" not in evaluation
+    prepare, prepare_key = volumes["PrepareDataset"]
+    assert prepare["InstanceType"] == "ml.m5.xlarge"
+    assert prepare["VolumeKmsKeyId"].startswith("arn:aws:kms:")
+    assert {train_key, eval_key} == {prepare["VolumeKmsKeyId"]}
+    assert out.job_requests["TrainAdapter"]["TrainingJobName"].endswith("-r0")
+
+
+def test_ebs_instance_jobs_send_the_volume_key(synth, handlers, monkeypatch):
+    # guards: on EBS-only instance types (ml.p3.2xlarge training, ml.m5.xlarge evaluation) the
+    # jobs' volumes are encrypted with the stack key
+    run_input = _input(synth)
+    run_input["registration"] = {"autoApprove": False}
+    run_input["training"]["instanceType"] = "ml.p3.2xlarge"
+    run_input["evaluation"] = {"instanceType": "ml.m5.xlarge"}
+    out = execute(synth, handlers, Scenario(run_input, _report(0.30)), monkeypatch)
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    volumes = _volumes(out)
+    assert set(volumes) == {"PrepareDataset", "TrainAdapter", "EvaluateAdapter"}
+    for name, (resources, output_key) in volumes.items():
+        assert resources["VolumeKmsKeyId"].startswith("arn:aws:kms:"), name
+        assert resources["VolumeKmsKeyId"] == output_key, name
+    assert volumes["TrainAdapter"][0] == {
+        "InstanceType": "ml.p3.2xlarge",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": volumes["TrainAdapter"][0]["VolumeSizeInGB"],
+        "VolumeKmsKeyId": volumes["TrainAdapter"][1],
+    }
+    assert volumes["EvaluateAdapter"][0]["InstanceType"] == "ml.m5.xlarge"

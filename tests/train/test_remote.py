@@ -316,3 +316,31 @@ def test_wait_reports_adapter_uri_and_training_summary(aws):
         remote.follow = desc_orig
     text = buf.getvalue()
     assert "adapter: s3://" in text and '"final_loss": 1.25' in text
+
+
+@pytest.mark.parametrize(
+    "instance_type", ["ml.g5.xlarge", "ml.g6e.2xlarge", "ml.p4d.24xlarge", "ml.p3.2xlarge"]
+)
+def test_volume_key_decided_like_the_workflow(instance_type, monkeypatch):
+    # Guards: --remote and the state machine decide VolumeKmsKeyId the same way: --remote sends
+    # it exactly when ValidateRequest marks training.volumeKmsKey (both use
+    # codetune.workflow.deploy.supports_kms_volume); the output key is sent either way.
+    from codetune.workflow import validate_run_input
+
+    monkeypatch.setattr("codetune.plan.check_instance", lambda *a: None)
+    opts = remote.RemoteOptions(data=DATA, out=OUT, config="gpu-24gb-qwen-coder-1.5b")
+    stack = remote.StackInfo("s", ARTIFACTS, image_uri=IMAGE, role_arn=ROLE, key_arn=KEY)
+    req = remote.build_request(opts, stack, "j", instance_type)
+    workflow = validate_run_input(
+        {
+            "baseModel": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            "data": {"dataset": DATA},
+            "training": {"config": "gpu-24gb-qwen-coder-1.5b", "instanceType": instance_type},
+        },
+        execution_name="try-1",
+        artifact_bucket=ARTIFACTS,
+    )
+    sends_key = "VolumeKmsKeyId" in req["ResourceConfig"]
+    assert sends_key == workflow.training.volume_kms_key
+    assert sends_key == (instance_type.split(".")[1] in ("p3",))
+    assert req["OutputDataConfig"]["KmsKeyId"] == KEY

@@ -441,3 +441,36 @@ def test_attempt_names_fit_sagemaker(fake_planner, base_input):
         assert len(attempts) == naming.MAX_RETRIES + 1
         for a in attempts:
             assert naming.SAGEMAKER_NAME.match(a) and len(a) <= 63, a
+
+
+@pytest.mark.parametrize(
+    "training, evaluation, prepare, expected",
+    [
+        # the example's GPU: NVMe instance storage, SageMaker refuses VolumeKmsKeyId
+        ("ml.g5.xlarge", "auto", "ml.m5.xlarge", (False, False, True)),
+        ("ml.p4d.24xlarge", "ml.g6e.xlarge", "ml.m5d.xlarge", (False, False, False)),
+        # EBS-only types: the stack's key encrypts the volume
+        ("ml.p3.2xlarge", "ml.m5.xlarge", "ml.c5.xlarge", (True, True, True)),
+        ("ml.p3.2xlarge", "auto", "ml.g4dn.xlarge", (True, True, False)),
+    ],
+)
+def test_volume_kms_key_follows_each_jobs_instance_type(
+    fake_planner, base_input, training, evaluation, prepare, expected
+):
+    # guards: each job says whether a volume KMS key applies to its own instance type (the
+    # state machine sends VolumeKmsKeyId only then), decided by the one function the endpoint
+    # config and train --remote use; evaluation "auto" follows the training instance
+    from codetune.workflow.deploy import supports_kms_volume
+
+    base_input["training"]["instanceType"] = training
+    base_input["evaluation"] = {"instanceType": evaluation}
+    base_input["prepare"] = {"instanceType": prepare}
+    req = _validate(base_input)
+    flags = (req.training.volume_kms_key, req.evaluation.volume_kms_key, req.prepare.volume_kms_key)
+    assert flags == expected
+    for spec in (req.training, req.evaluation, req.prepare):
+        assert spec.volume_kms_key == supports_kms_volume(spec.instance_type)
+    doc = req.to_dict()
+    assert (doc["training"]["volumeKmsKey"], doc["evaluation"]["volumeKmsKey"]) == expected[:2]
+    assert doc["prepare"]["volumeKmsKey"] is expected[2]
+    assert RunRequest.from_dict(doc) == req  # the schema requires and accepts the flags

@@ -62,6 +62,9 @@ class TrainingSpec:
     max_wait_seconds: int | None
     volume_size_gb: int
     rl: dict | None
+    # False on instance types with NVMe instance storage (g5, p4d...): SageMaker refuses a
+    # VolumeKmsKeyId there (the state machine then sends none; output stays KMS-encrypted)
+    volume_kms_key: bool
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class PrepareSpec:
     instance_type: str
     instance_count: int
     config: dict
+    volume_kms_key: bool  # as TrainingSpec.volume_kms_key
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class EvaluationSpec:
     limit: int | None
     thresholds: dict
     instance_type: str
+    volume_kms_key: bool  # as TrainingSpec.volume_kms_key
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from codetune.errors import CodetuneError
 from codetune.train.hyperparameters import to_hyperparameters
 from codetune.workflow import naming
+from codetune.workflow.deploy import supports_kms_volume
 from codetune.workflow.errors import InvalidRunInput
 from codetune.workflow.request import (
     SCHEMA_VERSION,
@@ -479,6 +480,7 @@ def _build(
         max_wait = tr["maxWaitSeconds"] or min(2 * tr["maxRuntimeSeconds"], MAX_SECONDS)
     base = doc["baseModel"]
     ev = doc["evaluation"]
+    eval_type = instance_type if ev["instanceType"] == "auto" else ev["instanceType"]
     dep = doc["deployment"]
     return RunRequest(
         schema_version=SCHEMA_VERSION,
@@ -521,17 +523,20 @@ def _build(
             max_wait_seconds=max_wait,
             volume_size_gb=tr["volumeSizeGb"],
             rl=tr["rl"],
+            volume_kms_key=supports_kms_volume(instance_type),
         ),
         prepare=PrepareSpec(
             instance_type=doc["prepare"]["instanceType"],
             instance_count=doc["prepare"]["instanceCount"],
             config=doc["prepare"]["config"],
+            volume_kms_key=supports_kms_volume(doc["prepare"]["instanceType"]),
         ),
         evaluation=EvaluationSpec(
             suites=list(ev["suites"]),
             limit=ev["limit"],
             thresholds=ev["thresholds"],
-            instance_type=instance_type if ev["instanceType"] == "auto" else ev["instanceType"],
+            instance_type=eval_type,
+            volume_kms_key=supports_kms_volume(eval_type),
         ),
         registration=RegistrationSpec(
             auto_approve=doc["registration"]["autoApprove"],
