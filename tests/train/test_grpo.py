@@ -128,7 +128,7 @@ def lora_model(embedded_model_dir):
 
 
 @pytest.mark.slow
-def test_grpo_steps_run_log_rewards_and_change_the_adapter(lora_model, tmp_path):
+def test_grpo_steps_run_log_rewards_and_change_the_adapter(lora_model, tmp_path, capsys):
     # Issue #11: a few GRPO steps on CPU with the embedded model run, log rewards through the
     # metric line format, and change the adapter's weights; the adapter keeps its dtype and
     # TRL's temporary reference adapter is gone afterwards.
@@ -155,6 +155,8 @@ def test_grpo_steps_run_log_rewards_and_change_the_adapter(lora_model, tmp_path)
         lambda step, v: lines.append(format_metrics(step, v)),
     )
 
+    # stdout carries our metric lines only, not Trainer's raw log dicts.
+    assert "{'loss'" not in capsys.readouterr().out
     parsed = [parse_metrics(line) for line in lines]
     assert [p["step"] for p in parsed] == [1.0, 2.0]
     for p in parsed:

@@ -138,7 +138,7 @@ def run_grpo(
     import torch
     from datasets import Dataset
     from peft import PeftModel
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     if not isinstance(model, PeftModel):
@@ -222,6 +222,8 @@ def run_grpo(
             processing_class=tokenizer,
             callbacks=[_Log()],
         )
+        # With tqdm off, Trainer prints every log dict to stdout; our metric lines replace it.
+        trainer.remove_callback(PrinterCallback)
         # Undo TRL's bf16 cast of quantized models' LoRA weights (before the optimizer exists).
         for n, p in trainer.model.named_parameters():
             if n in trainable_dtypes and p.dtype != trainable_dtypes[n]:
