@@ -111,3 +111,11 @@ def test_prompts_round_trip_code():
     with pytest.raises(ValueError):
         prompts.user_prompt("poem", code)
     json.dumps(msgs)  # records must be JSON-serializable
+
+
+def test_float_fields_accept_exponent_strings():
+    # Guards: "--set lr=1e-4" works although YAML 1.1 reads 1e-4 (no dot) as a string.
+    cfg = load_config(Cfg, None, ["lr=1e-4"])
+    assert cfg.lr == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(Cfg, None, ["lr=fast"])

@@ -71,6 +71,7 @@ def _no_adapter(out):
         ("ok", ["--spot"], "--spot needs --checkpoints"),
         ("ok", ["--base-model", "/nonexistent/model"], "/nonexistent/model"),
         ("ok", ["--config", "no-such-config"], "--config no-such-config"),
+        ("no_bugfix", ["--set", "rl.enabled=true"], "no bugfix examples"),
     ],
 )
 def test_bad_input_fails_at_start_up(tmp_path, capsys, dataset, setup, extra, needle):
@@ -84,6 +85,11 @@ def test_bad_input_fails_at_start_up(tmp_path, capsys, dataset, setup, extra, ne
         rec = json.loads((data / "train.jsonl").read_text().splitlines()[0])
         rec["messages"] = rec["messages"][:1]
         (data / "train.jsonl").write_text(json.dumps(rec) + "\n")
+    elif setup == "no_bugfix":  # rl.enabled must fail before SFT, not after it
+        recs = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+        for rec in recs:
+            rec["task"] = "complete"
+        (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = tmp_path / "out"
     rc, err = _cli(capsys, "--data", str(data), "--out", str(out), *extra)
     assert rc == 2, err

@@ -73,6 +73,10 @@ def check_inputs(
                 "rl.enabled=true but the GRPO stage (codetune.train.grpo, issue #11) is not "
                 "installed; set rl.enabled=false"
             )
+        from codetune.train.grpo import check_rl_inputs
+
+        # Fail before SFT, not after it: no bugfix prompts means GRPO has nothing to reward.
+        check_rl_inputs(train, config.rl)
     return train, validation
 
 
@@ -487,7 +491,9 @@ def run_training(
         # writes into its out_dir is published with the adapter.
         from codetune.train.grpo import run_grpo
 
-        run_grpo(model, tokenizer, train_records, config.rl, staging, _print_metrics)
+        rl_summary = run_grpo(model, tokenizer, train_records, config.rl, staging, _print_metrics)
+    else:
+        rl_summary = None
 
     totals = _all_reduce_sum([counters.tokens_seen, counters.loss_tokens, counters.run_loss_tokens])
     peak, peak_kind = _peak_memory_bytes(cuda)
@@ -513,6 +519,7 @@ def run_training(
         "final_train_loss": losses[-1] if losses else None,
         "validation_loss": val_loss,
         "base_validation_loss": base_val,
+        "rl": rl_summary,
         "validation_examples": len(val_ds),
         "data": {"train": train_stats.as_dict(), "validation": val_stats.as_dict()},
         "device": "cuda" if cuda else "cpu",
