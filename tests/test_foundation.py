@@ -119,3 +119,11 @@ def test_float_fields_accept_exponent_strings():
     assert cfg.lr == pytest.approx(1e-4)
     with pytest.raises(ConfigError, match="expected a number"):
         load_config(Cfg, None, ["lr=fast"])
+
+
+def test_every_grpo_reward_has_a_metric_definition():
+    # Guards: SageMaker charts each reward's mean (the GRPO stage logs reward_<name>).
+    from codetune.train.rl_config import DEFAULT_REWARD_WEIGHTS
+
+    names = {d["Name"] for d in metrics.metric_definitions()}
+    assert {f"train:reward_{n}" for n in DEFAULT_REWARD_WEIGHTS} <= names

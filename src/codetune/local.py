@@ -174,16 +174,18 @@ def _codebase_dir(run: LocalRun) -> Path:
 
 
 def step_prepare(run: LocalRun) -> dict:
-    from codetune.data import prepare_dataset
+    from codetune.config import load_config
+    from codetune.data.config import PrepareConfig
+    from codetune.data.pipeline import prepare
 
     if run.request.data.skip_prepare:
         if not (run.dataset_dir / "manifest.json").is_file():
             raise CodetuneError(f"data.dataset: {run.dataset_dir} has no manifest.json")
         return {"dataset": str(run.dataset_dir), "skipped": "prepared dataset given"}
     codebase = _codebase_dir(run)
-    manifest = prepare_dataset(
-        codebase, run.dataset_dir, overrides=dict(run.request.prepare.config or {})
-    )
+    sets = [f"{k}={json.dumps(v)}" for k, v in sorted((run.request.prepare.config or {}).items())]
+    cfg = load_config(PrepareConfig, None, sets)
+    manifest = prepare(cfg, codebase, run.dataset_dir)
     return {"dataset": str(run.dataset_dir), "counts": manifest.get("counts")}
 
 

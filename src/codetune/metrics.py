@@ -23,6 +23,11 @@ METRIC_NAMES = (
     "tokens_per_second",
     "epoch",
     "reward",
+    # one mean per GRPO reward function (codetune.train.rewards), so each is charted
+    "reward_exact_fix",
+    "reward_parses",
+    "reward_format",
+    "reward_length_penalty",
     "kl",
     "completion_length",
 )
