@@ -203,7 +203,7 @@ def test_bad_input_fails_cleanly_and_publishes_nothing(case, tmp_path) -> None:
 
 def test_shipped_config_loads(repo_root) -> None:
     # Guards the shipped config: it loads, validates, and its weights name real operators.
-    cfg = load_config(PrepareConfig, repo_root / "training_image/configs/prepare.yaml")
+    cfg = load_config(PrepareConfig, repo_root / "training_image/prepare.yaml")
     assert set(cfg.mutation_weights) == set(OPERATORS)
     with pytest.raises(CodetuneError):
         load_config(PrepareConfig, None, ["mutation_weights.no_such_op=1"])

@@ -4,7 +4,7 @@ Locally::
 
     codetune prepare --codebase ~/src/myproject --out data/myproject
     codetune prepare --codebase /usr/lib/python3.11 --out /tmp/ds \\
-        --config training_image/configs/prepare.yaml --set max_examples_per_task=200
+        --config training_image/prepare.yaml --set max_examples_per_task=200
 
 As the SageMaker Processing job runs it (no paths: the Processing contract's defaults)::
 
@@ -39,7 +39,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--codebase", type=Path, help="source tree (default: SageMaker input 'code')")
     p.add_argument("--out", type=Path, help="dataset directory (default: SageMaker output)")
-    p.add_argument("--config", type=Path, help="YAML config (see configs/prepare.yaml)")
+    p.add_argument("--config", type=Path, help="YAML config (see training_image/prepare.yaml)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set max_files=100 (repeatable)",

@@ -48,7 +48,7 @@ OPERATORS = (
 
 @dataclass
 class PrepareConfig:
-    """Everything ``codetune prepare`` can be told; see ``training_image/configs/prepare.yaml``."""
+    """Everything ``codetune prepare`` can be told; see ``training_image/prepare.yaml``."""
 
     include: list[str] = field(
         default_factory=lambda: ["*.py"],

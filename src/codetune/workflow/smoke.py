@@ -16,6 +16,10 @@ from codetune.prompts import user_prompt
 from codetune.workflow.aws import call
 from codetune.workflow.errors import SmokeTestFailed
 
+# The serving contract (codetune.serve): the model name "base" always means the base model
+# with no adapter. A request naming no model is answered by the endpoint's default, which on
+# a one-adapter endpoint is that adapter — so the base is asked for by name.
+BASE_MODEL_NAME = "base"
 SMOKE_CODE = 'def add(a, b):\n    """Return the sum of a and b."""\n'
 MAX_TOKENS = 48
 
@@ -85,7 +89,9 @@ def smoke_test(request, runtime) -> dict:
     """
     endpoint = request.deployment.endpoint_name
     adapter = request.deployment.adapter_name
-    base_model, _ = check_chat(_invoke(runtime, endpoint, chat_payload(None), "base"), "base")
+    base_model, _ = check_chat(
+        _invoke(runtime, endpoint, chat_payload(BASE_MODEL_NAME), "base"), "base"
+    )
     if base_model == adapter:
         raise SmokeTestFailed(
             f"base: a request without an adapter was answered by adapter {adapter!r}; "
