@@ -27,3 +27,21 @@ def embedded_model_dir() -> Path:
     from codetune.model import fetch_embedded
 
     return fetch_embedded()
+
+
+@pytest.fixture(scope="session")
+def random_adapter(embedded_model_dir, tmp_path_factory) -> Path:
+    """A LoRA adapter with random (non-zero) weights: its answers differ from the base's.
+    Shared by the generation, evaluation and serving tests (built once per session)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
+    cfg = LoraConfig(
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    out = tmp_path_factory.mktemp("adapter")
+    get_peft_model(base, cfg).save_pretrained(out)
+    return out

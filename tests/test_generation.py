@@ -13,24 +13,6 @@ PROMPTS = ["def add(a, b):\n    return", "import os\n\ndef list_files(path):\n"]
 
 
 @pytest.fixture(scope="module")
-def random_adapter(embedded_model_dir, tmp_path_factory):
-    """A LoRA adapter with random (non-zero) weights: it must change the model's output."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
-    cfg = LoraConfig(
-        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-    )
-    model = get_peft_model(base, cfg)
-    out = tmp_path_factory.mktemp("adapter")
-    model.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def lm(random_adapter):
     return generation.load_model(None, {"rand": random_adapter})
 
