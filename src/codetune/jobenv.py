@@ -20,7 +20,9 @@ PREPARE_CONFIG = "CODETUNE_PREPARE_CONFIG"  # JSON object of dotted prepare over
 EVAL_SUITES = "CODETUNE_EVAL_SUITES"  # JSON list of suite names
 EVAL_LIMIT = "CODETUNE_EVAL_LIMIT"  # JSON integer or null
 ADAPTER_URI = "CODETUNE_ADAPTER_URI"  # informational: where the adapter came from
-ALL = (RUN_ID, BASE_MODEL, PREPARE_CONFIG, EVAL_SUITES, EVAL_LIMIT, ADAPTER_URI)
+# JSON boolean: also evaluate the SFT-only adapter kept in the adapter's sft/ (GRPO runs)
+EVAL_COMPARE_SFT = "CODETUNE_EVAL_COMPARE_SFT"
+ALL = (RUN_ID, BASE_MODEL, PREPARE_CONFIG, EVAL_SUITES, EVAL_LIMIT, ADAPTER_URI, EVAL_COMPARE_SFT)
 
 
 def json_env(name: str) -> Any:

@@ -256,6 +256,8 @@ def step_evaluate(run: LocalRun) -> dict:
     ]
     if ev.limit:
         argv += ["--limit", str(ev.limit)]
+    if getattr(ev, "compare_sft", False):
+        argv += ["--compare-sft"]  # base vs SFT-only vs SFT+GRPO (issue #11)
     if run.request.base_model.id not in ("embedded", "", None):
         argv += ["--base-model", run.request.base_model.id]
     _child(run, "EvaluateAdapter", argv)
@@ -465,11 +467,20 @@ def print_summary(run: LocalRun, summary: dict) -> None:
     print(f"{'step':<18}{'seconds':>9}")
     for step, t in summary["steps"].items():
         print(f"{step:<18}{t['seconds']:>9.0f}{'  (cached)' if t['cached'] else ''}")
-    print(f"\n{'suite':<12}{'metric':<14}{'base':>8}{'candidate':>11}")
+    extra = list(report.get("compare", {}))  # e.g. sft: the SFT-only adapter of a GRPO run
+    print(
+        f"\n{'suite':<12}{'metric':<14}{'base':>8}"
+        + "".join(f"{n:>11}" for n in extra)
+        + f"{'candidate':>11}"
+    )
     for name, s in report["suites"].items():
         for metric, value in s.get("candidate", {}).items():
             if isinstance(value, int | float):
-                print(f"{name:<12}{metric:<14}{s['base'].get(metric, 0):>8.3f}{value:>11.3f}")
+                more = "".join(
+                    f"{s.get('compare', {}).get(n, {}).get(metric, float('nan')):>11.3f}"
+                    for n in extra
+                )
+                print(f"{name:<12}{metric:<14}{s['base'].get(metric, 0):>8.3f}{more}{value:>11.3f}")
     gate = summary.get("gate") or {}
     print(f"\ngate: {'PASSED' if gate.get('passed') else 'FAILED'}")
     for r in gate.get("reasons", []):

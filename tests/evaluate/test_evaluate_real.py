@@ -1,8 +1,10 @@
-"""A small real evaluation: embedded model, random LoRA adapter, 2 HumanEval + 3 bugfix."""
+"""A small real evaluation: embedded model, random LoRA adapter, 2 HumanEval + 3 bugfix, and
+an extra ``sft`` side (issue #11) whose adapter has zeroed LoRA B matrices (= the base model)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import jsonschema
 import pytest
@@ -13,10 +15,26 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def report_dir(random_adapter, bugfix_data, tmp_path_factory, embedded_model_dir):
+def adapter_with_sft(random_adapter, tmp_path_factory):
+    """The random adapter as the final adapter, with an ``sft/`` subdirectory (what training
+    keeps with rl.enabled) holding the same adapter with every LoRA B matrix zeroed: its
+    answers must be the base model's, so they show which weights the sft side really used."""
+    from safetensors.torch import load_file, save_file
+
+    final = tmp_path_factory.mktemp("with-sft") / "adapter"
+    shutil.copytree(random_adapter, final)
+    shutil.copytree(random_adapter, final / "sft")
+    weights = final / "sft" / "adapter_model.safetensors"
+    state = load_file(weights)
+    save_file({k: v * 0 if "lora_B" in k else v for k, v in state.items()}, weights)
+    return final
+
+
+@pytest.fixture(scope="module")
+def report_dir(adapter_with_sft, bugfix_data, tmp_path_factory, embedded_model_dir):
     out = tmp_path_factory.mktemp("eval")
     run_evaluation(
-        random_adapter,
+        adapter_with_sft,
         bugfix_data,
         out,
         suites=["humaneval", "bugfix"],
@@ -26,6 +44,9 @@ def report_dir(random_adapter, bugfix_data, tmp_path_factory, embedded_model_dir
         run_id="test-run",
         thresholds={"min_humaneval_pass1": 0, "min_bugfix_exact_fix": 0},
         timeout_s=3,
+        # separate batches: the sft rows then share the base rows' batch shapes exactly
+        mixed=False,
+        compare_sft=True,
     )
     return out
 
@@ -43,15 +64,20 @@ def test_report_follows_schema_and_contract(report_dir, repo_root):
         assert set(bf[side]["by_mutation"]) == set(bf["mutations"])
         assert sum(he["status"][side].values()) == 2
     assert isinstance(report["gate"]["passed"], bool) and report["gate"]["reasons"]
+    # issue #11: the extra side is reported per suite, beside (not instead of) base/candidate
+    assert list(report["compare"]) == ["sft"]
+    assert 0 <= he["compare"]["sft"]["pass@1"] <= 1 and sum(he["status"]["sft"].values()) == 2
+    assert set(bf["compare"]["sft"]["by_mutation"]) == set(bf["mutations"])
+    assert report["generation"]["compare"]["sft"]["rows"] == 5
     assert report["generation"]["completion_tokens"] > 0
 
 
 def test_samples_saved_per_problem_and_side(report_dir):
     # Guards: every (problem, side) answer is saved for inspection, with its outcome.
     rows = [json.loads(x) for x in (report_dir / "samples.jsonl").read_text().splitlines()]
-    assert len(rows) == (2 + 3) * 2
+    assert len(rows) == (2 + 3) * 3
     assert {(r["suite"], r["side"]) for r in rows} == {
-        (s, side) for s in ("humaneval", "bugfix") for side in ("base", "candidate")
+        (s, side) for s in ("humaneval", "bugfix") for side in ("base", "candidate", "sft")
     }
     for r in rows:
         assert r["completion"].startswith("```python\n")
@@ -65,6 +91,8 @@ def test_samples_saved_per_problem_and_side(report_dir):
     assert any(
         by[(s, t, "base")] != by[(s, t, "candidate")] for (s, t, side) in by if side == "base"
     )
+    # The sft side answered with its own (zero-delta) weights, not the candidate's.
+    assert all(by[(s, t, "sft")] == by[(s, t, "base")] for (s, t, side) in by if side == "base")
 
 
 def test_html_is_self_contained_with_charts(report_dir):

@@ -79,6 +79,21 @@ def test_hyperparameters_use_the_shared_encoding(fake_planner, base_input):
     assert fake_planner[0][3] == {"lora.rank": 32, "rl.enabled": True, "rl.steps": 5}
 
 
+def test_compare_sft_reaches_the_request(fake_planner, base_input):
+    # guards (issue #11): evaluation.compareSft with the GRPO stage on is carried into the
+    # resolved request (what the local runner / evaluate job read); off by default, and a
+    # request written before the field existed still reads back as off
+    assert _validate(copy.deepcopy(base_input)).evaluation.compare_sft is False
+    base_input["training"]["rl"] = {"enabled": True}
+    base_input["evaluation"] = {"compareSft": True}
+    req = _validate(base_input)
+    doc = req.to_dict()
+    validate_against(RUN_REQUEST, doc, "request")
+    assert req.evaluation.compare_sft is True and doc["evaluation"]["compareSft"] is True
+    del doc["evaluation"]["compareSft"]
+    assert RunRequest.from_dict(doc).evaluation.compare_sft is False
+
+
 def test_hugging_face_base_model_reaches_the_trainer(fake_planner, base_input):
     # guards: a baseModel other than the config's base_model is what the training job trains:
     # the state machine sends only the hyperparameters (the model channel is for S3 weights)
@@ -342,6 +357,28 @@ MALFORMED = [
         ["3600"],
     ),
     ("wrong version", _set("schemaVersion", "2"), "$.schemaVersion", ['"1"']),
+    (
+        # issue #11: only a run with a GRPO stage keeps an SFT-only adapter to compare
+        "compareSft without rl",
+        _set("evaluation.compareSft", True),
+        "$.evaluation.compareSft",
+        ["training.rl.enabled"],
+    ),
+    (
+        "compareSft with rl explicitly off",
+        lambda d: (
+            d["training"].update(rl={"enabled": False})
+            or d.setdefault("evaluation", {}).update(compareSft=True)
+        ),
+        "$.evaluation.compareSft",
+        ["training.rl.enabled"],
+    ),
+    (
+        "compareSft not a boolean",
+        _set("evaluation.compareSft", "yes"),
+        "$.evaluation.compareSft",
+        ["boolean"],
+    ),
 ]
 
 

@@ -5,6 +5,13 @@ Evaluate an adapter (writes report.json, report.html, *.png, samples.jsonl; prin
     codetune evaluate --adapter out/adapter --data out/dataset --out out/eval \\
         --suites humaneval,bugfix --humaneval-limit 20 --bugfix-limit 100
 
+Also evaluate the SFT-only adapter that a run with a GRPO stage keeps in ``<adapter>/sft/``
+(or any other adapter): the report gets a column per extra side; the gate still compares
+base and candidate::
+
+    codetune evaluate --adapter out/adapter --data out/dataset --out out/eval --compare-sft
+    codetune evaluate ... --compare-adapter older=runs/old/adapter
+
 Score completions produced by anything else (writes results.jsonl and summary.json)::
 
     codetune evaluate score --suite humaneval --completions answers.jsonl --out out/score
@@ -54,6 +61,18 @@ def _thresholds(items: list[str] | None) -> dict:
     return out
 
 
+def _compare(items: list[str] | None) -> dict:
+    from codetune.errors import CodetuneError
+
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise CodetuneError(f"--compare-adapter takes NAME=DIR, got {item!r}")
+        out[name.strip()] = path.strip()
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     from codetune.errors import CodetuneError
     from codetune.evaluate.runner import run_evaluation
@@ -68,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     suites = _suites(args.suites or (",".join(env_suites) if env_suites else "humaneval,bugfix"))
     limit = args.limit if args.limit is not None else jobenv.json_env(jobenv.EVAL_LIMIT)
     run_id = args.run_id or os.environ.get(jobenv.RUN_ID) or None
+    compare_sft = args.compare_sft or jobenv.json_env(jobenv.EVAL_COMPARE_SFT) is True
     data = args.data or _sm_default("input", "dataset")
     base = args.base_model
     env_base = os.environ.get(jobenv.BASE_MODEL, "")
@@ -109,6 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         allow_unsandboxed=args.allow_unsandboxed,
         seed=args.seed,
         print_summary=True,
+        compare_adapters=_compare(args.compare_adapter),
+        compare_sft=compare_sft,
     )
     print(f"report: {Path(out) / 'report.json'}")
     # The gate's verdict is data (report.gate), not a failure of this command.
@@ -189,6 +211,18 @@ def register(sub) -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=VALUE",
         help="quality gate threshold override (repeatable), e.g. min_bugfix_gain=0.05",
+    )
+    p.add_argument(
+        "--compare-sft",
+        action="store_true",
+        help="also evaluate the SFT-only adapter in the adapter's sft/ subdirectory (kept by "
+        "training with rl.enabled); reported as side 'sft', not used by the gate",
+    )
+    p.add_argument(
+        "--compare-adapter",
+        action="append",
+        metavar="NAME=DIR",
+        help="also evaluate this adapter (dir or model.tar.gz) as side NAME (repeatable)",
     )
     _sandbox_args(p)
     p.set_defaults(func=_run)

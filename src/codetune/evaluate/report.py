@@ -57,17 +57,49 @@ def load_report(path: str | Path) -> dict:
     return report
 
 
-def summary_table(report: dict) -> str:
-    """Plain-text table: one row per suite and metric, base vs candidate and the change."""
-    rows = [("suite", "metric", "n", "base", "candidate", "change")]
+def compare_names(report: dict) -> list[str]:
+    """The extra sides of a report (e.g. ``sft``), in the order they were evaluated."""
+    names = list(report.get("compare", {}))
+    for s in report["suites"].values():
+        names += [n for n in s.get("compare", {}) if n not in names]
+    return names
+
+
+def _table_rows(report: dict) -> list[tuple[str, ...]]:
+    """Header + one row per suite and metric: base, extra sides, candidate, change vs base."""
+    extra = compare_names(report)
+    rows = [("suite", "metric", "n", "base", *extra, "candidate", "change")]
     for suite, s in report["suites"].items():
         for metric, base in s["base"].items():
             if not isinstance(base, (int, float)):
                 continue
             cand = s["candidate"].get(metric, 0.0)
+            more = [s.get("compare", {}).get(n, {}).get(metric) for n in extra]
             rows.append(
-                (suite, metric, str(s["n"]), f"{base:.3f}", f"{cand:.3f}", f"{cand - base:+.3f}")
+                (
+                    suite,
+                    metric,
+                    str(s["n"]),
+                    f"{base:.3f}",
+                    *("-" if v is None else f"{v:.3f}" for v in more),
+                    f"{cand:.3f}",
+                    f"{cand - base:+.3f}",
+                )
             )
+    return rows
+
+
+def _side_metrics(suite_entry: dict, side: str) -> dict:
+    """One side's metrics in a suite entry: base / candidate, else ``compare.<side>``."""
+    if side in ("base", "candidate"):
+        return suite_entry[side]
+    return suite_entry.get("compare", {}).get(side, {})
+
+
+def summary_table(report: dict) -> str:
+    """Plain-text table: one row per suite and metric, base vs candidate and the change
+    (candidate - base), with a column per extra side (e.g. ``sft``) when the report has one."""
+    rows = _table_rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     gate = report.get("gate", {})
@@ -97,19 +129,22 @@ def write_charts(report: dict, out_dir: Path) -> dict[str, bytes]:
     suites = report["suites"]
     names = list(suites)
     labels = [f"{n}\n{HEADLINE.get(n, '')}" for n in names]
-    base = [suites[n]["base"].get(HEADLINE.get(n, ""), 0.0) for n in names]
-    cand = [suites[n]["candidate"].get(HEADLINE.get(n, ""), 0.0) for n in names]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.4))
+    sides = ["base", *compare_names(report), "candidate"]
+    palette = ("#e0a040", "#7fb17f", "#b07fc0")
+    colors = ["#9aa5b1", *(palette[i % 3] for i in range(len(sides) - 2)), "#2f6fbb"]
+    width = 0.8 / len(sides)
+    fig, ax = plt.subplots(figsize=(1.8 + 0.8 * len(sides) * len(names), 3.4))
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], base, width=0.4, label="base", color="#9aa5b1")
-    ax.bar([x + 0.2 for x in xs], cand, width=0.4, label="candidate", color="#2f6fbb")
-    for x, b, c in zip(xs, base, cand, strict=True):
-        ax.text(x - 0.2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.text(x + 0.2, c, f"{c:.2f}", ha="center", va="bottom", fontsize=8)
+    for i, (side, color) in enumerate(zip(sides, colors, strict=True)):
+        values = [_side_metrics(suites[n], side).get(HEADLINE.get(n, ""), 0.0) for n in names]
+        off = (i - (len(sides) - 1) / 2) * width
+        ax.bar([x + off for x in xs], values, width=width, label=side, color=color)
+        for x, v in zip(xs, values, strict=True):
+            ax.text(x + off, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(xs), labels)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction of problems")
-    ax.set_title("base vs candidate")
+    ax.set_title(" vs ".join(sides))
     ax.legend(loc="upper right", fontsize=8)
     charts["suites.png"] = _save_png(fig, out_dir / "suites.png")
     plt.close(fig)
@@ -137,15 +172,15 @@ def write_charts(report: dict, out_dir: Path) -> dict[str, bytes]:
 def render_html(report: dict, charts: dict[str, bytes]) -> str:
     """A self-contained page: summary table, gate verdict, charts inlined as base64 PNGs."""
     esc = html.escape
-    rows = []
-    for suite, s in report["suites"].items():
-        for metric, base in s["base"].items():
-            if isinstance(base, (int, float)):
-                cand = s["candidate"].get(metric, 0.0)
-                rows.append(
-                    f"<tr><td>{esc(suite)}</td><td>{esc(metric)}</td><td>{s['n']}</td>"
-                    f"<td>{base:.3f}</td><td>{cand:.3f}</td><td>{cand - base:+.3f}</td></tr>"
-                )
+    header, *body = _table_rows(report)
+    head = "".join(f"<th>{esc(c)}</th>" for c in header)
+    rows = ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body]
+    compared = "".join(
+        f"<li><code>{esc(n)}</code>: <code>{esc(src)}</code></li>"
+        for n, src in report.get("compare", {}).items()
+    )
+    if compared:
+        compared = f"<p>Also evaluated (not used by the gate):</p><ul>{compared}</ul>"
     gate = report.get("gate", {})
     verdict = "PASSED" if gate.get("passed") else "FAILED"
     color = "#1a7f37" if gate.get("passed") else "#cf222e"
@@ -167,8 +202,9 @@ code{{background:#f4f4f4;padding:2px 4px}}</style></head><body>
 adapter <code>{esc(report["adapter"])}</code></p>
 <h2>Quality gate: <span style="color:{color}">{verdict}</span></h2><ul>{reasons}</ul>
 <h2>Results</h2>
-<table><tr><th>suite</th><th>metric</th><th>n</th><th>base</th><th>candidate</th><th>change</th></tr>
+<table><tr>{head}</tr>
 {"".join(rows)}</table>
+{compared}
 {imgs}
 <h2>Settings</h2><p><code>{settings}</code></p>
 <p>Per-problem answers and outcomes: <code>samples.jsonl</code>.</p>

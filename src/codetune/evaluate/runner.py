@@ -6,6 +6,10 @@
 - :func:`score_completions`: scores completions produced elsewhere (``results.jsonl`` +
   ``summary.json``).
 
+Extra sides (``compare_adapters`` / ``compare_sft``, e.g. the SFT-only adapter kept by a run
+with a GRPO stage): more adapters answer the same prompts; the report gets their metrics under
+``suites.<suite>.compare.<name>``; the gate still decides base vs candidate.
+
 Generation: every (problem, side, sample) becomes one row; rows are sorted by prompt length
 and cut into batches so padding stays small. Base and candidate rows share PEFT mixed-adapter
 batches when that saves at least a quarter of the batches (small runs: measured 1.6x faster
@@ -18,12 +22,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 import tarfile
 import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codetune.errors import CodetuneError
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATE = "candidate"  # adapter name inside the loaded model
 SIDES = ("base", "candidate")
+COMPARE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 BUGFIX_MARGIN = 24  # tokens beyond the reference's length (closing fence, small rewrites)
 
 
@@ -103,6 +109,48 @@ def resolve_base(base_model: str | None, adapter_dir: Path) -> str:
             "(a directory, 'embedded' or a Hugging Face id)"
         )
     return resolve_base_model(named)
+
+
+def compare_adapter_dirs(
+    compare_adapters: dict | None, compare_sft: bool, adapter_path: Path, workdir: Path
+) -> dict[str, Path]:
+    """Name -> adapter directory of the extra sides. ``compare_sft`` adds ``sft`` = the
+    SFT-only adapter that a training run with ``rl.enabled`` keeps in its output's ``sft/``
+    subdirectory. Raises CodetuneError for a reserved or malformed name or a missing adapter."""
+    from codetune.train.rl_config import SFT_ADAPTER_SUBDIR
+
+    out: dict[str, Path] = {}
+    for name, src in (compare_adapters or {}).items():
+        if name in SIDES or not COMPARE_NAME.match(name):
+            raise CodetuneError(
+                f"--compare-adapter name {name!r}: use lower-case letters, digits, - or _ "
+                f"(at most 32), not {' or '.join(SIDES)}"
+            )
+        out[name] = prepare_adapter(src, workdir / f"compare-{name}")
+    if compare_sft:
+        if "sft" in out:
+            raise CodetuneError("--compare-sft and --compare-adapter sft=... name the same side")
+        sft = adapter_path / SFT_ADAPTER_SUBDIR
+        if not (sft / "adapter_config.json").is_file():
+            raise CodetuneError(
+                f"--compare-sft: the adapter has no {SFT_ADAPTER_SUBDIR}/ subdirectory with the "
+                "SFT-only adapter; training keeps it only with rl.enabled=true (or pass "
+                "--compare-adapter sft=DIR)"
+            )
+        out["sft"] = sft
+    return out
+
+
+def _generate_compare_side(lm, rows: list[Row], adapter_dir: Path, **kwargs):
+    """Generate an extra side's rows with ``adapter_dir`` attached in the candidate's place
+    (after the candidate's rows are done): the same batching code, the same decoding."""
+    from codetune.generation import add_adapter, remove_adapter
+
+    remove_adapter(lm, CANDIDATE)
+    add_adapter(lm, CANDIDATE, adapter_dir)
+    as_candidate = [replace(r, side="candidate") for r in rows]
+    gens, stats = _generate_rows(lm, as_candidate, mixed=False, **kwargs)
+    return {id(r): gens[id(c)] for r, c in zip(rows, as_candidate, strict=True)}, stats
 
 
 # ---------------------------------------------------------------- generation
@@ -198,8 +246,14 @@ def run_evaluation(
     allow_unsandboxed: bool = False,
     seed: int = 0,
     print_summary: bool = False,
+    compare_adapters: dict[str, str | Path] | None = None,
+    compare_sft: bool = False,
 ) -> dict:
     """Evaluate base vs base + adapter and write the report to ``out_dir``.
+
+    ``compare_adapters`` (name -> adapter dir or model.tar.gz) and ``compare_sft`` (the
+    SFT-only adapter in the adapter's ``sft/`` subdirectory) add extra sides: reported per
+    suite under ``compare.<name>``, not used by the gate.
 
     ``limit`` caps every suite; ``humaneval_limit`` / ``bugfix_limit`` override it per suite;
     ``humaneval_ids`` picks HumanEval problems by task id. ``max_new_tokens`` caps HumanEval
@@ -241,6 +295,8 @@ def run_evaluation(
 
     with tempfile.TemporaryDirectory(prefix="codetune-eval-") as work:
         adapter_path = prepare_adapter(adapter_dir, Path(work))
+        extra = compare_adapter_dirs(compare_adapters, compare_sft, adapter_path, Path(work))
+        sides = SIDES + tuple(extra)
         base_path = resolve_base(base_model, adapter_path)
         from codetune.generation import load_model
 
@@ -256,24 +312,35 @@ def run_evaluation(
         for suite, problems in (("humaneval", he), ("custom", custom)):
             for p in problems:
                 prompt = chat(S.humaneval_messages(p))
-                for side in SIDES:
+                for side in sides:
                     for k in range(samples):
                         rows.append(Row(suite, p.task_id, side, k, prompt, max_new_tokens))
         for item in bug:
             prompt = chat(S.bugfix_messages(item))
             ref_len = len(lm.tokenizer(item.reference, add_special_tokens=False)["input_ids"])
             cap = min(bugfix_max_new_tokens, math.ceil(ref_len * 1.25) + BUGFIX_MARGIN)
-            for side in SIDES:
+            for side in sides:
                 for k in range(samples):
                     rows.append(Row("bugfix", item.id, side, k, prompt, cap))
         gens, gen_stats = _generate_rows(
             lm,
-            rows,
+            [r for r in rows if r.side in SIDES],
             batch_size=batch_size,
             temperature=temperature,
             seed=seed if temperature > 0 else None,
             mixed=mixed,
         )
+        for name, path in extra.items():
+            more, stats = _generate_compare_side(
+                lm,
+                [r for r in rows if r.side == name],
+                path,
+                batch_size=batch_size,
+                temperature=temperature,
+                seed=seed if temperature > 0 else None,
+            )
+            gens |= more
+            gen_stats.setdefault("compare", {})[name] = stats
         del lm
 
     records = []
@@ -319,29 +386,30 @@ def run_evaluation(
         if not problems_list:
             continue
         entry: dict = {"n": len(problems_list), "samples": samples, "status": {}}
-        for side in SIDES:
+        for side in sides:
             by_task: dict[str, list[bool]] = defaultdict(list)
             status = Counter()
             for rec in records:
                 if rec["suite"] == suite and rec["side"] == side:
                     by_task[rec["task_id"]].append(rec["passed"])
                     status[rec["status"]] += 1
-            entry[side] = S.pass_metrics(by_task, samples)
+            _put_side(entry, side, S.pass_metrics(by_task, samples))
             entry["status"][side] = dict(sorted(status.items()))
         report_suites[suite] = entry
     if bug:
         counts = Counter(item.mutation for item in bug)
         entry = {"n": len(bug), "mutations": dict(sorted(counts.items()))}
-        for side in SIDES:
+        for side in sides:
             recs = [x for x in records if x["suite"] == "bugfix" and x["side"] == side]
             by_mut: dict[str, list[bool]] = defaultdict(list)
             for x in recs:
                 by_mut[x["mutation"]].append(x["exact_fix"])
-            entry[side] = {
+            metrics = {
                 "exact_fix": round(sum(x["exact_fix"] for x in recs) / len(recs), 6),
                 "parses": round(sum(x["parses"] for x in recs) / len(recs), 6),
                 "by_mutation": {m: round(sum(v) / len(v), 6) for m, v in sorted(by_mut.items())},
             }
+            _put_side(entry, side, metrics)
         report_suites["bugfix"] = entry
 
     report = {
@@ -368,6 +436,12 @@ def run_evaluation(
         },
         "generation": gen_stats | {"execution_seconds": round(exec_seconds, 2)},
     }
+    if extra:
+        # Where each extra side's adapter came from (as given; sft: inside the adapter).
+        sources = {name: str(src) for name, src in (compare_adapters or {}).items()}
+        if compare_sft:
+            sources["sft"] = f"{adapter_dir} (sft/: the SFT-only adapter, before GRPO)"
+        report["compare"] = sources
     thr = resolve_thresholds(thresholds)
     report["gate"] = decide(report, thr).to_dict() | {"thresholds": thr}
     report["durationSeconds"] = round(time.perf_counter() - t_start, 2)
@@ -379,6 +453,14 @@ def run_evaluation(
     if print_summary:
         print(summary_table(report))
     return report
+
+
+def _put_side(entry: dict, side: str, metrics: dict) -> None:
+    """base / candidate metrics at the top of a suite entry, extra sides under ``compare``."""
+    if side in SIDES:
+        entry[side] = metrics
+    else:
+        entry.setdefault("compare", {})[side] = metrics
 
 
 # ---------------------------------------------------------------- scoring completions

@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 
 from codetune.errors import ConfigError
 
+# With rl.enabled the trainer also keeps the SFT-only adapter (before GRPO) in this
+# subdirectory of its output (so also inside model.tar.gz); the adapter at the top of the
+# output is the final SFT+GRPO one that is evaluated as the candidate, registered and served.
+SFT_ADAPTER_SUBDIR = "sft"
+
 # Reward functions known to codetune.train.rewards (name -> default weight).
 DEFAULT_REWARD_WEIGHTS = {"exact_fix": 1.0, "parses": 0.2, "format": 0.1, "length_penalty": 0.05}
 

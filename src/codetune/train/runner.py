@@ -488,8 +488,13 @@ def run_training(
         staging = Path(tempfile.mkdtemp(prefix="ct-rl-"))
     if config.rl.enabled:
         # The GRPO stage (issue #11) continues training the same PEFT model in place; what it
-        # writes into its out_dir is published with the adapter.
+        # writes into its out_dir is published with the adapter. The SFT-only adapter is kept
+        # first in <out>/sft/, so the evaluation can compare base, SFT and SFT+GRPO.
         from codetune.train.grpo import run_grpo
+        from codetune.train.rl_config import SFT_ADAPTER_SUBDIR
+
+        if trainer.is_world_process_zero():
+            save_sft_adapter(trainer.model, tokenizer, staging / SFT_ADAPTER_SUBDIR, base_name)
 
         rl_summary = run_grpo(model, tokenizer, train_records, config.rl, staging, _print_metrics)
     else:
@@ -537,10 +542,25 @@ def run_training(
             merge_adapter(base_path, staging, staging / "merged", dtype)
         (staging / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         publish(staging, out_dir)
+        if not config.rl.enabled:
+            from codetune.train.rl_config import SFT_ADAPTER_SUBDIR
+
+            # An SFT-only adapter left by an earlier RL run would be compared as this run's.
+            shutil.rmtree(out_dir / SFT_ADAPTER_SUBDIR, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return summary
+
+
+def save_sft_adapter(model, tokenizer, dest: Path, base_name: str) -> Path:
+    """Save the adapter as it is now (after SFT, before GRPO) as a complete adapter directory
+    ``dest`` (weights, config naming ``base_name``, tokenizer) that evaluation and serving
+    accept like the final one. Returns ``dest``."""
+    model.save_pretrained(dest, safe_serialization=True)
+    _record_base(dest / "adapter_config.json", base_name)
+    tokenizer.save_pretrained(dest)
+    return dest
 
 
 def _print_metrics(step: int, values: dict) -> None:

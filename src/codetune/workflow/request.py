@@ -82,6 +82,8 @@ class EvaluationSpec:
     thresholds: dict
     instance_type: str
     volume_kms_key: bool  # as TrainingSpec.volume_kms_key
+    # also evaluate the SFT-only adapter a GRPO run keeps in <adapter>/sft/ (issue #11)
+    compare_sft: bool = False
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,14 @@ def _cross_field(doc: dict, *, local: bool, allowed: set[str] | None) -> list[tu
             )
 
     ev = doc.get("evaluation") if isinstance(doc.get("evaluation"), dict) else {}
+    if ev.get("compareSft") is True and not _rl_enabled(tr):
+        out.append(
+            (
+                "$.evaluation.compareSft",
+                "true needs the GRPO stage (only then is an SFT-only adapter kept): set "
+                "training.rl.enabled to true, or compareSft to false",
+            )
+        )
     if isinstance(ev.get("thresholds"), dict):
         known_t = _gate_threshold_names()
         for name in ev["thresholds"]:
@@ -350,6 +358,23 @@ def _cross_field(doc: dict, *, local: bool, allowed: set[str] | None) -> list[tu
                 )
             )
     return out
+
+
+def _rl_enabled(tr: dict) -> bool:
+    """Whether training runs its GRPO stage: the input's ``rl.enabled``, else the shipped
+    training config's (unknown when the configs are not here: then assumed on)."""
+    rl = tr.get("rl")
+    if isinstance(rl, dict) and "enabled" in rl:
+        return rl["enabled"] is True
+    name = tr.get("config")
+    for parent in Path(__file__).resolve().parents:
+        path = parent / "training_image" / "configs" / f"{name}.yaml"
+        if isinstance(name, str) and path.is_file():
+            from codetune.config import read_yaml
+
+            cfg = read_yaml(path) or {}
+            return bool((cfg.get("rl") or {}).get("enabled", False))
+    return True
 
 
 def _check_rl(rl: dict) -> list[tuple[str, str]]:
@@ -537,6 +562,7 @@ def _build(
             thresholds=ev["thresholds"],
             instance_type=eval_type,
             volume_kms_key=supports_kms_volume(eval_type),
+            compare_sft=ev["compareSft"],
         ),
         registration=RegistrationSpec(
             auto_approve=doc["registration"]["autoApprove"],
