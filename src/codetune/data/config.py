@@ -75,7 +75,13 @@ class PrepareConfig:
         default_factory=lambda: list(TASKS), metadata={"help": "tasks to emit: bugfix, complete"}
     )
     max_examples_per_task: int = field(
-        default=0, metadata={"help": "stop a task after this many examples (0: no limit)"}
+        default=0,
+        metadata={
+            "help": "cap on a task's examples (0: no limit), shared among the splits by their "
+            "fractions: 1000 with 0.9/0.05/0.05 gives at most 900/50/50, and each split stops "
+            "on its own, so a small cap never starves validation or test (a split with a "
+            "nonzero fraction gets at least 1)"
+        },
     )
     min_function_lines: int = field(
         default=3, metadata={"help": "shorter functions are too trivial to teach anything"}

@@ -65,9 +65,10 @@ def segment(lines: list[str], node: ast.AST) -> tuple[str, int] | None:
     return "\n".join(out).rstrip() + "\n", first
 
 
-def stub_of(code: str, fn: ast.AST) -> str | None:
-    """Decorators + signature + docstring of the parsed standalone ``fn`` (positions relative
-    to ``code``), or ``None`` when it has no docstring or nothing after the docstring."""
+def stub_of(code: str, fn: ast.AST, first_line: int = 1) -> str | None:
+    """Decorators + signature + docstring of the parsed ``fn``, or ``None`` when it has no
+    docstring or nothing after the docstring. ``first_line``: the line of ``fn``'s tree
+    where ``code`` starts (1 when ``fn`` was parsed from ``code`` itself)."""
     body = fn.body
     if (
         len(body) < 2
@@ -80,4 +81,4 @@ def stub_of(code: str, fn: ast.AST) -> str | None:
     if body[1].lineno == doc.end_lineno:  # `"""doc"""; x = 1` — no clean cut
         return None
     lines = code.split("\n")
-    return "\n".join(lines[: doc.end_lineno]).rstrip() + "\n"
+    return "\n".join(lines[: doc.end_lineno - first_line + 1]).rstrip() + "\n"

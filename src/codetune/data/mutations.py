@@ -39,17 +39,22 @@ SYNTAX_OPERATORS = frozenset({"missing_colon", "unbalanced_bracket"})
 
 
 class _Text:
-    """The function's source as UTF-8 bytes with line starts (AST columns are byte offsets)."""
+    """The function's source as UTF-8 bytes with line starts (AST columns are byte offsets).
 
-    def __init__(self, code: str) -> None:
+    The AST may come from the whole file (no re-parse of the function): ``first_line`` is the
+    file line of the code's first line and ``indent`` the bytes of indentation the segment
+    lost, so file positions map to code offsets by a shift."""
+
+    def __init__(self, code: str, first_line: int = 1, indent: int = 0) -> None:
         self.b = code.encode("utf-8")
-        self.starts = [0] + [m.end() for m in re.finditer(b"\n", self.b)]
+        self.first = first_line
+        self.starts = [-indent] + [m.end() - indent for m in re.finditer(b"\n", self.b)]
 
     def start(self, node: ast.AST) -> int:
-        return self.starts[node.lineno - 1] + node.col_offset
+        return self.starts[node.lineno - self.first] + node.col_offset
 
     def end(self, node: ast.AST) -> int:
-        return self.starts[node.end_lineno - 1] + node.end_col_offset
+        return self.starts[node.end_lineno - self.first] + node.end_col_offset
 
     def text(self, node: ast.AST) -> bytes:
         return self.b[self.start(node) : self.end(node)]
@@ -236,9 +241,12 @@ def _sites_wrong_variable(fn, nodes, t, rng):
     names = _local_names(fn, nodes)
     if len(names) < 2:
         return
+    index = {n: i for i, n in enumerate(names)}
     for node in nodes:
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in names:
-            other = rng.choice([n for n in names if n != node.id])
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in index:
+            # uniform over the other names, without building a list per site
+            j = rng.randrange(len(names) - 1)
+            other = names[j + (j >= index[node.id])]
             yield (t.start(node), t.end(node), other.encode())
 
 
@@ -291,28 +299,57 @@ def _sites_unbalanced(fn, nodes, t, rng):
 
 @dataclass(frozen=True)
 class Operator:
-    """A named mutation operator: ``sites(fn, nodes, text, rng)`` yields candidate edits."""
+    """A named mutation operator: ``sites(fn, nodes, text, rng)`` yields candidate edits
+    found among ``nodes`` (the function's nodes of the ``node_types`` it looks at)."""
 
     name: str
     syntax: bool
     sites: Callable
+    node_types: tuple[type, ...]
 
 
+_LOOPS = (ast.If, ast.While, ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)
 CATALOGUE: dict[str, Operator] = {
     op.name: op
     for op in (
-        Operator("compare_flip", False, _sites_compare),
-        Operator("off_by_one", False, _sites_off_by_one),
-        Operator("bool_op_swap", False, _sites_bool_op),
-        Operator("negate_condition", False, _sites_negate),
-        Operator("arith_op", False, _sites_arith),
-        Operator("swap_args", False, _sites_swap_args),
-        Operator("wrong_variable", False, _sites_wrong_variable),
-        Operator("wrong_return", False, _sites_wrong_return),
-        Operator("missing_colon", True, _sites_missing_colon),
-        Operator("unbalanced_bracket", True, _sites_unbalanced),
+        Operator("compare_flip", False, _sites_compare, (ast.Compare,)),
+        Operator("off_by_one", False, _sites_off_by_one, (ast.Call, ast.Slice, ast.Subscript)),
+        Operator("bool_op_swap", False, _sites_bool_op, (ast.BoolOp,)),
+        Operator("negate_condition", False, _sites_negate, (ast.If, ast.While, ast.IfExp)),
+        Operator("arith_op", False, _sites_arith, (ast.BinOp, ast.AugAssign)),
+        Operator("swap_args", False, _sites_swap_args, (ast.Call,)),
+        Operator("wrong_variable", False, _sites_wrong_variable, (ast.Name,)),
+        Operator("wrong_return", False, _sites_wrong_return, (ast.Return,)),
+        Operator(
+            "missing_colon",
+            True,
+            _sites_missing_colon,
+            (*_LOOPS, ast.FunctionDef, ast.AsyncFunctionDef),
+        ),
+        Operator(
+            "unbalanced_bracket", True, _sites_unbalanced, (ast.Call, ast.Subscript, ast.List)
+        ),
     )
 }
+# node type → operators that look at it (one pass over a function's nodes fills every bucket)
+_OPS_OF_TYPE: dict[type, tuple[str, ...]] = {}
+for _op in CATALOGUE.values():
+    for _ty in _op.node_types:
+        _OPS_OF_TYPE[_ty] = (*_OPS_OF_TYPE.get(_ty, ()), _op.name)
+# Leaves no operator looks at (``Load``, ``Add``, ...): not worth visiting.
+_LEAVES = (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)
+
+
+class _Chooser:
+    """Stands in for an rng when only the existence of a site is asked."""
+
+    @staticmethod
+    def choice(seq):
+        return seq[0]
+
+    @staticmethod
+    def randrange(n):
+        return 0
 
 
 def parse_function(code: str) -> ast.AST:
@@ -345,32 +382,54 @@ def verify(original: str, mutant: str, syntax: bool) -> bool:
 
 
 class Mutator:
-    """Mutations of one parsed function: the AST is walked once for every operator."""
+    """Mutations of one parsed function: its AST is walked once, into one bucket of nodes
+    per operator (in ``ast.walk`` order), so each operator looks only at its node types.
 
-    def __init__(self, code: str, fn: ast.AST) -> None:
+    ``fn`` may be the def node of the parsed *file* (no re-parse of the function): then
+    ``first_line`` is the file line where ``code`` starts and ``indent`` the number of bytes
+    of indentation removed from each of its lines."""
+
+    def __init__(self, code: str, fn: ast.AST, first_line: int = 1, indent: int = 0) -> None:
         self.code = code
         self.fn = fn
-        self.t = _Text(code)
-        self.nodes = list(ast.walk(fn))
+        self.t = _Text(code, first_line, indent)
+        self.buckets: dict[str, list[ast.AST]] = {name: [] for name in CATALOGUE}
+        table = {ty: [self.buckets[n] for n in ops] for ty, ops in _OPS_OF_TYPE.items()}
+        nodes = [fn]
+        i = 0
+        while i < len(nodes):  # breadth-first, the order of ast.walk
+            node = nodes[i]
+            i += 1
+            for bucket in table.get(type(node), ()):
+                bucket.append(node)
+            for name in node._fields:
+                v = getattr(node, name, None)
+                if isinstance(v, list):
+                    nodes.extend(
+                        x for x in v if isinstance(x, ast.AST) and not isinstance(x, _LEAVES)
+                    )
+                elif isinstance(v, ast.AST) and not isinstance(v, _LEAVES):
+                    nodes.append(v)
 
     def sites(self, op_name: str, rng: random.Random) -> list[Edit]:
         """Candidate edits of operator ``op_name``."""
-        return list(CATALOGUE[op_name].sites(self.fn, self.nodes, self.t, rng))
+        return list(CATALOGUE[op_name].sites(self.fn, self.buckets[op_name], self.t, rng))
 
-    def applicable(self, rng: random.Random) -> dict[str, list[Edit]]:
-        """Operator → its candidate edits, for operators with at least one site."""
-        out = {}
-        for name in CATALOGUE:
-            edits = self.sites(name, rng)
-            if edits:
-                out[name] = edits
-        return out
+    def has_site(self, op_name: str) -> bool:
+        """Whether operator ``op_name`` has at least one candidate edit (stops at the first;
+        whether a site exists never depends on the rng)."""
+        gen = CATALOGUE[op_name].sites(self.fn, self.buckets[op_name], self.t, _Chooser)
+        return next(gen, None) is not None
+
+    def applicable(self) -> list[str]:
+        """Operators with at least one candidate edit, in catalogue order."""
+        return [name for name in CATALOGUE if self.buckets[name] and self.has_site(name)]
 
     def apply(self, op_name: str, edits: list[Edit], rng: random.Random, max_tries: int = 3):
         """A verified mutant from one of ``edits`` (chosen with ``rng``), or ``None``.
 
-        The original was parsed by the caller (that is how ``fn`` exists), so only the
-        mutant is parsed here."""
+        The original's parse is the caller's business (that is how ``fn`` exists), so only
+        the mutant is parsed here."""
         syntax = CATALOGUE[op_name].syntax
         edits = list(edits)
         rng.shuffle(edits)

@@ -48,6 +48,22 @@ def split_of(rel: str, fractions: dict[str, float], seed: int = 0) -> str:
     return SPLITS[-1]
 
 
+def split_quotas(total: int, fractions: dict[str, float]) -> dict[str, int]:
+    """``total`` examples shared among the splits by ``fractions`` (largest remainder), each
+    split with a nonzero fraction getting at least one when ``total`` allows."""
+    raw = {s: total * fractions[s] for s in SPLITS}
+    quota = {s: int(raw[s]) for s in SPLITS}
+    for s in sorted(SPLITS, key=lambda s: quota[s] - raw[s])[: total - sum(quota.values())]:
+        quota[s] += 1
+    for s in SPLITS:
+        if fractions[s] > 0 and quota[s] == 0:
+            donor = max(SPLITS, key=lambda d: quota[d])
+            if quota[donor] > 1:
+                quota[donor] -= 1
+                quota[s] = 1
+    return quota
+
+
 def record_id(task: str, msgs: list[dict]) -> str:
     """sha256 of the record's content."""
     blob = json.dumps({"task": task, "messages": msgs}, sort_keys=True, ensure_ascii=False)
@@ -230,7 +246,10 @@ def prepare(
     lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
     seen: set[bytes] = set()
     weights = {op: cfg.mutation_weights.get(op, 0.0) for op in OPERATORS}
-    limit = cfg.max_examples_per_task or None
+    # Per task and split: the cap is shared by the split fractions, each split stops alone.
+    quota = (
+        split_quotas(cfg.max_examples_per_task, cfg.split) if cfg.max_examples_per_task else None
+    )
     content_hash = hashlib.sha256()
     durations: dict[str, float] = {}
 
@@ -242,8 +261,11 @@ def prepare(
             n += 1
             yield item
 
+    def room(task: str, split: str) -> bool:
+        return quota is None or st.per_task_split[f"{task}/{split}"] < quota[split]
+
     def done() -> bool:
-        return limit is not None and all(st.per_task[t] >= limit for t in cfg.tasks)
+        return quota is not None and not any(room(t, s) for t in cfg.tasks for s in SPLITS)
 
     with atomic_dir(out) as tmp:
         handles = {s: open(tmp / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}
@@ -311,7 +333,7 @@ def prepare(
                         st.fn_skipped["near_duplicate"] += 1
                         continue
                     lsh.insert(st.functions, mh, check_duplication=False)
-                    if fr.mutants and (limit is None or st.per_task["bugfix"] < limit):
+                    if fr.mutants and room("bugfix", split):
                         # Balance: the candidate whose operator is furthest below its share.
                         i = min(
                             range(len(fr.mutants)),
@@ -325,7 +347,7 @@ def prepare(
                             emit("bugfix", mutant, fr.code, res.rel, fr, op, split, n)
                         else:
                             st.fn_skipped["over_max_tokens"] += 1
-                    if fr.stub and (limit is None or st.per_task["complete"] < limit):
+                    if fr.stub and room("complete", split):
                         n = overheads.get("complete") + res.n_path + fr.n_stub + fr.n_code
                         if n <= cfg.max_tokens:
                             emit("complete", fr.stub, fr.code, res.rel, fr, None, split, n)

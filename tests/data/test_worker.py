@@ -1,0 +1,95 @@
+"""Shortcuts the per-file worker takes for speed, checked against the slow exact way."""
+
+from __future__ import annotations
+
+import ast
+import random
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from codetune.data.extract import iter_function_nodes, segment, stub_of
+from codetune.data.mutations import CATALOGUE, Mutator, parse_function
+from codetune.data.worker import TokenCounter, _reparse_free
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+MODULES = ["textwrap.py", "heapq.py", "shlex.py", "json/decoder.py", "tokenize.py", "calendar.py"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer
+
+    from codetune.data.pipeline import tokenizer_file
+
+    return Tokenizer.from_file(str(tokenizer_file(None)))  # the embedded model's
+
+
+def _segments():
+    """(code, file def node, first line, indent) of every extractable function of MODULES."""
+    for name in MODULES:
+        text = (STDLIB / name).read_text()
+        lines = text.split("\n")
+        for _, node in iter_function_nodes(ast.parse(text)):
+            seg = segment(lines, node)
+            if seg is not None:
+                code, first = seg
+                head = lines[first - 1]
+                yield code, node, first, head[: len(head) - len(head.lstrip())]
+
+
+def test_token_counter_is_exact(tokenizer) -> None:
+    # Guards the pre-token memo: its counts equal the real tokenizer's on real code and on
+    # the cases where the fast path must step aside (non-ASCII, special tokens) or where
+    # the ASCII form of the split pattern could differ (control characters, contractions,
+    # digit runs, whitespace runs before words and at the end).
+    texts = [code for code, *_ in _segments()]
+    texts += [
+        "x = 'it's' + \"we're\" 'll 've 'd 'm 't 's 'S\n",
+        "a\x0bb\x0cc\x1cd\x1fe\x7f  \t\t x\r\ny   \n\n\n    ",
+        "n = 1234567890 + 3.14e-10j; s = x[::-1] >>= 0x1F\n",
+        "    \n\tdef f(a, *b, **c):  # trailing   \n",
+        "café = 'naïve'  # non-ASCII goes to the real tokenizer\n",
+        "s = '<|im_start|>user'  # a special token's text inside code\n",
+        "",
+    ]
+    counter = TokenCounter(tokenizer)
+    assert counter.fast  # the embedded tokenizer is byte-level BPE: the shortcut is used
+    got = counter(texts)
+    want = [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    assert got == want
+
+
+def test_file_ast_stands_in_for_a_reparse() -> None:
+    # Guards skipping the standalone parse of each function: (1) every segment the worker
+    # does not re-parse does parse on its own (the claim in _reparse_free), and (2) the
+    # file's AST, shifted, gives exactly the edits and stub a parse of the segment gives.
+    n = 0
+    for code, node, first, indent in _segments():
+        if not _reparse_free(code, indent):
+            continue
+        fn = parse_function(code)  # raises if the claim were wrong
+        n += 1
+        from_file = Mutator(code, node, first, len(indent))
+        reparsed = Mutator(code, fn)
+        assert stub_of(code, node, first) == stub_of(code, fn)
+        for op in CATALOGUE:
+            a = from_file.sites(op, random.Random(1))
+            b = reparsed.sites(op, random.Random(1))
+            assert a == b, (op, code[:80])
+        assert from_file.applicable() == reparsed.applicable()
+    assert n > 100
+
+
+def test_reparse_guard_catches_tab_indentation() -> None:
+    # Guards the exception the guard exists for: a method whose body mixes a tab into its
+    # indentation parses inside its class but not once the class indentation is removed.
+    p = " " * 7
+    src = f"class A:\n{p}def f(self):\n{p}\tx = 1\n{p} return x\n"
+    tree = ast.parse(src)  # in the file both body lines sit at column 8 either way
+    (_, node), *_ = iter_function_nodes(tree)
+    code, _ = segment(src.split("\n"), node)
+    with pytest.raises(SyntaxError):  # alone: the tab reaches column 8, the space column 1
+        parse_function(code)
+    assert not _reparse_free(code, p)
