@@ -133,9 +133,16 @@ def test_grpo_steps_run_log_rewards_and_change_the_adapter(lora_model, tmp_path,
     # metric line format, and change the adapter's weights; the adapter keeps its dtype and
     # TRL's temporary reference adapter is gone afterwards.
     import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from codetune.train.runner import save_sft_adapter
 
     model, tok = lora_model
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    # What the trainer does before GRPO with rl.enabled: keep the SFT-only adapter.
+    sft_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    save_sft_adapter(model, tok, tmp_path / "sft", "embedded")
     lines = []
     cfg = RLConfig(
         enabled=True,
@@ -177,3 +184,13 @@ def test_grpo_steps_run_log_rewards_and_change_the_adapter(lora_model, tmp_path,
     assert changed > 0, "GRPO did not change any adapter weight"
     assert all(after[n].dtype == before[n].dtype for n in before)
     assert list(model.peft_config) == ["default"]
+
+    # The kept SFT adapter is the pre-GRPO one (complete, naming its base), not the final one.
+    saved = load_file(tmp_path / "sft" / "adapter_model.safetensors")
+    assert saved.keys() == sft_state.keys()
+    assert all(torch.equal(saved[k], sft_state[k]) for k in saved)
+    final = get_peft_model_state_dict(model)
+    assert any(not torch.equal(saved[k], final[k].detach()) for k in saved)
+    cfg_json = json.loads((tmp_path / "sft" / "adapter_config.json").read_text())
+    assert cfg_json["base_model_name_or_path"] == "embedded"
+    assert (tmp_path / "sft" / "tokenizer_config.json").is_file()
