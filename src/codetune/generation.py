@@ -268,3 +268,310 @@ def generate(
             )
         )
     return results
+
+
+# ---------------------------------------------------------------- continuous batching
+
+
+class _SlabLayerMixin:
+    """KV-cache layer storage that grows in place (amortized doubling) instead of
+    ``torch.cat``-ing the whole cache on every decoding step as ``DynamicLayer`` does: at
+    600 cached tokens x 32 rows that copy was ~20% of a CPU decoding step
+    (benchmarks/RESULTS.md). ``keys``/``values`` are views of the first ``n`` positions."""
+
+    def _init_slab(self, k):
+        self.dtype, self.device = k.dtype, k.device
+        self.kb = self.vb = None
+        self.n = 0
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        import torch
+
+        if not self.is_initialized:
+            self._init_slab(key_states)
+        need = self.n + key_states.shape[-2]
+        if self.kb is None or need > self.kb.shape[-2] or self.kb.shape[0] != key_states.shape[0]:
+            cap = max(need + 64, 2 * self.n)
+            shape = (*key_states.shape[:2], cap, key_states.shape[-1])
+            kb = key_states.new_empty(shape)
+            vb = torch.empty_like(kb)
+            if self.n:
+                kb[..., : self.n, :] = self.kb[..., : self.n, :]
+                vb[..., : self.n, :] = self.vb[..., : self.n, :]
+            self.kb, self.vb = kb, vb
+        self.kb[..., self.n : need, :] = key_states
+        self.vb[..., self.n : need, :] = value_states
+        self.n = need
+        self.keys = self.kb[..., :need, :]
+        self.values = self.vb[..., :need, :]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.n if self.is_initialized else 0
+
+    def select_rows(self, idx) -> None:
+        self.kb, self.vb = self.kb[idx], self.vb[idx]
+        self._views()
+
+    def drop_left(self, k: int) -> None:
+        """Forget the ``k`` oldest positions (left padding no remaining row attends to)."""
+        self.kb, self.vb = self.kb[..., k:, :], self.vb[..., k:, :]
+        self.n -= k
+        self._views()
+
+    def _views(self):
+        self.keys = self.kb[..., : self.n, :]
+        self.values = self.vb[..., : self.n, :]
+
+
+def _slab_cache(n_layers: int):
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class SlabLayer(_SlabLayerMixin, DynamicLayer):
+        pass
+
+    cache = DynamicCache()
+    cache.layers = [SlabLayer() for _ in range(n_layers)]
+    return cache
+
+
+def _merge_caches(a, b, len_a: int, len_b: int):
+    """Rows of cache ``b`` appended to cache ``a``; the shorter one is left-padded with zeros
+    (masked out by the attention mask) to the longer one's length. Returns ``a``."""
+    import torch
+
+    total = max(len_a, len_b)
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        parts_k, parts_v = [], []
+        for layer, n in ((la, len_a), (lb, len_b)):
+            k, v = layer.kb[..., :n, :], layer.vb[..., :n, :]
+            if n < total:
+                pad = k.new_zeros((*k.shape[:2], total - n, k.shape[-1]))
+                k, v = torch.cat([pad, k], dim=-2), torch.cat([pad, v], dim=-2)
+            parts_k.append(k)
+            parts_v.append(v)
+        k, v = torch.cat(parts_k), torch.cat(parts_v)
+        cap = total + 64
+        la.kb = k.new_empty((*k.shape[:2], cap, k.shape[-1]))
+        la.vb = torch.empty_like(la.kb)
+        la.kb[..., :total, :] = k
+        la.vb[..., :total, :] = v
+        la.n = total
+        la._views()
+    return a
+
+
+def _pick_tokens(logits, temperature: float, top_p: float, gen):
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sp, si = probs.sort(dim=-1, descending=True)
+        keep = sp.cumsum(-1) - sp < top_p  # always keeps the most likely token
+        sp = sp * keep
+        choice = torch.multinomial(sp / sp.sum(-1, keepdim=True), 1, generator=gen)
+        return si.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def generate_continuous(
+    lm: LoadedModel,
+    prompts: list[str],
+    *,
+    adapters: list[str | None] | str | None = None,
+    max_new_tokens: int | list[int] = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+    max_batch: int = 32,
+    on_finish=None,
+) -> list[Generation]:
+    """Generate one answer per prompt with continuous batching: at most ``max_batch`` rows
+    decode together, a row leaves the batch the step it finishes (EOS, a stop sequence, or
+    its own ``max_new_tokens``) and queued prompts take its place — no compute is spent on
+    finished rows or on the longest row's length, which is what plain batched ``generate``
+    does. Rows are admitted in the given order (put the longest expected answers first).
+
+    Same arguments and results as :func:`generate`, plus a per-row ``max_new_tokens`` list
+    and ``on_finish(index, Generation)`` called as each row completes. Greedy decoding gives
+    the same tokens as :func:`generate` up to float rounding; sampled rows draw from one
+    generator seeded by ``seed`` (reproducible for the same prompts, order and
+    ``max_batch``). ``Generation.seconds`` is the row's time from admission to finish.
+    """
+    import contextlib
+    from collections import deque
+
+    import torch
+
+    n = len(prompts)
+    if not n:
+        return []
+    rows = adapters if isinstance(adapters, list) else [adapters] * n
+    caps = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * n
+    if len(rows) != n or len(caps) != n:
+        raise ValueError("adapters and max_new_tokens lists need one entry per prompt")
+    if min(caps) < 1 or max_batch < 1:
+        raise ValueError("max_new_tokens and max_batch must be >= 1")
+    names = [BASE if a in (None, BASE) else a for a in rows]
+    unknown = sorted({x for x in names if x != BASE and x not in lm.adapters})
+    if unknown:
+        raise CodetuneError(
+            f"unknown adapter(s) {', '.join(unknown)}; known: {', '.join([BASE, *sorted(lm.adapters)])}"
+        )
+    from peft import PeftModel
+
+    model, tok = lm.model, lm.tokenizer
+    is_peft = isinstance(model, PeftModel)
+    if not is_peft and set(names) != {BASE}:
+        raise CodetuneError("no adapters are loaded; only the base model can answer")
+    routing = contextlib.nullcontext()
+    per_row_names = False
+    if is_peft:
+        if set(names) == {BASE}:
+            routing = model.disable_adapter()
+        elif len(set(names)) == 1:
+            model.set_adapter(names[0])
+        else:
+            per_row_names = True  # PEFT mixed-adapter batch
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    eos = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    stops = list(stop or [])
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    n_layers = model.config.num_hidden_layers
+    dev = lm.device
+    refill_at = max(1, max_batch // 4)  # admit in groups: a prefill of 1 row is inefficient
+
+    queue = deque(range(n))
+    results: list[Generation | None] = [None] * n
+    active: list[int] = []
+    out_tokens: dict[int, list[int]] = {}
+    started: dict[int, float] = {}
+    cache = None
+    mask = pos = last = None
+
+    def finished(i: int, toks: list[int]) -> str | None:
+        if toks and toks[-1] == eos:
+            return "stop"
+        if stops:
+            tail = tok.decode(toks[-16:], skip_special_tokens=True)
+            if any(s in tail for s in stops):
+                return "stop"
+        if len(toks) >= caps[i]:
+            return "length"
+        return None
+
+    def complete(i: int, why: str) -> None:
+        toks = out_tokens.pop(i)
+        if toks and toks[-1] == eos:
+            toks = toks[:-1]
+        text = tok.decode(toks, skip_special_tokens=True)
+        for s in stops:
+            cut = text.find(s)
+            if cut >= 0:
+                text = text[:cut]
+                why = "stop"
+        g = Generation(
+            text=text,
+            prompt_tokens=len(ids[i]),
+            completion_tokens=len(toks),
+            finish_reason=why,
+            adapter=None if names[i] == BASE else names[i],
+            seconds=time.perf_counter() - started.pop(i),
+        )
+        results[i] = g
+        if on_finish is not None:
+            on_finish(i, g)
+
+    def forward(input_ids, attn, position_ids, past, row_names):
+        kw = {"adapter_names": row_names} if per_row_names else {}
+        return model(
+            input_ids=input_ids,
+            attention_mask=attn,
+            position_ids=position_ids,
+            past_key_values=past,
+            use_cache=True,
+            logits_to_keep=1,
+            **kw,
+        )
+
+    with torch.inference_mode(), routing:
+        while queue or active:
+            # Admit queued rows when enough slots are free (or nothing is running).
+            free = max_batch - len(active)
+            if queue and (free >= refill_at or not active or len(queue) <= free):
+                new = [queue.popleft() for _ in range(min(free, len(queue)))]
+                width = max(len(ids[i]) for i in new)
+                inp = torch.full((len(new), width), pad, dtype=torch.long)
+                m_new = torch.zeros((len(new), width), dtype=torch.long)
+                for r, i in enumerate(new):
+                    inp[r, width - len(ids[i]) :] = torch.tensor(ids[i])
+                    m_new[r, width - len(ids[i]) :] = 1
+                    started[i] = time.perf_counter()
+                p_new = (m_new.cumsum(-1) - 1).clamp(min=0)
+                c_new = _slab_cache(n_layers)
+                out = forward(
+                    inp.to(dev), m_new.to(dev), p_new.to(dev), c_new, [names[i] for i in new]
+                )
+                first = _pick_tokens(out.logits[:, -1, :], temperature, top_p, gen).cpu()
+                if cache is None:
+                    cache, mask = c_new, m_new
+                    pos, last = m_new.sum(-1), first
+                else:
+                    t_old = mask.shape[1]
+                    cache = _merge_caches(cache, c_new, t_old, width)
+                    total = max(t_old, width)
+                    mask = torch.cat(
+                        [
+                            torch.nn.functional.pad(mask, (total - t_old, 0)),
+                            torch.nn.functional.pad(m_new, (total - width, 0)),
+                        ]
+                    )
+                    pos = torch.cat([pos, m_new.sum(-1)])
+                    last = torch.cat([last, first])
+                active += new
+                for r, i in enumerate(new):
+                    out_tokens[i] = [int(first[r])]
+            else:
+                # One decoding step for every active row.
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+                out = forward(
+                    last[:, None].to(dev),
+                    mask.to(dev),
+                    pos[:, None].to(dev),
+                    cache,
+                    [names[i] for i in active],
+                )
+                last = _pick_tokens(out.logits[:, -1, :], temperature, top_p, gen).cpu()
+                pos = pos + 1
+                for r, i in enumerate(active):
+                    out_tokens[i].append(int(last[r]))
+            # Retire finished rows.
+            done = [
+                (r, i, why) for r, i in enumerate(active) if (why := finished(i, out_tokens[i]))
+            ]
+            if done:
+                for _, i, why in done:
+                    complete(i, why)
+                gone = {r for r, _, _ in done}
+                keep = [r for r in range(len(active)) if r not in gone]
+                active = [active[r] for r in keep]
+                if not active:
+                    cache = mask = pos = last = None
+                    continue
+                idx = torch.tensor(keep)
+                for layer in cache.layers:
+                    layer.select_rows(idx.to(dev))
+                mask, pos, last = mask[idx], pos[idx], last[idx]
+                # Drop left padding that no remaining row needs.
+                lead = int((mask.sum(0) == 0).long().cumprod(0).sum())
+                if lead:
+                    for layer in cache.layers:
+                        layer.drop_left(lead)
+                    mask = mask[:, lead:]
+    return results  # type: ignore[return-value]

@@ -122,7 +122,6 @@ def _run(args: argparse.Namespace) -> int:
         run_id=run_id,
         thresholds=_thresholds(args.threshold),
         batch_size=args.batch_size,
-        mixed=args.mixed,
         quantization=args.quantization,
         timeout_s=args.timeout,
         workers=args.workers,
@@ -195,13 +194,11 @@ def register(sub) -> argparse.ArgumentParser:
         help="ceiling of the bugfix cap (reference length * 1.25 + 24)",
     )
     p.add_argument("--humaneval-tasks", help="comma list of HumanEval task ids to run")
-    p.add_argument("--batch-size", type=int, default=16, help="rows per generation batch")
     p.add_argument(
-        "--mixed",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="base and candidate rows in the same batch (PEFT mixed adapters); "
-        "default: only when that saves a quarter of the batches",
+        "--batch-size",
+        type=int,
+        default=32,
+        help="rows decoded together (continuous batching: a finished row's slot is refilled at once)",
     )
     p.add_argument("--quantization", choices=("none", "4bit"), default="none")
     p.add_argument("--run-id", help="report runId (default: random)")

@@ -10,11 +10,13 @@ Extra sides (``compare_adapters`` / ``compare_sft``, e.g. the SFT-only adapter k
 with a GRPO stage): more adapters answer the same prompts; the report gets their metrics under
 ``suites.<suite>.compare.<name>``; the gate still decides base vs candidate.
 
-Generation: every (problem, side, sample) becomes one row; rows are sorted by prompt length
-and cut into batches so padding stays small. Base and candidate rows share PEFT mixed-adapter
-batches when that saves at least a quarter of the batches (small runs: measured 1.6x faster
-than two half-empty batches, benchmarks/RESULTS.md), else they run as separate batches (no
-LoRA routing overhead; base rows skip the adapter entirely). ``mixed=True/False`` forces it.
+Generation: every (problem, side, sample) becomes one row. Sides run one after the other —
+the base model, then base + adapter (and any extra side) — each through
+:func:`codetune.generation.generate_continuous`: at most ``batch_size`` rows decode together
+and a finished row's slot goes at once to the next queued row, so no compute is spent on
+padding to the longest answer of a batch (1.5-1.7x the tokens/s of plain batched ``generate``
+on CPU, benchmarks/RESULTS.md). An adapter side runs on a copy of the base with the adapter
+merged into its weights (no per-step LoRA cost); a quantized base keeps the adapter attached.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from codetune.errors import CodetuneError
@@ -141,78 +143,109 @@ def compare_adapter_dirs(
     return out
 
 
-def _generate_compare_side(lm, rows: list[Row], adapter_dir: Path, **kwargs):
-    """Generate an extra side's rows with ``adapter_dir`` attached in the candidate's place
-    (after the candidate's rows are done): the same batching code, the same decoding."""
-    from codetune.generation import add_adapter, remove_adapter
-
-    remove_adapter(lm, CANDIDATE)
-    add_adapter(lm, CANDIDATE, adapter_dir)
-    as_candidate = [replace(r, side="candidate") for r in rows]
-    gens, stats = _generate_rows(lm, as_candidate, mixed=False, **kwargs)
-    return {id(r): gens[id(c)] for r, c in zip(rows, as_candidate, strict=True)}, stats
-
-
 # ---------------------------------------------------------------- generation
 
 
-def _generate_rows(lm, rows: list[Row], *, batch_size, temperature, seed, mixed):
-    """Generate every row; returns ({id(row): Generation}, stats)."""
-    from codetune.generation import generate
+def _side_model(lm, adapter_dir: Path, merge: bool):
+    """A model that answers as base + ``adapter_dir``: the adapter merged into a copy of the
+    base weights (fp32/bf16 base: no per-step LoRA cost), or — for a quantized base, which
+    cannot take merged weights — the adapter attached to ``lm`` under the candidate's name.
+    Returns (LoadedModel, adapter name or None, cleanup)."""
+    from codetune.generation import LoadedModel, add_adapter, remove_adapter
+
+    if not merge:
+        add_adapter(lm, CANDIDATE, adapter_dir)
+        return lm, CANDIDATE, lambda: remove_adapter(lm, CANDIDATE)
+    import copy
+
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(copy.deepcopy(lm.model), str(adapter_dir))
+    merged = merged.merge_and_unload().eval()
+    side = LoadedModel(merged, lm.tokenizer, lm.base_path, {}, lm.context_window)
+    return side, None, lambda: None
+
+
+def _order(rows: list[Row]) -> list[Row]:
+    """Admission order for continuous batching: longest expected answers first (HumanEval /
+    custom answers have no reference, so their cap stands in), so no long row starts last
+    and runs alone at the end."""
+    return sorted(rows, key=lambda r: (-r.max_new_tokens, -r.prompt_len, r.task_id, r.sample))
+
+
+def _generate_sides(
+    lm, rows: list[Row], side_adapters: dict[str, Path], *, batch_size, temperature, seed, merge
+):
+    """Generate every row, one side at a time (the base model, then base + each adapter),
+    with continuous batching of at most ``batch_size`` rows. Returns ({id(row): Generation},
+    stats)."""
+    from codetune.generation import generate_continuous
 
     tok = lm.tokenizer
     for r in rows:
         r.prompt_len = len(tok(r.prompt, add_special_tokens=False)["input_ids"])
-    if mixed is None:
-        # Auto: one mixed batch costs about one plain batch plus the LoRA routing overhead
-        # (~25% of the time in a CPU profile), so mix only when it saves a quarter of the
-        # batches — small evaluations, where separate batches would run half empty.
-        per_side = math.ceil(len(rows) / 2 / batch_size)
-        mixed = math.ceil(len(rows) / batch_size) <= 0.75 * 2 * per_side
-    if mixed:
-        order = sorted(rows, key=lambda r: (r.suite, r.prompt_len, r.task_id, r.side))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    else:
-        batches = []
-        for side in SIDES:
-            part = sorted(
-                (r for r in rows if r.side == side), key=lambda r: (r.suite, r.prompt_len)
-            )
-            batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    out = {}
-    tokens = 0
+    out: dict = {}
+    per_side: dict = {}
     t0 = time.perf_counter()
-    for bi, batch in enumerate(batches):
-        adapters = [CANDIDATE if r.side == "candidate" else None for r in batch]
-        gens = generate(
-            lm,
-            [r.prompt for r in batch],
-            adapters=adapters,
-            max_new_tokens=max(r.max_new_tokens for r in batch),
-            temperature=temperature,
-            stop=S.STOP,
-            seed=None if seed is None else seed + bi,
-        )
-        for r, g in zip(batch, gens, strict=True):
+    for side in ("base", *side_adapters):
+        part = _order([r for r in rows if r.side == side])
+        if not part:
+            continue
+        t_side = time.perf_counter()
+        if side == "base":
+            model, name, cleanup = lm, None, lambda: None
+        else:
+            model, name, cleanup = _side_model(lm, side_adapters[side], merge)
+        done = [0, 0]
+
+        def progress(i, g, side=side, n=len(part), t=t_side, done=done):
+            done[0] += 1
+            done[1] += g.completion_tokens
+            if done[0] % 10 == 0 or done[0] == n:
+                log.info(
+                    "%s: %d/%d rows, %d new tokens, %.1fs",
+                    side,
+                    done[0],
+                    n,
+                    done[1],
+                    time.perf_counter() - t,
+                )
+
+        try:
+            gens = generate_continuous(
+                model,
+                [r.prompt for r in part],
+                adapters=name,
+                max_new_tokens=[r.max_new_tokens for r in part],
+                temperature=temperature,
+                stop=S.STOP,
+                seed=seed,
+                max_batch=batch_size,
+                on_finish=progress,
+            )
+        finally:
+            cleanup()
+            del model
+        for r, g in zip(part, gens, strict=True):
             out[id(r)] = g
-            tokens += g.completion_tokens
-        log.info(
-            "batch %d/%d: %d rows, %d new tokens so far, %.1fs",
-            bi + 1,
-            len(batches),
-            len(batch),
-            tokens,
-            time.perf_counter() - t0,
-        )
+        seconds = time.perf_counter() - t_side
+        tokens = sum(g.completion_tokens for g in gens)
+        per_side[side] = {
+            "rows": len(part),
+            "completion_tokens": tokens,
+            "seconds": round(seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0,
+        }
     seconds = time.perf_counter() - t0
+    tokens = sum(s["completion_tokens"] for s in per_side.values())
     stats = {
         "rows": len(rows),
-        "batches": len(batches),
         "batch_size": batch_size,
-        "mode": "mixed" if mixed else "separate",
+        "mode": "continuous, adapters merged" if merge else "continuous, adapters attached",
         "completion_tokens": tokens,
         "seconds": round(seconds, 2),
         "tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0,
+        "sides": per_side,
     }
     return out, stats
 
@@ -238,8 +271,7 @@ def run_evaluation(
     bugfix_max_new_tokens: int = 512,
     run_id: str | None = None,
     thresholds: dict | None = None,
-    batch_size: int = 16,
-    mixed: bool | None = None,
+    batch_size: int = 32,
     quantization: str = "none",
     timeout_s: float = 6.0,
     workers: int = 2,
@@ -300,7 +332,7 @@ def run_evaluation(
         base_path = resolve_base(base_model, adapter_path)
         from codetune.generation import load_model
 
-        lm = load_model(base_path, {CANDIDATE: adapter_path}, quantization=quantization)
+        lm = load_model(base_path, quantization=quantization)
         from codetune.prompts import render_chat
 
         tokenizer = lm.tokenizer
@@ -322,25 +354,15 @@ def run_evaluation(
             for side in sides:
                 for k in range(samples):
                     rows.append(Row("bugfix", item.id, side, k, prompt, cap))
-        gens, gen_stats = _generate_rows(
+        gens, gen_stats = _generate_sides(
             lm,
-            [r for r in rows if r.side in SIDES],
+            rows,
+            {CANDIDATE: adapter_path} | extra,
             batch_size=batch_size,
             temperature=temperature,
             seed=seed if temperature > 0 else None,
-            mixed=mixed,
+            merge=quantization == "none",
         )
-        for name, path in extra.items():
-            more, stats = _generate_compare_side(
-                lm,
-                [r for r in rows if r.side == name],
-                path,
-                batch_size=batch_size,
-                temperature=temperature,
-                seed=seed if temperature > 0 else None,
-            )
-            gens |= more
-            gen_stats.setdefault("compare", {})[name] = stats
         del lm
 
     records = []
