@@ -25,13 +25,17 @@ threshold                      default  why this default
 ``min_bugfix_parses``          0.80     absolute floor: answers that do not parse cannot be
                                         applied by anyone; a fine-tune that breaks the
                                         answer format must not ship.
-``min_humaneval_pass1``        0.05     absolute floor on general coding skill.
+``min_humaneval_pass1``        0.05     absolute floor on general coding skill, capped at
+                                        the base model's own pass@1: an adapter is not
+                                        failed for what its base model could never do (the
+                                        embedded 135M model scores ~0 on HumanEval); below
+                                        the base it is the regression check that decides.
 =============================  =======  ====================================================
 
 A check whose suite is not in the report is skipped (the run request chose the suites) and
 the reason says so; a report with no suite at all fails. To switch a check off, set it to a
-value that cannot trigger (e.g. ``max_humaneval_regression: 1``). The embedded 135M demo model
-is far below the floors; the local demo input sets its own thresholds.
+value that cannot trigger (e.g. ``max_humaneval_regression: 1``). The local demo runs at these
+defaults: its adapter must clear the bugfix floors and gain on its own.
 """
 
 from __future__ import annotations
@@ -141,10 +145,13 @@ def decide(report: dict, thresholds: dict | None = None) -> Decision:
             f"HumanEval pass@1 change {cand - base:+.3f} (base {base:.3f} -> candidate "
             f"{cand:.3f}); max regression {t['max_humaneval_regression']:.3f}",
         )
-        check(
-            cand + eps >= t["min_humaneval_pass1"],
-            f"HumanEval pass@1 {cand:.3f}; floor {t['min_humaneval_pass1']:.3f}",
+        floor = min(t["min_humaneval_pass1"], base)
+        capped = (
+            " (the base model's score, below the configured floor)"
+            if floor < t["min_humaneval_pass1"]
+            else ""
         )
+        check(cand + eps >= floor, f"HumanEval pass@1 {cand:.3f}; floor {floor:.3f}{capped}")
     else:
         reasons.append("SKIP HumanEval checks: suite not in report")
     if not any(r.startswith(("PASS", "FAIL")) for r in reasons):
