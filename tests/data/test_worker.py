@@ -93,3 +93,50 @@ def test_reparse_guard_catches_tab_indentation() -> None:
     with pytest.raises(SyntaxError):  # alone: the tab reaches column 8, the space column 1
         parse_function(code)
     assert not _reparse_free(code, p)
+
+
+def test_stub_tokens_from_the_code_prefix(tokenizer) -> None:
+    # Guards the worker's stub count: tokens(stub) = tokens(code prefix) + tokens("\n") and
+    # tokens(code) = tokens(prefix) + tokens(rest), because the cut falls where no
+    # pre-token continues (after a non-space, before a space).
+    counter = TokenCounter(tokenizer)
+    n = 0
+    for code, node, first, _ in _segments():
+        stub = stub_of(code, node, first)
+        if stub is None:
+            continue
+        n += 1
+        head, rest, nl = counter([stub[:-1], code[len(stub) - 1 :], "\n"])
+        want_stub, want_code = (
+            len(e.ids) for e in tokenizer.encode_batch([stub, code], add_special_tokens=False)
+        )
+        assert (head + nl, head + rest) == (want_stub, want_code)
+    assert n > 30
+
+
+def test_minhash_equals_datasketch() -> None:
+    # Guards the numpy MinHash: the same hash values as datasketch's own MinHash
+    # (affine32, seed 1) fed with the same shingle hashes, so the LSH thresholds mean what
+    # datasketch documents and stored sketches stay comparable across versions of this code.
+    import zlib
+
+    import numpy as np
+    from datasketch import MinHash
+
+    from codetune.data import worker
+
+    perm = worker.minhash_permutations(64)
+    worker._STATE.update(perm=perm)
+    for code, *_ in list(_segments())[:60]:
+        norm = worker.normalize(code)
+        toks = [zlib.crc32(t.encode()) for t in worker._TOKEN.findall(norm)]
+        toks += [0] * (5 - len(toks))
+        shingles = set()
+        for i in range(len(toks) - 4):
+            h = 0
+            for t in toks[i : i + 5]:
+                h = (h * 1_000_003 + t) % 2**64
+            shingles.add(h & 0xFFFFFFFF)
+        ref = MinHash(num_perm=64, seed=1, scheme="affine32", hashfunc=int, permutations=perm)
+        ref.update_batch(sorted(shingles))
+        assert worker.minhash_of(norm) == ref.hashvalues.astype(np.uint32).tobytes()

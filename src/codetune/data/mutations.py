@@ -425,8 +425,16 @@ class Mutator:
         """Operators with at least one candidate edit, in catalogue order."""
         return [name for name in CATALOGUE if self.buckets[name] and self.has_site(name)]
 
-    def apply(self, op_name: str, edits: list[Edit], rng: random.Random, max_tries: int = 3):
+    def apply(
+        self,
+        op_name: str,
+        edits: list[Edit],
+        rng: random.Random,
+        max_tries: int = 3,
+        accept: Callable[[str], bool] | None = None,
+    ):
         """A verified mutant from one of ``edits`` (chosen with ``rng``), or ``None``.
+        ``accept``: a cheap test a candidate must pass before it is parsed (e.g. length).
 
         The original's parse is the caller's business (that is how ``fn`` exists), so only
         the mutant is parsed here."""
@@ -436,7 +444,7 @@ class Mutator:
         b = self.t.b
         for start, end, repl in edits[:max_tries]:
             mutant = (b[:start] + repl + b[end:]).decode("utf-8")
-            if mutant == self.code:
+            if mutant == self.code or (accept is not None and not accept(mutant)):
                 continue
             tree = _parses(mutant)
             if (tree is None) if syntax else (tree is not None and len(tree.body) == 1):

@@ -24,7 +24,7 @@ from codetune import __version__
 from codetune.data.config import OPERATORS, PrepareConfig
 from codetune.data.discover import iter_files
 from codetune.data.secrets import check_plugins
-from codetune.data.worker import FileResult, init_worker, process_file
+from codetune.data.worker import FileResult, init_worker, minhash_permutations, process_file
 from codetune.errors import CodetuneError
 from codetune.io import atomic_dir, read_jsonl, write_json_atomic
 from codetune.prompts import messages
@@ -178,11 +178,12 @@ class _Stats:
 
 
 def _results(
-    files: Iterator[tuple[str, str]], cfg: PrepareConfig, tok_file: Path
+    files: Iterator[tuple[str, str]], cfg: PrepareConfig, tok_file: Path, overheads: dict
 ) -> Iterator[FileResult]:
     """Per-file results in discovery order, computed by ``cfg.workers`` processes."""
+    perm = minhash_permutations(cfg.num_perm)
     if cfg.workers == 1:
-        init_worker(cfg, str(tok_file))
+        init_worker(cfg, str(tok_file), perm, overheads)
         yield from map(process_file, files)
         return
     import multiprocessing as mp
@@ -190,7 +191,9 @@ def _results(
     # spawn, not fork: the main process runs a thread importing transformers, and forking
     # during an import can leave a child holding the import lock forever.
     ctx = mp.get_context("spawn")
-    with ctx.Pool(cfg.workers, initializer=init_worker, initargs=(cfg, str(tok_file))) as pool:
+    with ctx.Pool(
+        cfg.workers, initializer=init_worker, initargs=(cfg, str(tok_file), perm, overheads)
+    ) as pool:
         while True:
             batch = list(itertools.islice(files, BATCH_FILES))
             if not batch:
@@ -301,7 +304,10 @@ def prepare(
                 if mutation:
                     st.per_mutation[mutation] += 1
 
-            results = _results(discovered(), cfg, tok_file)
+            # Workers skip building examples that cannot fit, so they need the template's
+            # share first (from the disk cache; measured with transformers on a miss).
+            ovh = {t: overheads.get(t) for t in cfg.tasks}
+            results = _results(discovered(), cfg, tok_file, ovh)
             for res in results:
                 st.files_seen += 1
                 st.bytes_seen += res.nbytes
@@ -333,6 +339,8 @@ def prepare(
                         st.fn_skipped["near_duplicate"] += 1
                         continue
                     lsh.insert(st.functions, mh, check_duplication=False)
+                    if fr.over:
+                        st.fn_skipped["over_max_tokens"] += fr.over
                     if fr.mutants and room("bugfix", split):
                         # Balance: the candidate whose operator is furthest below its share.
                         i = min(
@@ -422,7 +430,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     holds a function, or a near-duplicate of it, keeps it. Splits are by path hash, so the
     shards already agree on them. Raises ``CodetuneError`` for a missing shard directory.
     """
-    from datasketch import LeanMinHash, MinHash, MinHashLSH
+    from datasketch import LeanMinHash, MinHashLSH
 
     from codetune.data import worker
     from codetune.prompts import extract_code
@@ -431,9 +439,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     for d in shards:
         if not (Path(d) / "manifest.json").is_file():
             raise CodetuneError(f"--merge {d}: not a prepared dataset (no manifest.json)")
-    worker._STATE.update(
-        cfg=cfg, perm=MinHash(num_perm=cfg.num_perm, seed=1, scheme="affine32").permutations
-    )
+    worker._STATE.update(cfg=cfg, perm=minhash_permutations(cfg.num_perm))
     lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
     seen: set[bytes] = set()
     owner: dict[tuple[str, str], bool] = {}  # (path, symbol) → kept

@@ -52,6 +52,7 @@ class FunctionResult:
     n_code: int
     n_stub: int
     n_mutants: list[int]
+    over: int = 0  # tasks whose example would exceed max_tokens (not built)
 
 
 @dataclass
@@ -64,7 +65,7 @@ class FileResult:
     skip: str | None = None
     functions: list[FunctionResult] = field(default_factory=list)
     fn_skips: dict[str, int] = field(default_factory=dict)
-    n_path: int = 0  # tokens of the " from `path`" part of the prompt
+    n_path: int = -1  # tokens of the " from `path`" part of the prompt (-1: not measured)
 
 
 _STATE: dict = {}
@@ -153,18 +154,30 @@ class TokenCounter:
         return out
 
 
-def init_worker(cfg: PrepareConfig, tokenizer_file: str) -> None:
-    """Process initializer: load the tokenizer (the fast Rust one) and MinHash permutations."""
+def minhash_permutations(num_perm: int):
+    """datasketch's affine32 permutation parameters for ``num_perm`` (seed 1)."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=num_perm, seed=1, scheme="affine32").permutations
+
+
+def init_worker(
+    cfg: PrepareConfig, tokenizer_file: str, perm=None, overheads: dict[str, int] | None = None
+) -> None:
+    """Process initializer: load the tokenizer (the fast Rust one) and the MinHash
+    permutations (``perm``: computed by the caller, so workers need not import datasketch).
+    ``overheads``: tokens each task's chat template adds; with them, examples longer than
+    ``max_tokens`` are not built at all."""
     import os
 
     # The Rust tokenizer would spawn its own threads per process; workers are the parallelism.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from datasketch import MinHash
     from tokenizers import Tokenizer
 
     _STATE["cfg"] = cfg
     _STATE["tok"] = TokenCounter(Tokenizer.from_file(tokenizer_file))
-    _STATE["perm"] = MinHash(num_perm=cfg.num_perm, seed=1, scheme="affine32").permutations
+    _STATE["perm"] = minhash_permutations(cfg.num_perm) if perm is None else perm
+    _STATE["budget"] = {t: cfg.max_tokens - n for t, n in (overheads or {}).items()}
 
 
 def count_tokens(texts: list[str]) -> list[int]:
@@ -195,32 +208,33 @@ def changed_lines(original: str, mutant: str) -> tuple[str, str]:
 
 
 def minhash_of(norm: str) -> bytes:
-    """MinHash (datasketch) of the 5-token shingles of the normalized code.
+    """MinHash of the 5-token shingles of the normalized code: the hash values datasketch's
+    ``MinHash(scheme="affine32").update_batch`` gives for the shingles' 32-bit hashes (a
+    test compares them), computed directly in numpy.
 
     Shingles are hashed with numpy from per-token CRC32s instead of datasketch's per-item
-    SHA-1 in Python (6x faster); the MinHash itself is datasketch's."""
+    SHA-1 in Python; the MinHash step (MurmurHash3 fmix32, then ``a * h + b`` mod 2^32 per
+    permutation, then the minimum) skips datasketch's per-item Python loop."""
     import zlib
 
     import numpy as np
-    from datasketch import MinHash
 
-    cfg: PrepareConfig = _STATE["cfg"]
-    toks = np.fromiter((zlib.crc32(x.encode()) for x in _TOKEN.findall(norm)), np.uint64)
-    if len(toks) < 5:
-        toks = np.concatenate([toks, np.zeros(5 - len(toks), np.uint64)])
-    h = np.zeros(len(toks) - 4, np.uint64)
+    toks = _TOKEN.findall(norm)
+    h32 = np.fromiter(map(zlib.crc32, map(str.encode, toks)), np.uint64, len(toks))
+    if len(h32) < 5:
+        h32 = np.concatenate([h32, np.zeros(5 - len(h32), np.uint64)])
+    h = np.zeros(len(h32) - 4, np.uint64)
     for k in range(5):  # polynomial rolling combination of 5 consecutive token hashes
-        h = h * np.uint64(1_000_003) + toks[k : len(toks) - 4 + k]
-    shingles = np.unique(h & np.uint64(0xFFFFFFFF))
-    m = MinHash(
-        num_perm=cfg.num_perm,
-        seed=1,
-        permutations=_STATE["perm"],
-        scheme="affine32",
-        hashfunc=int,
-    )
-    m.update_batch(shingles.tolist())
-    return m.hashvalues.tobytes()
+        h = h * np.uint64(1_000_003) + h32[k : len(h32) - 4 + k]
+    # (repeated shingles need no removal: they cannot change a minimum)
+    hv = (h & np.uint64(0xFFFFFFFF)).astype(np.uint32).reshape(-1, 1)
+    hv ^= hv >> np.uint32(16)  # MurmurHash3 fmix32, as datasketch pre-mixes inputs
+    hv *= np.uint32(0x85EBCA6B)
+    hv ^= hv >> np.uint32(13)
+    hv *= np.uint32(0xC2B2AE35)
+    hv ^= hv >> np.uint32(16)
+    a, b = _STATE["perm"]
+    return (hv * a + b).min(axis=0).astype(np.uint32).tobytes()
 
 
 def pick_operators(cfg: PrepareConfig, applicable: list[str], rng: random.Random) -> list[str]:
@@ -298,7 +312,6 @@ def process_file(item: tuple[str, str]) -> FileResult:
         return res
     lines = text.split("\n")
     skips = res.fn_skips
-    pending = []
     for symbol, node in iter_function_nodes(tree):
         nlines = node.end_lineno - node.lineno + 1
         if nlines < cfg.min_function_lines:
@@ -325,54 +338,69 @@ def process_file(item: tuple[str, str]) -> FileResult:
             first_line, indent = 1, 0
         else:
             fn, first_line = node, first
+        if res.n_path < 0:
+            res.n_path = count_tokens([f" from `{rel}`"])[0]
+        # Room for the code's part of each task's example: the cap minus the chat template
+        # and the path (both measured by the caller, see init_worker), so examples that
+        # cannot fit are never built — their mutants never parsed.
+        budget = _STATE.get("budget") or {}
+        over = 0
         stub = stub_of(code, fn, first_line) if "complete" in cfg.tasks else None
+        if stub is not None:
+            # The stub is the code's first lines: its tokens are those of that prefix (it
+            # ends at a non-space, where no pre-token continues) plus the final newline.
+            head_c, rest_c, nl = count_tokens([stub[:-1], code[len(stub) - 1 :], "\n"])
+            n_code, n_stub = head_c + rest_c, head_c + nl
+            if "complete" in budget and n_code + n_stub > budget["complete"] - res.n_path:
+                stub, over = None, over + 1
+        else:
+            n_code = count_tokens([code])[0]
         mutants: list[tuple[str, str]] = []
-        if "bugfix" in cfg.tasks:
+        n_mut: list[int] = []
+        room = budget.get("bugfix", 1 << 60) - res.n_path - n_code  # for the mutant
+        if "bugfix" in cfg.tasks and room < 1:
+            over += 1
+        elif "bugfix" in cfg.tasks:
             rng = random.Random(f"{cfg.seed}:{rel}:{symbol}")
             mut = Mutator(code, fn, first_line, indent)
+            sizes: dict[str, int] = {}
+
+            def fits(m: str) -> bool:
+                # mutant = original with a few lines changed: tokens of the original plus
+                # the difference on the changed lines (line breaks are pre-token
+                # boundaries, so the rest of the function tokenizes identically)
+                a, b = count_tokens(list(changed_lines(code, m)))  # noqa: B023
+                sizes[m] = n_code + b - a  # noqa: B023
+                return sizes[m] <= room  # noqa: B023
+
             for op in pick_operators(cfg, mut.applicable(), rng):
                 sites = mut.sites(op, rng)
-                m = mut.apply(op, sites, rng) if sites else None
+                m = mut.apply(op, sites, rng, accept=fits) if sites else None
                 if m is not None:
                     mutants.append((op, m))
-        if not mutants and stub is None:
+                    n_mut.append(sizes[m])
+            if not mutants and sizes and all(n > room for n in sizes.values()):
+                over += 1
+        if not mutants and stub is None and not over:
             skips["no_task"] = skips.get("no_task", 0) + 1
             continue
+        # Sent even when nothing fits (over > 0): it still takes part in deduplication.
         norm = normalize(code)
-        pending.append((symbol, first, code, stub, mutants, norm))
-    if pending:
-        texts = []
-        for _, _, code, stub, mutants, _ in pending:
-            texts.append(code)
-            texts.append(stub or "")
-            for _, m in mutants:
-                texts.extend(changed_lines(code, m))
-        counts = count_tokens(texts + [f" from `{rel}`"])
-        res.n_path = counts.pop()
-        i = 0
-        for symbol, first, code, stub, mutants, norm in pending:
-            n_code, n_stub = counts[i], counts[i + 1]
-            # mutant = original with a few lines changed: tokens of the original plus the
-            # difference on the changed lines (the tokenizer's pre-split keeps line breaks
-            # as boundaries, so the rest of the function tokenizes identically)
-            n_mut = [
-                n_code + counts[i + 3 + 2 * k] - counts[i + 2 + 2 * k] for k in range(len(mutants))
-            ]
-            i += 2 + 2 * len(mutants)
-            res.functions.append(
-                FunctionResult(
-                    symbol=symbol,
-                    lineno=first,
-                    code=code,
-                    stub=stub,
-                    mutants=mutants,
-                    digest=hashlib.blake2b(norm.encode(), digest_size=16).digest(),
-                    minhash=minhash_of(norm),
-                    n_code=n_code,
-                    n_stub=n_stub,
-                    n_mutants=n_mut,
-                )
+        res.functions.append(
+            FunctionResult(
+                symbol=symbol,
+                lineno=first,
+                code=code,
+                stub=stub,
+                mutants=mutants,
+                digest=hashlib.blake2b(norm.encode(), digest_size=16).digest(),
+                minhash=minhash_of(norm),
+                n_code=n_code,
+                n_stub=n_stub if stub is not None else 0,
+                n_mutants=n_mut,
+                over=over,
             )
-    elif not res.fn_skips:
+        )
+    if not res.functions and not res.fn_skips:
         res.skip = "no_functions"
     return res
