@@ -1,7 +1,9 @@
 """Throughput (MB/s of source) and peak RSS of `codetune prepare`, against a baseline.
 
     .venv/bin/python benchmarks/prepare_throughput.py --codebase .venv/lib/python3.11/site-packages \
-        --max-files 1500
+        --max-files 1500 [--before-src /tmp/before/src]
+
+    # the "before" package: mkdir -p /tmp/before && git archive <commit> src | tar -x -C /tmp/before
 
 Runs `codetune prepare` as a subprocess, samples the RSS of its whole process tree (main +
 workers) every 0.2 s, and reads the bytes processed from the manifest. The baseline, run side
@@ -27,12 +29,17 @@ from pathlib import Path
 import psutil
 
 
-def run_prepare(codebase: Path, out: Path, sets: list[str]) -> dict:
+def run_prepare(codebase: Path, out: Path, sets: list[str], src: Path | None = None) -> dict:
+    """One `codetune prepare` run; ``src``: run the codetune package found there instead
+    (a checkout's ``src`` of an older commit, for a before/after comparison)."""
     cmd = [sys.executable, "-m", "codetune.cli", "prepare", "--codebase", str(codebase)]
     cmd += ["--out", str(out), "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     ps = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -92,17 +99,31 @@ def main() -> None:
     ap.add_argument("--codebase", type=Path, required=True)
     ap.add_argument("--max-files", type=int, default=0, help="0: every file")
     ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument(
+        "--before-src",
+        type=Path,
+        help="also run the codetune package in this directory (e.g. `git archive` of an "
+        "older commit's src/), right after, for a before/after ratio",
+    )
     args = ap.parse_args()
     sets = args.sets + ([f"max_files={args.max_files}"] if args.max_files else [])
     with tempfile.TemporaryDirectory() as tmp:
         result = {
             "load_avg_1m_before": round(os.getloadavg()[0], 1),
             "prepare": run_prepare(args.codebase, Path(tmp) / "ds", sets),
-            "baseline_ast_parse": baseline(args.codebase, sets),
-            "load_avg_1m_after": round(os.getloadavg()[0], 1),
         }
+        if args.before_src:
+            result["prepare_before"] = run_prepare(
+                args.codebase, Path(tmp) / "before", sets, args.before_src
+            )
+        result["baseline_ast_parse"] = baseline(args.codebase, sets)
+        result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
     p, b = result["prepare"], result["baseline_ast_parse"]
     result["ratio_cpu_vs_baseline"] = round(p["mb_per_cpu_s"] / b["mb_per_cpu_s"], 2)
+    if args.before_src:
+        q = result["prepare_before"]
+        result["speedup_cpu_vs_before"] = round(p["mb_per_cpu_s"] / q["mb_per_cpu_s"], 2)
+        result["speedup_wall_vs_before"] = round(p["mb_per_s"] / q["mb_per_s"], 2)
     print(json.dumps(result, indent=2))
 
 
