@@ -1,0 +1,52 @@
+"""Cost of one decoding step of the embedded model on this CPU, by batch rows and cached
+length, with transformers' ``DynamicLayer`` (``torch.cat`` of the whole cache every step) and
+with codetune's in-place grown cache (``codetune.generation._slab_cache``).
+
+    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/decode_step.py --rows 1,16,32,64 --cached 300,600
+
+Prints milliseconds per step and rows x steps per second (generated tokens/s at full slots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", default="16,32")
+    ap.add_argument("--cached", default="300,600")
+    ap.add_argument("--steps", type=int, default=10)
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from codetune.generation import _slab_cache
+    from codetune.model import fetch_embedded
+
+    model = AutoModelForCausalLM.from_pretrained(fetch_embedded(), dtype=torch.float32).eval()
+    layers = model.config.num_hidden_layers
+    for t in map(int, args.cached.split(",")):
+        for b in map(int, args.rows.split(",")):
+            for kind in ("dynamic", "in-place"):
+                cache = DynamicCache() if kind == "dynamic" else _slab_cache(layers)
+                ids = torch.randint(100, 40000, (b, t))
+                with torch.inference_mode():
+                    out = model(input_ids=ids, past_key_values=cache, logits_to_keep=1)
+                    nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+                    t0 = time.perf_counter()
+                    for _ in range(args.steps):
+                        out = model(input_ids=nxt, past_key_values=cache)
+                        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+                    step = (time.perf_counter() - t0) / args.steps
+                print(
+                    f"cached={t} rows={b} cache={kind}: {step * 1000:.0f} ms/step, "
+                    f"{b / step:.1f} tokens/s",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
