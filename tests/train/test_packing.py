@@ -86,3 +86,30 @@ def test_loss_only_on_assistant_tokens(setup):
     assert f["labels"][n_prompt:] == f["input_ids"][n_prompt:]
     answer = tok.decode(f["input_ids"][n_prompt:])
     assert answer.startswith("```python") and "<|im_end|>" in answer
+
+
+@pytest.mark.parametrize("batching", ["padding_free", "padded"])
+def test_loss_on_answer_positions_only_is_the_same_loss(setup, batching):
+    # Guards the training speed-up: computing logits only where a label is predicted gives
+    # the model's own full-logits loss (same targets, same normalization) and its gradient,
+    # for flattened and padded batches.
+    import torch
+
+    from codetune.train.data import loss_positions_only
+
+    model, tok, feats = setup
+    batch = make_collator(tok, batching)(feats)
+    n_items = (batch["labels"][:, 1:] != -100).sum()
+    full = model(**batch, num_items_in_batch=n_items)
+    fast_in = loss_positions_only(batch)
+    fast = model(**fast_in, num_items_in_batch=n_items)
+    assert fast.logits.shape[1] == len(fast_in["logits_to_keep"]) < batch["input_ids"].shape[1]
+    assert torch.allclose(full.loss, fast.loss, atol=1e-5), (full.loss, fast.loss)
+    params = [p for p in model.parameters() if p.requires_grad][:4] or [
+        next(model.parameters())
+    ]
+    g_full = torch.autograd.grad(full.loss, params, allow_unused=True)
+    g_fast = torch.autograd.grad(fast.loss, params, allow_unused=True)
+    for a, b in zip(g_full, g_fast, strict=True):
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -142,3 +142,27 @@ def make_collator(tokenizer, batching: str):
     return DataCollatorForSeq2Seq(
         tokenizer, padding="longest", label_pad_token_id=IGNORE, pad_to_multiple_of=8
     )
+
+
+def loss_positions_only(inputs: dict) -> dict:
+    """``inputs`` rewritten so the model computes logits only where a label is predicted.
+
+    The loss is on the assistant's tokens only, yet a causal LM computes the 49k-151k-wide
+    vocabulary projection for every position. Passing ``logits_to_keep`` = the positions whose
+    next token is labelled (union over the batch rows) and the matching ``shift_labels`` gives
+    the same loss (same sum over the same targets, same ``num_items_in_batch`` normalization)
+    while skipping the projection — and its logits, the largest activation — for prompt
+    tokens: ~2/3 of the tokens in the bugfix examples. transformers' causal-LM loss uses
+    ``shift_labels`` as given instead of shifting ``labels``.
+    """
+    import torch
+
+    labels = inputs.get("labels")
+    if labels is None:
+        return inputs
+    shift = torch.nn.functional.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+    keep = (shift != IGNORE).any(0).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        return inputs
+    target = shift[:, keep].contiguous()
+    return {**inputs, "labels": target, "shift_labels": target, "logits_to_keep": keep}

@@ -33,7 +33,12 @@ from codetune.metrics import format_metrics
 from codetune.model import EMBEDDED_ALIASES, resolve_base_model
 from codetune.train import checkpoints as ckpts
 from codetune.train.config import TrainConfig
-from codetune.train.data import load_records, make_collator, tokenize_records
+from codetune.train.data import (
+    load_records,
+    loss_positions_only,
+    make_collator,
+    tokenize_records,
+)
 
 log = logging.getLogger(__name__)
 SUMMARY = "training_summary.json"
@@ -447,6 +452,7 @@ def run_training(
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:
                 counters.add(inputs)
+            inputs = loss_positions_only(inputs)
             return super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
