@@ -105,9 +105,7 @@ def test_loss_on_answer_positions_only_is_the_same_loss(setup, batching):
     fast = model(**fast_in, num_items_in_batch=n_items)
     assert fast.logits.shape[1] == len(fast_in["logits_to_keep"]) < batch["input_ids"].shape[1]
     assert torch.allclose(full.loss, fast.loss, atol=1e-5), (full.loss, fast.loss)
-    params = [p for p in model.parameters() if p.requires_grad][:4] or [
-        next(model.parameters())
-    ]
+    params = [p for p in model.parameters() if p.requires_grad][:4] or [next(model.parameters())]
     g_full = torch.autograd.grad(full.loss, params, allow_unused=True)
     g_fast = torch.autograd.grad(fast.loss, params, allow_unused=True)
     for a, b in zip(g_full, g_fast, strict=True):
