@@ -575,6 +575,10 @@ class TrainingWorkflow(Construct):
                 "CODETUNE_BASE_MODEL.$": "$.request.baseModel.id",
                 "CODETUNE_EVAL_SUITES.$": "States.JsonToString($.request.evaluation.suites)",
                 "CODETUNE_EVAL_LIMIT.$": "States.JsonToString($.request.evaluation.limit)",
+                # the SFT-only adapter as an extra side when the run has a GRPO stage
+                "CODETUNE_EVAL_COMPARE_SFT.$": (
+                    "States.JsonToString($.request.evaluation.compareSft)"
+                ),
                 "CODETUNE_ADAPTER_URI.$": "$.training.modelDataUrl",
             },
             timeout=self._jobs.evaluation_timeout,
