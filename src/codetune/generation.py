@@ -171,6 +171,21 @@ def chat_prompt(lm: LoadedModel, msgs: list[dict]) -> str:
     return render_chat(lm.tokenizer, msgs, add_generation_prompt=True)
 
 
+def _row_adapters(lm: LoadedModel, adapters, n: int) -> list[str]:
+    """One adapter name per row (:data:`BASE` for the base model); raises CodetuneError for
+    an unknown name — never a silent fallback to the base model."""
+    rows = adapters if isinstance(adapters, list) else [adapters] * n
+    if len(rows) != n:
+        raise ValueError("adapters must have one entry per prompt")
+    names = [BASE if a in (None, BASE) else a for a in rows]
+    unknown = sorted({x for x in names if x != BASE and x not in lm.adapters})
+    if unknown:
+        raise CodetuneError(
+            f"unknown adapter(s) {', '.join(unknown)}; known: {', '.join([BASE, *sorted(lm.adapters)])}"
+        )
+    return names
+
+
 def generate(
     lm: LoadedModel,
     prompts: list[str],
@@ -192,15 +207,7 @@ def generate(
 
     if not prompts:
         return []
-    rows = adapters if isinstance(adapters, list) else [adapters] * len(prompts)
-    if len(rows) != len(prompts):
-        raise ValueError("adapters must have one entry per prompt")
-    names = [BASE if a in (None, BASE) else a for a in rows]
-    unknown = sorted({n for n in names if n != BASE and n not in lm.adapters})
-    if unknown:
-        raise CodetuneError(
-            f"unknown adapter(s) {', '.join(unknown)}; known: {', '.join([BASE, *sorted(lm.adapters)])}"
-        )
+    names = _row_adapters(lm, adapters, len(prompts))
     tok = lm.tokenizer
     enc = tok(
         prompts,
@@ -411,18 +418,12 @@ def generate_continuous(
     n = len(prompts)
     if not n:
         return []
-    rows = adapters if isinstance(adapters, list) else [adapters] * n
     caps = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * n
-    if len(rows) != n or len(caps) != n:
-        raise ValueError("adapters and max_new_tokens lists need one entry per prompt")
+    if len(caps) != n:
+        raise ValueError("max_new_tokens needs one entry per prompt")
     if min(caps) < 1 or max_batch < 1:
         raise ValueError("max_new_tokens and max_batch must be >= 1")
-    names = [BASE if a in (None, BASE) else a for a in rows]
-    unknown = sorted({x for x in names if x != BASE and x not in lm.adapters})
-    if unknown:
-        raise CodetuneError(
-            f"unknown adapter(s) {', '.join(unknown)}; known: {', '.join([BASE, *sorted(lm.adapters)])}"
-        )
+    names = _row_adapters(lm, adapters, n)
     from peft import PeftModel
 
     model, tok = lm.model, lm.tokenizer
