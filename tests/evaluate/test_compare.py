@@ -44,9 +44,15 @@ def adapter_dir(path):
 
 
 def test_report_without_extra_sides_stays_valid_and_with_them_too():
-    # Guards backward compatibility: the extra side is optional in report.json.
-    validate_report(REPORT)
-    validate_report(with_sft(REPORT))
+    # Guards backward compatibility: the extra side is optional in report.json. Valid
+    # reports pass silently (validate_report raises on any schema error) ...
+    assert validate_report(REPORT) is None
+    assert validate_report(with_sft(REPORT)) is None
+    # ... and the check is real: an extra side with a malformed metric is refused.
+    bad = with_sft(REPORT)
+    bad["suites"]["bugfix"]["compare"]["sft"]["exact_fix"] = "high"
+    with pytest.raises(CodetuneError, match="schema"):
+        validate_report(bad)
 
 
 @pytest.mark.parametrize("name", ["candidate", "base", "Bad Name"])
