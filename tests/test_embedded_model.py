@@ -45,6 +45,20 @@ def test_cache_validation_detects_truncation(embedded_model_dir, tmp_path):
     assert not model_mod.cache_is_valid(copy)
 
 
+def test_cache_validation_stamp_does_not_hide_a_rewrite(embedded_model_dir, tmp_path):
+    # Guards: the stat stamp that spares re-hashing never vouches for a file written since.
+    copy = tmp_path / "m"
+    shutil.copytree(embedded_model_dir, copy)
+    assert model_mod.cache_is_valid(copy)
+    assert (copy / model_mod.VERIFIED).is_file()
+    assert model_mod.cache_is_valid(copy)  # from the stamp
+    cfg = copy / "config.json"
+    data = bytearray(cfg.read_bytes())
+    data[-2:-1] = b" " if data[-2:-1] != b" " else b"\t"  # same size, different bytes
+    cfg.write_bytes(bytes(data))
+    assert not model_mod.cache_is_valid(copy)
+
+
 @pytest.mark.slow
 def test_corrupt_cache_is_rebuilt(embedded_model_dir, tmp_path, monkeypatch):
     # Guards: fetch rebuilds a truncated cache instead of loading it.

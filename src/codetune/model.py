@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 from codetune.errors import CodetuneError
-from codetune.io import atomic_dir
+from codetune.io import atomic_dir, write_json_atomic
 from codetune.paths import codetune_home
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+VERIFIED = ".codetune-verified.json"  # stat stamp of the files last hashed and found valid
+
+
+def _stat_stamp(model_dir: Path, names) -> dict:
+    out = {}
+    for name in names:
+        st = (model_dir / name).stat()
+        out[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return out
+
+
 def cache_is_valid(model_dir: Path) -> bool:
-    """True when ``model_dir`` has a marker and every file in it matches its recorded hash."""
+    """True when ``model_dir`` has a marker and every file in it matches its recorded hash.
+
+    Hashing the checkpoint costs ~0.5 s on every command, so a successful check leaves a
+    stamp of the files' (size, mtime, inode); while every file still has that stamp, the
+    hashes are not recomputed (any write to a file changes its mtime)."""
     marker = model_dir / MARKER
     if not marker.is_file():
         return False
@@ -59,10 +74,23 @@ def cache_is_valid(model_dir: Path) -> bool:
         files = json.loads(marker.read_text())["files"]
     except (ValueError, KeyError):
         return False
+    try:
+        stamp = _stat_stamp(model_dir, files)
+    except OSError:
+        return False
+    try:
+        if files and json.loads((model_dir / VERIFIED).read_text()) == stamp:
+            return True
+    except (OSError, ValueError):
+        pass
     for name, meta in files.items():
         p = model_dir / name
         if not p.is_file() or p.stat().st_size != meta["size"] or _sha256(p) != meta["sha256"]:
             return False
+    try:  # best effort: a read-only cache is just hashed every time
+        write_json_atomic(model_dir / VERIFIED, stamp)
+    except OSError:
+        pass
     return bool(files)
 
 

@@ -102,3 +102,79 @@ def test_compare_flip_changes_only_the_operator() -> None:
     )
     mutant = mutate(code, parse_function(code), "compare_flip", random.Random(0))
     assert mutant == code.replace("if a < b:", "if a <= b:")
+
+
+STATEMENT_CASES = [
+    # (function, text to replace, replacement, whole function parses after?)
+    ("def f(a, b):\n    if a < b: return a; x = 1\n    return b\n", "x = 1", "x = 1 +", False),
+    ("def f(a, b):\n    if a < b: return a; x = 1\n    return b\n", "x = 1", "x = (1)", True),
+    (
+        "def f(a):\n    if a:\n        pass\n    else:\n        a = a < 1\n    return a\n",
+        "a < 1",
+        "a <= 1",
+        True,
+    ),
+    ("def f(a):\n    try:\n        g(a, 1)\n    except E:\n        h(a)\n", "h(a)", "h(a,)", True),
+    (
+        "def f(a):\n    try:\n        g(a, 1)\n    except E:\n        h(a)\n",
+        "h(a)",
+        "h(a,,)",
+        False,
+    ),
+    ("def f(a):\n    match a:\n        case 1:\n            return a[0]\n", "a[0]", "a[1]", True),
+    ("def f(a):\n    match a:\n        case 1:\n            return a[0]\n", "a[0]", "a[0", False),
+    (
+        "def f(a):\n    for x in a:\n        while x:\n            x = (x\n   - 1)\n",
+        "- 1",
+        "+ 1",
+        True,
+    ),
+    ("@dec(1)\ndef f(a):\n    return a\n", "dec(1)", "dec(2)", True),
+    ("@dec(1)\ndef f(a):\n    return a\n", "dec(1)", "dec(1", False),
+    ("def f(a=1):\n    return a\n", "a=1", "a=2", True),
+    ("async def f(a):\n    async for x in a:\n        await x\n", "await x", "await y", True),
+    ("def f(a):\n    return a\n", "return a", "return a b", False),
+]
+
+
+@pytest.mark.parametrize("code,old,new,ok", STATEMENT_CASES)
+def test_statement_parse_agrees_with_whole_function(code, old, new, ok) -> None:
+    # Guards the shortcut that verifies a semantic mutant by parsing only its smallest
+    # enclosing statement: on the hard cases (a statement after `if x:` or `;` on the same
+    # line, else/except/match branches whose lines sit left of the statement's own column,
+    # a multi-line bracket, the signature and decorators) it agrees with a whole parse.
+    from codetune.data.mutations import Mutator
+
+    start = code.encode().index(old.encode())
+    edit = (start, start + len(old.encode()), new.encode())
+    mutant = code.replace(old, new, 1)
+    m = Mutator(code, parse_function(code))
+    assert m._statement_parses(edit, mutant) is ok
+    try:
+        whole = len(ast.parse(mutant).body) == 1
+    except SyntaxError:
+        whole = False
+    assert whole is ok
+
+
+def test_statement_parse_agrees_on_every_site_of_real_code() -> None:
+    # Guards the same shortcut on real code: every candidate edit of every semantic operator
+    # on the stdlib sample, plus a syntax-breaking variant of each, is judged as a parse of
+    # the whole function judges it.
+    from codetune.data.mutations import Mutator
+
+    n = 0
+    for code in FUNCTIONS[:60]:
+        m = Mutator(code, parse_function(code))
+        b = code.encode()
+        for op in sorted(set(CATALOGUE) - SYNTAX_OPERATORS):
+            for start, end, repl in m.sites(op, random.Random(0))[:20]:
+                for r in (repl, repl + b" )"):
+                    mutant = (b[:start] + r + b[end:]).decode()
+                    try:
+                        whole = len(ast.parse(mutant).body) == 1
+                    except SyntaxError:
+                        whole = False
+                    assert m._statement_parses((start, end, r), mutant) is whole, (op, mutant)
+                    n += 1
+    assert n > 1000

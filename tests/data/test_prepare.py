@@ -251,3 +251,20 @@ def test_sagemaker_processing_defaults(tmp_path, monkeypatch) -> None:
     assert cli_main(["prepare", "--set", "workers=1", "--no-progress"]) == 0
     out = tmp_path / "processing" / "output" / "dataset"
     assert json.loads((out / "manifest.json").read_text())["counts"]["task"]["bugfix"] > 0
+
+
+def test_record_line_is_the_plain_json_of_the_record() -> None:
+    # Guards the one-encoding record writer: byte-identical to dumping the record dict.
+    import json
+
+    from codetune.data.pipeline import record_id, record_line
+    from codetune.prompts import messages
+
+    msgs = messages(
+        "bugfix", 'def f():\n    return "é\\n\\t<"\n', "def f():\n    pass\n", path="a.py"
+    )
+    meta = {"path": "a.py", "symbol": "f", "lineno": 3, "mutation": None, "split": "test",
+            "tokens": 12}  # fmt: skip
+    rec = {"id": record_id("bugfix", msgs), "task": "bugfix", "messages": msgs, "meta": meta}
+    want = json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n"
+    assert record_line("bugfix", msgs, meta) == want

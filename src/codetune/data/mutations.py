@@ -336,8 +336,39 @@ _OPS_OF_TYPE: dict[type, tuple[str, ...]] = {}
 for _op in CATALOGUE.values():
     for _ty in _op.node_types:
         _OPS_OF_TYPE[_ty] = (*_OPS_OF_TYPE.get(_ty, ()), _op.name)
-# Leaves no operator looks at (``Load``, ``Add``, ...): not worth visiting.
-_LEAVES = (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)
+
+
+# Node types whose fields are worth visiting (the others are leaves: identifiers, constants,
+# contexts and operators).
+_NODE_KINDS = frozenset(
+    "mod stmt expr arguments arg keyword alias withitem comprehension excepthandler "
+    "match_case pattern type_ignore".split()
+)
+# List fields that may hold ``None`` (``{**d}``'s key, a keyword-only argument's default).
+_HOLES = {(ast.Dict, "keys"), (ast.arguments, "kw_defaults")}
+
+
+def _child_fields(ty: type) -> tuple[tuple[str, int], ...]:
+    """The node-holding fields of ``ty`` as ``(name, kind)`` — kind 0: one node or None, 1: a
+    list of nodes, 2: a list with holes — read from its ASDL signature (the class docstring,
+    e.g. ``Call(expr func, expr* args, keyword* keywords)``)."""
+    sig = re.match(r"\w+\((.*)\)$", (ty.__doc__ or "").strip())
+    out = []
+    for part in sig.group(1).split(", ") if sig and sig.group(1) else ():
+        kind, name = part.split(" ")
+        if kind.rstrip("*?") in _NODE_KINDS:
+            many = kind.endswith("*")
+            out.append((name, (2 if (ty, name) in _HOLES else 1) if many else 0))
+    return tuple(out)
+
+
+_OP_INDEX = {name: k for k, name in enumerate(CATALOGUE)}
+# node type → (indexes of the operators that look at it, its node-holding fields)
+_TYPE_INFO: dict[type, tuple[tuple[int, ...], tuple[tuple[str, int], ...]]] = {}
+
+
+def _type_info(ty: type) -> tuple[tuple[int, ...], tuple[tuple[str, int], ...]]:
+    return tuple(_OP_INDEX[n] for n in _OPS_OF_TYPE.get(ty, ())), _child_fields(ty)
 
 
 class _Chooser:
@@ -393,23 +424,28 @@ class Mutator:
         self.code = code
         self.fn = fn
         self.t = _Text(code, first_line, indent)
-        self.buckets: dict[str, list[ast.AST]] = {name: [] for name in CATALOGUE}
-        table = {ty: [self.buckets[n] for n in ops] for ty, ops in _OPS_OF_TYPE.items()}
+        lists: list[list[ast.AST]] = [[] for _ in CATALOGUE]
         nodes = [fn]
-        i = 0
-        while i < len(nodes):  # breadth-first, the order of ast.walk
-            node = nodes[i]
-            i += 1
-            for bucket in table.get(type(node), ()):
-                bucket.append(node)
-            for name in node._fields:
-                v = getattr(node, name, None)
-                if isinstance(v, list):
-                    nodes.extend(
-                        x for x in v if isinstance(x, ast.AST) and not isinstance(x, _LEAVES)
-                    )
-                elif isinstance(v, ast.AST) and not isinstance(v, _LEAVES):
-                    nodes.append(v)
+        append, extend = nodes.append, nodes.extend
+        info = _TYPE_INFO
+        for node in nodes:  # breadth-first (the list grows as it is read): ast.walk's order
+            ty = type(node)
+            got = info.get(ty)
+            if got is None:
+                got = info[ty] = _type_info(ty)
+            ops, fields = got
+            for k in ops:
+                lists[k].append(node)
+            for name, kind in fields:
+                v = getattr(node, name)
+                if kind == 1:
+                    extend(v)
+                elif kind == 0:
+                    if v is not None:
+                        append(v)
+                else:
+                    extend(x for x in v if x is not None)
+        self.buckets: dict[str, list[ast.AST]] = dict(zip(CATALOGUE, lists, strict=True))
 
     def sites(self, op_name: str, rng: random.Random) -> list[Edit]:
         """Candidate edits of operator ``op_name``."""
@@ -425,31 +461,96 @@ class Mutator:
         """Operators with at least one candidate edit, in catalogue order."""
         return [name for name in CATALOGUE if self.buckets[name] and self.has_site(name)]
 
+    def candidates(self) -> list[str]:
+        """Operators that look at some node of the function (a superset of
+        :meth:`applicable`, without looking for a site), in catalogue order."""
+        return [name for name in CATALOGUE if self.buckets[name]]
+
     def apply(
         self,
         op_name: str,
         edits: list[Edit],
         rng: random.Random,
         max_tries: int = 3,
-        accept: Callable[[str], bool] | None = None,
+        accept: Callable[[str, Edit], bool] | None = None,
     ):
         """A verified mutant from one of ``edits`` (chosen with ``rng``), or ``None``.
-        ``accept``: a cheap test a candidate must pass before it is parsed (e.g. length).
+        ``accept(mutant, edit)``: a cheap test a candidate must pass before it is parsed
+        (e.g. length).
 
         The original's parse is the caller's business (that is how ``fn`` exists), so only
-        the mutant is parsed here."""
+        the mutant is parsed here: a syntax mutant whole (it must not parse), a semantic one
+        by its smallest enclosing statement (:meth:`_statement_parses`)."""
         syntax = CATALOGUE[op_name].syntax
-        edits = list(edits)
-        rng.shuffle(edits)
+        edits = rng.sample(edits, min(max_tries, len(edits)))
         b = self.t.b
-        for start, end, repl in edits[:max_tries]:
+        for edit in edits:
+            start, end, repl = edit
             mutant = (b[:start] + repl + b[end:]).decode("utf-8")
-            if mutant == self.code or (accept is not None and not accept(mutant)):
+            if mutant == self.code or (accept is not None and not accept(mutant, edit)):
                 continue
-            tree = _parses(mutant)
-            if (tree is None) if syntax else (tree is not None and len(tree.body) == 1):
+            if syntax:
+                if _parses(mutant) is None:
+                    return mutant
+            elif self._statement_parses(edit, mutant):
                 return mutant
         return None
+
+    def _statement_parses(self, edit: Edit, mutant: str) -> bool:
+        """Whether the function with ``edit`` applied parses, checked by parsing only the
+        smallest statement of the function that contains the edit.
+
+        Sound because a statement's tokens do not depend on what surrounds it: the edited
+        statement is parsed with its own first-line indentation (inside ``if 1:`` when that
+        is not zero) and every other line as it is, so its tokens, brackets and relative
+        indentation are those it has in the function; if it is one valid statement there,
+        the function — the original with one statement replaced by another — parses too
+        (what only the compiler rejects, like ``return`` outside a function, the parser
+        accepts). An edit in no statement of the body (the signature, a decorator) or near a
+        form feed is checked by parsing the whole function."""
+        start, end, repl = edit
+        t = self.t
+        stmt = None
+        lists = [self.fn.body]
+        while lists:
+            for lst in lists:
+                hit = next((x for x in lst if t.start(x) <= start and end <= t.end(x)), None)
+                if hit is not None:
+                    break
+            else:
+                break
+            stmt = hit
+            lists = _statement_lists(hit)
+        if stmt is None:
+            tree = _parses(mutant)
+            return tree is not None and len(tree.body) == 1
+        b = t.b
+        s0, s1 = t.start(stmt), t.end(stmt)
+        line0 = b.rfind(b"\n", 0, s0) + 1
+        prefix = b[line0:s0]
+        text = b[s0:start] + repl + b[end:s1]
+        if b"\f" in text or b"\f" in prefix:
+            tree = _parses(mutant)
+            return tree is not None and len(tree.body) == 1
+        if prefix.strip(b" \t"):
+            prefix = b""  # code before it on its line: a simple statement, indentation-free
+        if text.startswith(b"elif") and isinstance(stmt, ast.If):
+            text = text[2:]  # the `if` an `elif` stands for (same tokens after it)
+        src = (b"if 1:\n" + prefix + text) if prefix else text
+        tree = _parses(src.decode("utf-8"))
+        if tree is None or len(tree.body) != 1:
+            return False
+        return not prefix or len(tree.body[0].body) == 1
+
+
+def _statement_lists(st: ast.stmt) -> list[list[ast.stmt]]:
+    """The statement lists directly inside compound statement ``st``."""
+    out = [
+        v for f in ("body", "orelse", "finalbody") if isinstance(v := getattr(st, f, None), list)
+    ]
+    out += [h.body for h in getattr(st, "handlers", ())]  # try / try*
+    out += [c.body for c in getattr(st, "cases", ())]  # match
+    return out
 
 
 def mutate(

@@ -8,6 +8,7 @@ Outputs are written into a temporary directory that is renamed into place only o
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import json
@@ -24,7 +25,16 @@ from codetune import __version__
 from codetune.data.config import OPERATORS, PrepareConfig
 from codetune.data.discover import iter_files
 from codetune.data.secrets import check_plugins
-from codetune.data.worker import FileResult, init_worker, minhash_permutations, process_file
+from codetune.data.worker import (
+    GC_EVERY_FILES,
+    FileResult,
+    init_pool_worker,
+    init_worker,
+    minhash_permutations,
+    pause_gc,
+    process_file,
+    resume_gc,
+)
 from codetune.errors import CodetuneError
 from codetune.io import atomic_dir, read_jsonl, write_json_atomic
 from codetune.prompts import messages
@@ -68,6 +78,17 @@ def record_id(task: str, msgs: list[dict]) -> str:
     """sha256 of the record's content."""
     blob = json.dumps({"task": task, "messages": msgs}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def record_line(task: str, msgs: list[dict], meta: dict) -> str:
+    """The JSONL line of one record — ``json.dumps(rec, sort_keys=True, ensure_ascii=False)``
+    of ``{"id": record_id(task, msgs), "task", "messages", "meta"}`` — with the messages
+    encoded once for both the id and the line (a test checks the equality)."""
+    m = json.dumps(msgs, sort_keys=True, ensure_ascii=False)
+    t = json.dumps(task, ensure_ascii=False)
+    rid = hashlib.sha256(f'{{"messages": {m}, "task": {t}}}'.encode()).hexdigest()
+    meta_json = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+    return f'{{"id": "{rid}", "messages": {m}, "meta": {meta_json}, "task": {t}}}\n'
 
 
 def tokenizer_file(spec: str | None) -> Path:
@@ -192,7 +213,7 @@ def _results(
     # during an import can leave a child holding the import lock forever.
     ctx = mp.get_context("spawn")
     with ctx.Pool(
-        cfg.workers, initializer=init_worker, initargs=(cfg, str(tok_file), perm, overheads)
+        cfg.workers, initializer=init_pool_worker, initargs=(cfg, str(tok_file), perm, overheads)
     ) as pool:
         while True:
             batch = list(itertools.islice(files, BATCH_FILES))
@@ -272,6 +293,7 @@ def prepare(
 
     with atomic_dir(out) as tmp:
         handles = {s: open(tmp / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}
+        gc_was = pause_gc()  # see worker.pause_gc; the dedup index is millions of objects
         try:
             bar = tqdm(
                 desc="prepare",
@@ -283,20 +305,15 @@ def prepare(
 
             def emit(task: str, code: str, answer: str, rel: str, fr, mutation, split, n):
                 msgs = messages(task, code, answer, path=rel)
-                rec = {
-                    "id": record_id(task, msgs),
-                    "task": task,
-                    "messages": msgs,
-                    "meta": {
-                        "path": rel,
-                        "symbol": fr.symbol,
-                        "lineno": fr.lineno,
-                        "mutation": mutation,
-                        "split": split,
-                        "tokens": n,
-                    },
+                meta = {
+                    "path": rel,
+                    "symbol": fr.symbol,
+                    "lineno": fr.lineno,
+                    "mutation": mutation,
+                    "split": split,
+                    "tokens": n,
                 }
-                handles[split].write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
+                handles[split].write(record_line(task, msgs, meta))
                 st.per_task[task] += 1
                 st.per_split[split] += 1
                 st.per_task_split[f"{task}/{split}"] += 1
@@ -310,6 +327,8 @@ def prepare(
             results = _results(discovered(), cfg, tok_file, ovh)
             for res in results:
                 st.files_seen += 1
+                if st.files_seen % GC_EVERY_FILES == 0:
+                    gc.collect()
                 st.bytes_seen += res.nbytes
                 bar.update(1)
                 if st.files_seen % 50 == 0:
@@ -366,6 +385,7 @@ def prepare(
             results.close()  # stops the worker pool when a limit ended the run early
             bar.close()
         finally:
+            resume_gc(gc_was)
             for h in handles.values():
                 h.close()
         durations["process_s"] = round(time.time() - t0, 2)

@@ -11,6 +11,8 @@ import ast
 import hashlib
 import random
 import re
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from codetune.data.config import PrepareConfig
@@ -124,19 +126,29 @@ class TokenCounter:
         self.to_bytelevel = str.maketrans(
             {chr(b): c for b, c in _byte_to_unicode().items() if b < 128}
         )
-        self.cache: dict[str, int] = {}
+        self.cache = _PretokenCounts(self)
+
+    def bpe_count(self, pretoken: str) -> int:
+        """Tokens of one ASCII pre-token (the BPE model alone)."""
+        return len(self.tok.model.tokenize(pretoken.translate(self.to_bytelevel)))
 
     def _count(self, text: str) -> int:
-        cache = self.cache
-        n = 0
-        for p in _ASCII_PRETOKENS.findall(text):
-            c = cache.get(p)
-            if c is None:
-                if len(cache) >= self.MAX_CACHE:
-                    cache.clear()
-                c = cache[p] = len(self.tok.model.tokenize(p.translate(self.to_bytelevel)))
-            n += c
-        return n
+        return sum(map(self.cache.__getitem__, _ASCII_PRETOKENS.findall(text)))
+
+    def count(self, text: str, clean: bool = False) -> int:
+        """Token count of ``text`` (no special tokens added). ``clean``: the caller knows
+        that no added/special token occurs in ``text`` (its file was searched once)."""
+        if (
+            self.fast
+            and text.isascii()
+            and (clean or not self.added or not self.added.search(text))
+        ):
+            return self._count(text)
+        return len(self.tok.encode(text, add_special_tokens=False).ids)
+
+    def has_added(self, text: str) -> bool:
+        """Whether an added/special token (``<|im_start|>``, ...) occurs in ``text``."""
+        return bool(self.added and self.added.search(text))
 
     def __call__(self, texts: list[str]) -> list[int]:
         """Token counts of ``texts`` (no special tokens added)."""
@@ -152,6 +164,36 @@ class TokenCounter:
             for i, e in zip(slow, enc, strict=True):
                 out[i] = len(e.ids)
         return out
+
+
+class _PretokenCounts(dict):
+    """Pre-token → BPE token count, computed on first sight (``dict.__getitem__`` stays in C
+    for the hits, which are nearly all lookups on code); bounded by ``MAX_CACHE``."""
+
+    def __init__(self, counter: TokenCounter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __missing__(self, pretoken: str) -> int:
+        if len(self) >= TokenCounter.MAX_CACHE:
+            self.clear()
+        n = self[pretoken] = self.counter.bpe_count(pretoken)
+        return n
+
+
+class _Crc32s(dict):
+    """Token → CRC32 of its UTF-8 bytes, computed on first sight; bounded."""
+
+    MAX = 400_000
+
+    def __missing__(self, tok: str) -> int:
+        if len(self) >= self.MAX:
+            self.clear()
+        h = self[tok] = zlib.crc32(tok.encode())
+        return h
+
+
+_CRC32 = _Crc32s()
 
 
 def minhash_permutations(num_perm: int):
@@ -180,6 +222,41 @@ def init_worker(
     _STATE["budget"] = {t: cfg.max_tokens - n for t, n in (overheads or {}).items()}
 
 
+def init_pool_worker(*args) -> None:
+    """``init_worker`` for a pool process, which also owns its garbage collection."""
+    init_worker(*args)
+    pause_gc()
+    _STATE["own_gc"] = True
+
+
+# Parsing allocates hundreds of thousands of AST nodes per MB, which keeps triggering the
+# cyclic garbage collector over everything alive — a third of the parse + walk time measured
+# on site-packages. AST nodes hold no reference cycles (refcounting frees them), so the
+# collector is paused while files are processed and run explicitly every few files, which
+# collects the rare cycles (a caught SyntaxError's traceback) with bounded memory.
+GC_EVERY_FILES = 64
+
+
+def pause_gc() -> bool:
+    """Pause automatic garbage collection (objects alive now are frozen out of it); returns
+    whether it was enabled, for :func:`resume_gc`."""
+    import gc
+
+    was = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    return was
+
+
+def resume_gc(was_enabled: bool) -> None:
+    import gc
+
+    gc.unfreeze()
+    if was_enabled:
+        gc.enable()
+
+
 def count_tokens(texts: list[str]) -> list[int]:
     """Token counts of ``texts`` with the base model's tokenizer."""
     return _STATE["tok"](texts) if texts else []
@@ -195,59 +272,85 @@ def normalize(code: str) -> str:
     return "\n".join(out)
 
 
-def changed_lines(original: str, mutant: str) -> tuple[str, str]:
-    """The lines where ``mutant`` differs from ``original``: (original's, mutant's)."""
-    a, b = original.split("\n"), mutant.split("\n")
-    lo = 0
-    while lo < min(len(a), len(b)) and a[lo] == b[lo]:
-        lo += 1
-    hi = 0
-    while hi < min(len(a), len(b)) - lo and a[-1 - hi] == b[-1 - hi]:
-        hi += 1
-    return "\n".join(a[lo : len(a) - hi]), "\n".join(b[lo : len(b) - hi])
+def edited_lines(b: bytes, edit: tuple[int, int, bytes]) -> tuple[str, str]:
+    """The whole lines of code ``b`` that ``edit`` touches: (before, after) the edit."""
+    start, end, repl = edit
+    lo = b.rfind(b"\n", 0, start) + 1
+    hi = b.find(b"\n", end)
+    if hi < 0:
+        hi = len(b)
+    return b[lo:hi].decode("utf-8"), (b[lo:start] + repl + b[end:hi]).decode("utf-8")
 
 
 def minhash_of(norm: str) -> bytes:
     """MinHash of the 5-token shingles of the normalized code: the hash values datasketch's
     ``MinHash(scheme="affine32").update_batch`` gives for the shingles' 32-bit hashes (a
-    test compares them), computed directly in numpy.
+    test compares them), computed directly in numpy (see :func:`minhashes`)."""
+    return minhashes([norm])[0]
+
+
+MINHASH_BATCH = 16_384  # shingles per numpy batch: bounds the (shingles x perms) matrix
+
+
+def minhashes(norms: list[str]) -> list[bytes]:
+    """:func:`minhash_of` of each of ``norms``, computed together (one file's functions): the
+    per-call numpy overhead is paid per batch, not per function.
 
     Shingles are hashed with numpy from per-token CRC32s instead of datasketch's per-item
     SHA-1 in Python; the MinHash step (MurmurHash3 fmix32, then ``a * h + b`` mod 2^32 per
-    permutation, then the minimum) skips datasketch's per-item Python loop."""
-    import zlib
-
+    permutation, then the minimum per function) skips datasketch's per-item Python loop."""
     import numpy as np
 
-    toks = _TOKEN.findall(norm)
-    h32 = np.fromiter(map(zlib.crc32, map(str.encode, toks)), np.uint64, len(toks))
-    if len(h32) < 5:
-        h32 = np.concatenate([h32, np.zeros(5 - len(h32), np.uint64)])
-    h = np.zeros(len(h32) - 4, np.uint64)
-    for k in range(5):  # polynomial rolling combination of 5 consecutive token hashes
-        h = h * np.uint64(1_000_003) + h32[k : len(h32) - 4 + k]
-    # (repeated shingles need no removal: they cannot change a minimum)
-    hv = (h & np.uint64(0xFFFFFFFF)).astype(np.uint32).reshape(-1, 1)
-    hv ^= hv >> np.uint32(16)  # MurmurHash3 fmix32, as datasketch pre-mixes inputs
-    hv *= np.uint32(0x85EBCA6B)
-    hv ^= hv >> np.uint32(13)
-    hv *= np.uint32(0xC2B2AE35)
-    hv ^= hv >> np.uint32(16)
     a, b = _STATE["perm"]
-    return (hv * a + b).min(axis=0).astype(np.uint32).tobytes()
+    out: list[bytes] = []
+    i = 0
+    while i < len(norms):
+        # a batch of whole functions (at least one) of at most MINHASH_BATCH shingles
+        toks, lens, n = [], [], 0
+        while i < len(norms) and (not lens or n < MINHASH_BATCH):
+            t = _TOKEN.findall(norms[i])
+            t += [""] * (5 - len(t))  # under 5 tokens: one shingle, padded (hash 0)
+            toks += t
+            lens.append(len(t))
+            n += len(t) - 4
+            i += 1
+        h32 = np.fromiter(map(_CRC32.__getitem__, toks), np.uint64, len(toks))
+        m = len(h32) - 4
+        h = np.zeros(m, np.uint64)
+        for k in range(5):  # polynomial rolling combination of 5 consecutive token hashes
+            h = h * np.uint64(1_000_003) + h32[k : m + k]
+        # keep the windows inside one function (the last 4 starts of each cross into the next)
+        ends = np.cumsum(lens)
+        keep = np.ones(m, bool)
+        for e in ends[:-1]:
+            keep[e - 4 : e] = False
+        h = h[keep]
+        # (repeated shingles need no removal: they cannot change a minimum)
+        hv = (h & np.uint64(0xFFFFFFFF)).astype(np.uint32).reshape(-1, 1)
+        hv ^= hv >> np.uint32(16)  # MurmurHash3 fmix32, as datasketch pre-mixes inputs
+        hv *= np.uint32(0x85EBCA6B)
+        hv ^= hv >> np.uint32(13)
+        hv *= np.uint32(0xC2B2AE35)
+        hv ^= hv >> np.uint32(16)
+        starts = np.concatenate([[0], np.cumsum(np.asarray(lens) - 4)[:-1]])
+        mins = np.minimum.reduceat(hv * a + b, starts, axis=0).astype(np.uint32)
+        out += [row.tobytes() for row in mins]
+    return out
 
 
-def pick_operators(cfg: PrepareConfig, applicable: list[str], rng: random.Random) -> list[str]:
-    """Up to ``candidates_per_function`` operators, sampled without replacement with weight
-    ``mutation_weights[op] / PRIOR[op]`` (deterministic for a seeded ``rng``)."""
-    pool = [op for op in applicable if cfg.mutation_weights.get(op, 0) > 0]
-    chosen = []
-    while pool and len(chosen) < cfg.candidates_per_function:
+def sample_operators(
+    cfg: PrepareConfig, candidates: list[str], rng: random.Random
+) -> Iterator[str]:
+    """Operators of ``candidates`` in a random order, sampled without replacement with weight
+    ``mutation_weights[op] / PRIOR[op]`` (deterministic for a seeded ``rng``). The caller
+    takes the first ``candidates_per_function`` that have a site: skipping one without a
+    site gives the same distribution as sampling among the applicable operators only."""
+    pool = [op for op in candidates if cfg.mutation_weights.get(op, 0) > 0]
+    while pool:
         weights = [cfg.mutation_weights[op] / PRIOR[op] for op in pool]
         op = rng.choices(pool, weights)[0]
-        chosen.append(op)
         pool.remove(op)
-    return chosen
+        yield op
 
 
 def _reparse_free(code: str, indent: str) -> bool:
@@ -275,6 +378,12 @@ def process_file(item: tuple[str, str]) -> FileResult:
     """Turn one file into functions + verified mutants, or a skip reason."""
     rel, path = item
     cfg: PrepareConfig = _STATE["cfg"]
+    if _STATE.get("own_gc"):
+        _STATE["files"] = n = _STATE.get("files", 0) + 1
+        if n % GC_EVERY_FILES == 0:
+            import gc
+
+            gc.collect()
     try:
         with open(path, "rb") as fh:
             raw = fh.read(cfg.max_file_bytes + 1)
@@ -312,6 +421,9 @@ def process_file(item: tuple[str, str]) -> FileResult:
         return res
     lines = text.split("\n")
     skips = res.fn_skips
+    tok: TokenCounter = _STATE["tok"]
+    # Functions are dedented whole lines of the file: no special token in the file, none in them.
+    clean = not tok.has_added(text)
     for symbol, node in iter_function_nodes(tree):
         nlines = node.end_lineno - node.lineno + 1
         if nlines < cfg.min_function_lines:
@@ -339,7 +451,7 @@ def process_file(item: tuple[str, str]) -> FileResult:
         else:
             fn, first_line = node, first
         if res.n_path < 0:
-            res.n_path = count_tokens([f" from `{rel}`"])[0]
+            res.n_path = tok.count(f" from `{rel}`")
         # Room for the code's part of each task's example: the cap minus the chat template
         # and the path (both measured by the caller, see init_worker), so examples that
         # cannot fit are never built — their mutants never parsed.
@@ -349,12 +461,13 @@ def process_file(item: tuple[str, str]) -> FileResult:
         if stub is not None:
             # The stub is the code's first lines: its tokens are those of that prefix (it
             # ends at a non-space, where no pre-token continues) plus the final newline.
-            head_c, rest_c, nl = count_tokens([stub[:-1], code[len(stub) - 1 :], "\n"])
+            head_c = tok.count(stub[:-1], clean)
+            rest_c, nl = tok.count(code[len(stub) - 1 :], clean), tok.count("\n")
             n_code, n_stub = head_c + rest_c, head_c + nl
             if "complete" in budget and n_code + n_stub > budget["complete"] - res.n_path:
                 stub, over = None, over + 1
         else:
-            n_code = count_tokens([code])[0]
+            n_code = tok.count(code, clean)
         mutants: list[tuple[str, str]] = []
         n_mut: list[int] = []
         room = budget.get("bugfix", 1 << 60) - res.n_path - n_code  # for the mutant
@@ -364,21 +477,28 @@ def process_file(item: tuple[str, str]) -> FileResult:
             rng = random.Random(f"{cfg.seed}:{rel}:{symbol}")
             mut = Mutator(code, fn, first_line, indent)
             sizes: dict[str, int] = {}
+            chosen = 0
 
-            def fits(m: str) -> bool:
+            def fits(m: str, edit) -> bool:
                 # mutant = original with a few lines changed: tokens of the original plus
-                # the difference on the changed lines (line breaks are pre-token
+                # the difference on the edited lines (line breaks are pre-token
                 # boundaries, so the rest of the function tokenizes identically)
-                a, b = count_tokens(list(changed_lines(code, m)))  # noqa: B023
+                before, after = edited_lines(mut.t.b, edit)  # noqa: B023
+                a, b = tok.count(before, clean), tok.count(after)
                 sizes[m] = n_code + b - a  # noqa: B023
                 return sizes[m] <= room  # noqa: B023
 
-            for op in pick_operators(cfg, mut.applicable(), rng):
+            for op in sample_operators(cfg, mut.candidates(), rng):
                 sites = mut.sites(op, rng)
-                m = mut.apply(op, sites, rng, accept=fits) if sites else None
+                if not sites:
+                    continue  # not applicable after all: as if never in the pool
+                m = mut.apply(op, sites, rng, accept=fits)
                 if m is not None:
                     mutants.append((op, m))
                     n_mut.append(sizes[m])
+                chosen += 1
+                if chosen == cfg.candidates_per_function:
+                    break
             if not mutants and sizes and all(n > room for n in sizes.values()):
                 over += 1
         if not mutants and stub is None and not over:
@@ -394,13 +514,15 @@ def process_file(item: tuple[str, str]) -> FileResult:
                 stub=stub,
                 mutants=mutants,
                 digest=hashlib.blake2b(norm.encode(), digest_size=16).digest(),
-                minhash=minhash_of(norm),
+                minhash=norm,  # replaced by its MinHash below, for all functions at once
                 n_code=n_code,
                 n_stub=n_stub if stub is not None else 0,
                 n_mutants=n_mut,
                 over=over,
             )
         )
+    for fr, mh in zip(res.functions, minhashes([f.minhash for f in res.functions]), strict=True):
+        fr.minhash = mh
     if not res.functions and not res.fn_skips:
         res.skip = "no_functions"
     return res
