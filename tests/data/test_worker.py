@@ -140,3 +140,28 @@ def test_minhash_equals_datasketch() -> None:
         ref = MinHash(num_perm=64, seed=1, scheme="affine32", hashfunc=int, permutations=perm)
         ref.update_batch(sorted(shingles))
         assert worker.minhash_of(norm) == ref.hashvalues.astype(np.uint32).tobytes()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        'KEY = "AKIA' + "Z" * 16 + '"',  # AWS access key id
+        "-----BEGIN RSA PRIVATE KEY-----",
+        'tok = "ghp_' + "a1B2" * 9 + '"',  # GitHub token, after other "gh" lines
+        'AWS_secret_KEY = "' + "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEYab" + '"',  # mixed case
+        'hook = "https://hooks.slack.com/services/T0000000/B0000000/' + "X" * 24 + '"',
+    ],
+)
+def test_secret_found_on_any_line(secret: str) -> None:
+    # Guards the line-local prefilter of has_secret: a credential on one line of a large
+    # file, after many lines holding the same literals (`gh`, `aws`) without a secret, is
+    # still found — and the same file without that line is clean.
+    from codetune.data.config import PrepareConfig
+    from codetune.data.secrets import has_secret
+
+    plugins = PrepareConfig().secret_plugins
+    filler = "".join(
+        f"def high_{i}(aws_thing):\n    return 'through' + aws_thing\n" for i in range(300)
+    )
+    assert not has_secret("a.py", filler, plugins)
+    assert has_secret("a.py", filler + secret + "\n" + filler, plugins)

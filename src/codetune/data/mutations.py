@@ -479,8 +479,8 @@ class Mutator:
         (e.g. length).
 
         The original's parse is the caller's business (that is how ``fn`` exists), so only
-        the mutant is parsed here: a syntax mutant whole (it must not parse), a semantic one
-        by its smallest enclosing statement (:meth:`_statement_parses`)."""
+        the mutant is parsed here, by its smallest enclosing statement
+        (:meth:`_statement_parses`): a semantic mutant must parse, a syntax mutant not."""
         syntax = CATALOGUE[op_name].syntax
         edits = rng.sample(edits, min(max_tries, len(edits)))
         b = self.t.b
@@ -489,10 +489,7 @@ class Mutator:
             mutant = (b[:start] + repl + b[end:]).decode("utf-8")
             if mutant == self.code or (accept is not None and not accept(mutant, edit)):
                 continue
-            if syntax:
-                if _parses(mutant) is None:
-                    return mutant
-            elif self._statement_parses(edit, mutant):
+            if self._statement_parses(edit, mutant) is not syntax:
                 return mutant
         return None
 
@@ -507,7 +504,13 @@ class Mutator:
         the function — the original with one statement replaced by another — parses too
         (what only the compiler rejects, like ``return`` outside a function, the parser
         accepts). An edit in no statement of the body (the signature, a decorator) or near a
-        form feed is checked by parsing the whole function."""
+        form feed is checked by parsing the whole function.
+
+        The converse holds for the two syntax operators, so a syntax mutant is checked the
+        same way: a statement left with an unclosed bracket leaves the function with one (the
+        rest of it is balanced), and a compound statement's header without its colon is
+        followed by a line break or its body, never by what could complete it. ``tests/data``
+        checks both directions against whole-function parses of every site of real code."""
         start, end, repl = edit
         t = self.t
         stmt = None

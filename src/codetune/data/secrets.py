@@ -5,7 +5,9 @@ Scanning every line of a large codebase with detect-secrets' per-line plugin loo
 when a pattern starts with a character class. So the first pass is derived from the plugins'
 own patterns: for each pattern, the literal strings one of which every match must contain
 (read from the parsed pattern), checked with ``str.__contains__`` at memory speed; a pattern
-without such literals is searched as it is. Only when a pattern could match is the file
+without such literals is searched as it is. A pattern whose literal occurs is searched only
+in the lines holding it (detect-secrets reports findings per line, so a finding lies within
+one line, and that line holds the literal). Only when a pattern could match is the file
 scanned line by line by detect-secrets proper (plugins + its false-positive filters), which
 has the final word. The first pass cannot miss what the second finds: every chosen plugin is
 regex-based and reports only what its regexes match.
@@ -14,6 +16,7 @@ regex-based and reports only what its regexes match.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 
 from codetune.errors import ConfigError
@@ -87,6 +90,23 @@ def check_plugins(names: list[str]) -> None:
     _plugins(tuple(names))
 
 
+def _lines_with(text: str, hay: str, lits: list[str]) -> Iterator[str]:
+    """The lines of ``text`` in which ``hay`` (``text`` or its same-length lower-case form)
+    holds one of ``lits``; each line once."""
+    seen = set()
+    for lit in lits:
+        i = hay.find(lit)
+        while i >= 0:
+            lo = text.rfind("\n", 0, i) + 1
+            hi = text.find("\n", i)
+            if hi < 0:
+                hi = len(text)
+            if lo not in seen:
+                seen.add(lo)
+                yield text[lo:hi]
+            i = hay.find(lit, hi)
+
+
 def has_secret(path: str, text: str, plugin_names: list[str]) -> bool:
     """True when detect-secrets finds a credential in ``text`` (the content of ``path``)."""
     if not plugin_names:
@@ -100,6 +120,13 @@ def has_secret(path: str, text: str, plugin_names: list[str]) -> bool:
                 lower = text.lower()
             hay = lower if nocase else text
             if not any(x in hay for x in lits):
+                continue
+            if len(hay) == len(text):
+                # detect-secrets scans line by line, so only the lines holding a literal can
+                # hold a finding: search those, not the whole file (a pattern that starts
+                # with a character class is slow over a large text)
+                if any(map(pat.search, _lines_with(text, hay, lits))):
+                    hit.append(pat)
                 continue
         if pat.search(text):
             hit.append(pat)
