@@ -165,3 +165,42 @@ def test_secret_found_on_any_line(secret: str) -> None:
     )
     assert not has_secret("a.py", filler, plugins)
     assert has_secret("a.py", filler + secret + "\n" + filler, plugins)
+
+
+def test_band_index_decides_as_datasketch_lsh(tmp_path, monkeypatch) -> None:
+    # Guards the near-duplicate index: on real functions and edited copies of them (so that
+    # near-duplicates exist), BandIndex drops exactly the functions datasketch's MinHashLSH
+    # (same threshold, query then insert) would drop, with datasketch's own permutations.
+    import numpy as np
+    from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+    from codetune.data import worker
+    from codetune.data.lsh import BandIndex
+
+    monkeypatch.setenv("CODETUNE_HOME", str(tmp_path))  # the parameter cache starts empty
+    perm = worker.minhash_permutations(128)
+    ref_perm = MinHash(num_perm=128, seed=1, scheme="affine32").permutations
+    assert all((x == y).all() for x, y in zip(perm, ref_perm, strict=True))
+    worker._STATE.update(perm=perm)
+    codes = [code for code, *_ in _segments()][:300]
+    rng = random.Random(0)
+    edited = []
+    for code in codes[:150]:  # one or two lines changed: some stay above the threshold
+        lines = code.split("\n")
+        for _ in range(rng.choice((1, 2))):
+            i = rng.randrange(len(lines))
+            lines[i] = lines[i] + "  # x" if rng.random() < 0.5 else lines[i].replace("a", "b")
+        edited.append("\n".join(lines))
+    sketches = [worker.minhash_of(worker.normalize(c)) for c in codes + edited]
+    ref = MinHashLSH(threshold=0.85, num_perm=128)
+    ours = BandIndex(0.85, 128)
+    want, got = [], []
+    for i, sk in enumerate(sketches):
+        mh = LeanMinHash(seed=1, hashvalues=np.frombuffer(sk, np.uint32), scheme="affine32")
+        near = bool(ref.query(mh))
+        if not near:
+            ref.insert(i, mh, check_duplication=False)
+        want.append(near)
+        got.append(not ours.add_unless_near(sk))
+    assert got == want
+    assert 20 < sum(want) < len(want) - 100  # both decisions occur, many times

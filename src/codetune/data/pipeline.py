@@ -202,7 +202,7 @@ def _results(
     files: Iterator[tuple[str, str]], cfg: PrepareConfig, tok_file: Path, overheads: dict
 ) -> Iterator[FileResult]:
     """Per-file results in discovery order, computed by ``cfg.workers`` processes."""
-    perm = minhash_permutations(cfg.num_perm)
+    perm = minhash_permutations(cfg.num_perm, cfg.near_dup_threshold)
     if cfg.workers == 1:
         init_worker(cfg, str(tok_file), perm, overheads)
         yield from map(process_file, files)
@@ -262,12 +262,12 @@ def prepare(
     tok_file = tokenizer_file(cfg.tokenizer)
     overheads = _Overheads.of(cfg.tokenizer, tok_file)
 
-    import numpy as np
-    from datasketch import LeanMinHash, MinHashLSH
     from tqdm import tqdm
 
+    from codetune.data.lsh import BandIndex
+
     st = _Stats()
-    lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+    lsh = BandIndex(cfg.near_dup_threshold, cfg.num_perm)
     seen: set[bytes] = set()
     weights = {op: cfg.mutation_weights.get(op, 0.0) for op in OPERATORS}
     # Per task and split: the cap is shared by the split fractions, each split stops alone.
@@ -349,15 +349,11 @@ def prepare(
                         st.fn_skipped["exact_duplicate"] += 1
                         continue
                     seen.add(fr.digest)
-                    mh = LeanMinHash(
-                        seed=1, hashvalues=np.frombuffer(fr.minhash, np.uint32), scheme="affine32"
-                    )
-                    if lsh.query(mh):
+                    if not lsh.add_unless_near(fr.minhash):
                         # Dropped, never assigned elsewhere: a near-duplicate cluster keeps
                         # its first member only, so no cluster can straddle two splits.
                         st.fn_skipped["near_duplicate"] += 1
                         continue
-                    lsh.insert(st.functions, mh, check_duplication=False)
                     if fr.over:
                         st.fn_skipped["over_max_tokens"] += fr.over
                     if fr.mutants and room("bugfix", split):
@@ -450,23 +446,21 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     holds a function, or a near-duplicate of it, keeps it. Splits are by path hash, so the
     shards already agree on them. Raises ``CodetuneError`` for a missing shard directory.
     """
-    from datasketch import LeanMinHash, MinHashLSH
-
     from codetune.data import worker
+    from codetune.data.lsh import BandIndex
     from codetune.prompts import extract_code
 
     t0 = time.time()
     for d in shards:
         if not (Path(d) / "manifest.json").is_file():
             raise CodetuneError(f"--merge {d}: not a prepared dataset (no manifest.json)")
-    worker._STATE.update(cfg=cfg, perm=minhash_permutations(cfg.num_perm))
-    lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+    worker._STATE.update(cfg=cfg, perm=minhash_permutations(cfg.num_perm, cfg.near_dup_threshold))
+    lsh = BandIndex(cfg.near_dup_threshold, cfg.num_perm)
     seen: set[bytes] = set()
     owner: dict[tuple[str, str], bool] = {}  # (path, symbol) → kept
     written: set[str] = set()  # record ids (overlapping shards hold identical records)
     counts: Counter = Counter()
     dropped: Counter = Counter()
-    import numpy as np
 
     with atomic_dir(out) as tmp:
         for split in SPLITS:
@@ -480,15 +474,10 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
                         if key not in owner:
                             norm = worker.normalize(extract_code(rec["messages"][-1]["content"]))
                             digest = hashlib.blake2b(norm.encode(), digest_size=16).digest()
-                            mh = LeanMinHash(
-                                seed=1,
-                                hashvalues=np.frombuffer(worker.minhash_of(norm), np.uint32),
-                                scheme="affine32",
-                            )
-                            keep = digest not in seen and not lsh.query(mh)
+                            sketch = worker.minhash_of(norm)
+                            keep = digest not in seen and lsh.add_unless_near(sketch)
                             if keep:
                                 seen.add(digest)
-                                lsh.insert(len(owner), mh, check_duplication=False)
                             owner[key] = keep
                         if not owner[key] or rec["id"] in written:
                             dropped[rec["task"]] += 1

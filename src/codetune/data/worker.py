@@ -196,11 +196,11 @@ class _Crc32s(dict):
 _CRC32 = _Crc32s()
 
 
-def minhash_permutations(num_perm: int):
+def minhash_permutations(num_perm: int, threshold: float = 0.85):
     """datasketch's affine32 permutation parameters for ``num_perm`` (seed 1)."""
-    from datasketch import MinHash
+    from codetune.data.lsh import permutations
 
-    return MinHash(num_perm=num_perm, seed=1, scheme="affine32").permutations
+    return permutations(num_perm, threshold)
 
 
 def init_worker(
