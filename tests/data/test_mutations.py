@@ -134,6 +134,16 @@ STATEMENT_CASES = [
     ("def f(a=1):\n    return a\n", "a=1", "a=2", True),
     ("async def f(a):\n    async for x in a:\n        await x\n", "await x", "await y", True),
     ("def f(a):\n    return a\n", "return a", "return a b", False),
+    # headers of compound statements (checked with `pass` for a body)
+    (
+        "def f(a):\n    if a < 1:\n        @dec\n        def g(): pass\n    return a\n",
+        "a < 1",
+        "a <= 1",
+        True,
+    ),
+    ("def f(a):\n    if a < 1: return a\n    return 0\n", "a < 1:", "a < 1", False),
+    ("def f(a):\n    for x in g(a):\n        # note\n        y = x\n", "g(a)", "g(a", False),
+    ("def f(a):\n    with g(a) as b, h(a) as c:\n        pass\n", "g(a) as b", "g(b) as b", True),
 ]
 
 

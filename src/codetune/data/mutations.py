@@ -531,7 +531,20 @@ class Mutator:
         s0, s1 = t.start(stmt), t.end(stmt)
         line0 = b.rfind(b"\n", 0, s0) + 1
         prefix = b[line0:s0]
-        text = b[s0:start] + repl + b[end:s1]
+        body = getattr(stmt, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.stmt)
+            and not getattr(body[0], "decorator_list", None)
+            and end <= t.start(body[0])
+        ):
+            # an edit in a compound statement's header: its body is unchanged, so the
+            # header is checked with `pass` for a body (all that follows the header's
+            # colon is untouched — a missing colon still fails here)
+            text = b[s0:start] + repl + b[end : t.start(body[0])] + b"pass"
+        else:
+            text = b[s0:start] + repl + b[end:s1]
         if b"\f" in text or b"\f" in prefix:
             tree = _parses(mutant)
             return tree is not None and len(tree.body) == 1
