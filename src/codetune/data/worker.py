@@ -76,8 +76,11 @@ _STATE: dict = {}
 # ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`) written out for ASCII text, where \p{L} is [A-Za-z], \p{N}
 # is [0-9] and \s (Unicode White_Space) is [\t\n\v\f\r ].
 _WS = r"\t\n\x0b\x0c\r "
+# Alternatives reordered for speed (words first: most pre-tokens of code): no two that can
+# match at the same position changed their relative order — a contraction still wins over
+# punctuation (both start with "'"), whitespace still comes after every " ?X" form.
 _ASCII_PRETOKENS = re.compile(
-    rf"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+"
+    rf" ?[A-Za-z]+| ?[0-9]+|'(?:s|t|re|ve|m|ll|d)| ?[^{_WS}A-Za-z0-9]+"
     rf"|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
 )
 
