@@ -70,3 +70,17 @@ class SageMakerPaths:
 
     def processing_output(self, name: str) -> Path:
         return self.root / "processing" / "output" / name
+
+    @property
+    def processing_resource_config(self) -> Path:
+        return self.root / "config" / "resourceconfig.json"
+
+    def processing_hosts(self) -> tuple[str, list[str]] | None:
+        """``(current_host, hosts)`` of a Processing job (``None`` outside one)."""
+        import json
+
+        try:
+            rc = json.loads(self.processing_resource_config.read_text())
+            return str(rc["current_host"]), [str(h) for h in rc["hosts"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None

@@ -268,3 +268,45 @@ def test_record_line_is_the_plain_json_of_the_record() -> None:
     rec = {"id": record_id("bugfix", msgs), "task": "bugfix", "messages": msgs, "meta": meta}
     want = json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n"
     assert record_line("bugfix", msgs, meta) == want
+
+
+def test_multi_instance_processing_job_then_merge_job(tmp_path, monkeypatch) -> None:
+    # Guards the scale-out contract the state machine relies on: in a 2-instance Processing
+    # job each instance (its own ShardedByS3Key part of the files) writes its shard under
+    # <output>/<host>/; the MergeDataset job reads the whole shards prefix as one input and
+    # publishes one deduplicated dataset. A function present in both parts is kept once.
+    shared = (STDLIB / "bisect.py").read_text()
+    hosts = ["algo-1", "algo-2"]
+    parts = {"algo-1": ["heapq.py", "shlex.py"], "algo-2": ["textwrap.py", "colorsys.py"]}
+    shards = tmp_path / "s3" / "dataset-shards"
+    for host in hosts:
+        root = tmp_path / host
+        code = root / "processing" / "input" / "code"
+        code.mkdir(parents=True)
+        for name in parts[host]:
+            shutil.copy(STDLIB / name, code / name)
+        (code / "common.py").write_text(shared)  # the same file in both parts
+        (root / "config").mkdir()
+        (root / "config" / "resourceconfig.json").write_text(
+            json.dumps({"current_host": host, "hosts": hosts})
+        )
+        monkeypatch.setenv("CODETUNE_SM_ROOT", str(root))
+        assert cli_main(["prepare", "--set", "workers=1", "--no-progress"]) == 0
+        out = root / "processing" / "output" / "dataset"
+        assert not (out / "manifest.json").exists()  # not at the prefix root: under the host
+        shutil.copytree(out / host, shards / host)  # what the S3 upload + download does
+    merge_root = tmp_path / "merge"
+    monkeypatch.setenv("CODETUNE_SM_ROOT", str(merge_root))
+    assert cli_main(["prepare", "--merge", str(shards), "--set", "workers=1"]) == 0
+    out = merge_root / "processing" / "output" / "dataset"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dropped_duplicates"]  # common.py's functions came twice
+    recs = [json.loads(x) for s in ("train", "validation", "test")
+            for x in (out / f"{s}.jsonl").read_text().splitlines()]  # fmt: skip
+    keys = [(r["task"], r["meta"]["path"], r["meta"]["symbol"]) for r in recs]
+    assert len(keys) == len(set(keys))
+    paths = {r["meta"]["path"] for r in recs}
+    assert "common.py" in paths and {"heapq.py", "textwrap.py"} <= paths
+    # a directory holding no prepared dataset at any level: a clear error, nothing published
+    bad = ["prepare", "--merge", str(tmp_path / "algo-1"), "--out", str(tmp_path / "x")]
+    assert cli_main(bad) == 2 and not (tmp_path / "x").exists()

@@ -12,10 +12,12 @@ As the SageMaker Processing job runs it (no paths: the Processing contract's def
                                     # writes /opt/ml/processing/output/dataset
 
 Scale-out: with N processing instances and ``ShardedByS3Key`` each instance gets a part of
-the files and prepares it (``--shard-index/--num-shards`` does the same split on one big
-local tree); then merge, which removes duplicates across shards::
+the files and prepares it into ``<output>/<host>/`` (its host name from the job's resource
+config; ``--shard-index/--num-shards`` splits one big local tree the same way); then merge,
+which removes duplicates across shards (a directory of shard directories works too)::
 
     codetune prepare --merge shards/0 shards/1 --out dataset
+    codetune prepare --merge /opt/ml/processing/input/shards     # the MergeDataset job
 
 Outputs (``train.jsonl``, ``validation.jsonl``, ``test.jsonl``, ``manifest.json``) appear only
 when complete. Exit status 2 with a message on bad input (missing or empty codebase, no
@@ -70,12 +72,18 @@ def run(args: argparse.Namespace) -> int:
     sm = SageMakerPaths.from_env()
     out = args.out or sm.processing_output("dataset")
     if args.merge:
-        manifest = merge(args.merge, out, cfg)
-        print(f"merged {len(args.merge)} shards into {out}")
+        shards = shard_dirs(args.merge)
+        manifest = merge(shards, out, cfg)
+        print(f"merged {len(shards)} shards into {out}")
         for k, v in manifest["counts"]["task_split"].items():
             print(f"  {k:<22} {v:>8}")
         return 0
     codebase = args.codebase or sm.processing_input("code")
+    hosts = sm.processing_hosts()
+    if args.out is None and hosts and len(hosts[1]) > 1:
+        # A multi-instance job: every instance uploads to the same S3 prefix, so each
+        # writes its shard under its own host name, for MergeDataset to find.
+        out = out / hosts[0]
     manifest = prepare(
         cfg,
         codebase,
@@ -87,6 +95,28 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(manifest, out))
     sys.stdout.flush()
     return 0
+
+
+def shard_dirs(paths: list[Path]) -> list[Path]:
+    """Shard directories to merge: each of ``paths`` that holds a ``manifest.json``, and the
+    subdirectories (sorted by name) that hold one of each path that does not."""
+    from codetune.errors import CodetuneError
+
+    out = []
+    for p in paths:
+        if (p / "manifest.json").is_file():
+            out.append(p)
+            continue
+        subs = (
+            sorted(d for d in p.iterdir() if (d / "manifest.json").is_file()) if p.is_dir() else []
+        )
+        if not subs:
+            raise CodetuneError(
+                f"--merge {p}: neither a prepared dataset nor a directory of them "
+                "(no manifest.json in it or in its subdirectories)"
+            )
+        out += subs
+    return out
 
 
 def summary_table(manifest: dict, out: Path) -> str:

@@ -457,7 +457,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     worker._STATE.update(cfg=cfg, perm=minhash_permutations(cfg.num_perm, cfg.near_dup_threshold))
     lsh = BandIndex(cfg.near_dup_threshold, cfg.num_perm)
     seen: set[bytes] = set()
-    owner: dict[tuple[str, str], bool] = {}  # (path, symbol) → kept
+    owner: dict[tuple[str, str], int | None] = {}  # (path, symbol) → owning shard, or None
     written: set[str] = set()  # record ids (overlapping shards hold identical records)
     counts: Counter = Counter()
     dropped: Counter = Counter()
@@ -465,7 +465,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     with atomic_dir(out) as tmp:
         for split in SPLITS:
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-                for d in shards:
+                for i, d in enumerate(shards):
                     f = Path(d) / f"{split}.jsonl"
                     if not f.is_file():
                         continue
@@ -478,8 +478,10 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
                             keep = digest not in seen and lsh.add_unless_near(sketch)
                             if keep:
                                 seen.add(digest)
-                            owner[key] = keep
-                        if not owner[key] or rec["id"] in written:
+                            owner[key] = i if keep else None
+                        # one shard owns a function: another shard's copy of it may carry a
+                        # different mutation (each shard balances its own mix)
+                        if owner[key] != i or rec["id"] in written:
                             dropped[rec["task"]] += 1
                             continue
                         written.add(rec["id"])

@@ -21,6 +21,7 @@ RUN_ID_MAX = 40
 STAGE = re.compile(r"^[a-z0-9]{1,10}$")
 JOB_SUFFIXES = {
     "prepare": "prepare",
+    "merge": "merge",  # the dataset merge after a multi-instance (sharded) prepare
     "train": "train",
     "evaluate": "eval",
     "model": "model",

@@ -33,6 +33,7 @@ class DataRef:
 class RunPaths:
     run_prefix: str
     dataset: str
+    dataset_shards: str  # a sharded prepare's per-instance outputs, merged into ``dataset``
     checkpoints: str
     output: str
     eval: str
@@ -43,6 +44,7 @@ class RunPaths:
 @dataclass(frozen=True)
 class JobNames:
     prepare: str
+    merge: str
     train: str
     evaluate: str
     model: str

@@ -522,6 +522,7 @@ def _build(
         paths=RunPaths(
             run_prefix=run_prefix,
             dataset=dataset_uri,
+            dataset_shards=dataset_uri.rstrip("/") + "-shards/",
             checkpoints=_join(root, "checkpoints", rid),
             output=output,
             eval=eval_prefix,
@@ -531,6 +532,7 @@ def _build(
         ),
         jobs=JobNames(
             prepare=jobs["prepare"],
+            merge=jobs["merge"],
             train=jobs["train"],
             evaluate=jobs["evaluate"],
             model=jobs["model"],
