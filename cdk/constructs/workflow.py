@@ -1,7 +1,7 @@
 """The Step Functions state machine of one fine-tuning run (docs/architecture.md, "The workflow").
 
 State data: `$.request` is the resolved run request (ValidateRequest's output); each later
-step writes its result next to it (`$.prepare`, `$.training`, `$.evaluation`, `$.gate`,
+step writes its result next to it (`$.prepare`, `$.merge` after a sharded prepare, `$.training`, `$.evaluation`, `$.gate`,
 `$.registration`, `$.deployment`, `$.smoke`).
 
 The SageMaker job states are `CustomState`s: the L2 `SageMakerCreateTrainingJob` has no
@@ -141,6 +141,10 @@ class TrainingWorkflow(Construct):
             result_path="$",
             timeout=Duration.minutes(2),
         )
+        prepare_env = {
+            "CODETUNE_RUN_ID.$": "$.request.runId",
+            "CODETUNE_PREPARE_CONFIG.$": "States.JsonToString($.request.prepare.config)",
+        }
         prepare = self._processing(
             "PrepareDataset",
             job_name_path="$.request.jobs.prepare",
@@ -148,12 +152,36 @@ class TrainingWorkflow(Construct):
             resources_path=f"{JOB_RESOURCES}.prepare",
             inputs=[("code", "$.request.data.codebaseS3Uri")],
             output=("dataset", "$.request.paths.dataset"),
-            environment={
-                "CODETUNE_RUN_ID.$": "$.request.runId",
-                "CODETUNE_PREPARE_CONFIG.$": "States.JsonToString($.request.prepare.config)",
-            },
+            environment=prepare_env,
             timeout=jobs.prepare_timeout,
             result_path="$.prepare",
+        )
+        # Scale-out (prepare.instanceCount > 1): each instance gets its part of the codebase's
+        # objects (ShardedByS3Key) and writes its shard under <datasetShards><host>/; a
+        # one-instance MergeDataset job then removes duplicates across shards into the dataset.
+        prepare_sharded = self._processing(
+            "PrepareDatasetSharded",
+            job_name_path="$.request.jobs.prepare",
+            entrypoint="prepare",
+            resources_path=f"{JOB_RESOURCES}.prepare",
+            inputs=[("code", "$.request.data.codebaseS3Uri")],
+            output=("dataset", "$.request.paths.datasetShards"),
+            environment=prepare_env,
+            timeout=jobs.prepare_timeout,
+            result_path="$.prepare",
+            distribution="ShardedByS3Key",
+        )
+        merge = self._processing(
+            "MergeDataset",
+            job_name_path="$.request.jobs.merge",
+            entrypoint="prepare",
+            arguments=["--merge", "/opt/ml/processing/input/shards", "--no-progress"],
+            resources_path=f"{JOB_RESOURCES}.merge",
+            inputs=[("shards", "$.request.paths.datasetShards")],
+            output=("dataset", "$.request.paths.dataset"),
+            environment=prepare_env,
+            timeout=jobs.prepare_timeout,
+            result_path="$.merge",
         )
         train_variants = {
             (spot, s3_model): self._training(spot=spot, s3_model=s3_model)
@@ -308,8 +336,25 @@ class TrainingWorkflow(Construct):
                 "InstanceCount.$": "$.request.prepare.instanceCount",
                 "VolumeSizeInGB": 100,
             },
-            prepare,
+            sfn.Choice(self, "PrepareSharded?")
+            .when(
+                sfn.Condition.number_greater_than("$.request.prepare.instanceCount", 1),
+                prepare_sharded,
+            )
+            .otherwise(prepare),
         )
+        merge_resources = self._volume_key_choice(
+            "Merge",
+            "$.request.prepare",
+            {
+                "InstanceType.$": "$.request.prepare.instanceType",
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 100,
+            },
+            merge,
+        )
+        prepare_sharded.next(merge_resources)
+        merge.next(train_resources)
         evaluation_resources = self._volume_key_choice(
             "Evaluation",
             "$.request.evaluation",
@@ -510,18 +555,20 @@ class TrainingWorkflow(Construct):
         result_path: str,
         resources_path: str,
         isolate: bool = False,
+        distribution: str = "FullyReplicated",
+        arguments: list[str] | None = None,
     ) -> sfn.CustomState:
         jobs = self._jobs
+        app: dict = {"ImageUri": jobs.training_image_uri, "ContainerEntrypoint": [entrypoint]}
+        if arguments:
+            app["ContainerArguments"] = list(arguments)
         return self._custom(
             name,
             "sagemaker:createProcessingJob.sync",
             {
                 "ProcessingJobName.$": attempt_job_name(job_name_path),
                 "RoleArn": jobs.role_arn,
-                "AppSpecification": {
-                    "ImageUri": jobs.training_image_uri,
-                    "ContainerEntrypoint": [entrypoint],
-                },
+                "AppSpecification": app,
                 # Built by the <Job>VolumeKey? choice before the job (volume_key_choice).
                 "ProcessingResources": {"ClusterConfig.$": resources_path},
                 "ProcessingInputs": [
@@ -532,7 +579,7 @@ class TrainingWorkflow(Construct):
                             "LocalPath": f"/opt/ml/processing/input/{channel}",
                             "S3DataType": "S3Prefix",
                             "S3InputMode": "File",
-                            "S3DataDistributionType": "FullyReplicated",
+                            "S3DataDistributionType": distribution,
                         },
                     }
                     for channel, path in inputs

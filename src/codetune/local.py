@@ -185,8 +185,28 @@ def step_prepare(run: LocalRun) -> dict:
     codebase = _codebase_dir(run)
     sets = [f"{k}={json.dumps(v)}" for k, v in sorted((run.request.prepare.config or {}).items())]
     cfg = load_config(PrepareConfig, None, sets)
-    manifest = prepare(cfg, codebase, run.dataset_dir)
-    return {"dataset": str(run.dataset_dir), "counts": manifest.get("counts")}
+    n = run.request.prepare.instance_count
+    if n <= 1:
+        manifest = prepare(cfg, codebase, run.dataset_dir)
+        return {"dataset": str(run.dataset_dir), "counts": manifest.get("counts")}
+    # As the state machine does with n instances (PrepareDatasetSharded, then MergeDataset):
+    # n shards of the files by path hash, one after another here, then the merge.
+    from codetune.data.pipeline import merge
+
+    shards_dir = run.dataset_dir.with_name(run.dataset_dir.name + "-shards")
+    shards = []
+    for i in range(n):
+        shard = shards_dir / f"shard-{i}"
+        run.log(f"  shard {i + 1}/{n}")
+        try:
+            prepare(cfg, codebase, shard, shard_index=i, num_shards=n, progress=False)
+        except CodetuneError as e:
+            if "no file matches" not in str(e):  # a small codebase can leave a shard empty
+                raise
+            continue
+        shards.append(shard)
+    manifest = merge(shards, run.dataset_dir, cfg)
+    return {"dataset": str(run.dataset_dir), "shards": len(shards), "counts": manifest["counts"]}
 
 
 def _child(run: LocalRun, step: str, argv: list[str]) -> None:

@@ -30,7 +30,7 @@ def _jobs(states, kind: str) -> dict:
 def test_every_task_retries_catches_and_times_out(states):
     # guards: Retry with backoff, Catch to the failure path, TimeoutSeconds on every Task
     tasks = {n: s for n, s in states.items() if s["Type"] == "Task"}
-    assert len(tasks) == 13  # 6 Lambdas, prepare, 4 training and 2 evaluation variants
+    assert len(tasks) == 15  # 6 Lambdas, prepare (single, sharded + merge), 4 train, 2 eval
     for name, s in tasks.items():
         assert s.get("TimeoutSeconds", 0) > 0, name
         assert any(r.get("BackoffRate", 1) > 1 for r in s["Retry"]), name
@@ -66,10 +66,12 @@ def test_processing_jobs_encrypt_everything(states):
     # guards: KMS on processing outputs always, inter-container encryption, and the volume
     # config built by the job's VolumeKey? choice
     jobs = _jobs(states, "Processing")
-    assert len(jobs) == 3
+    assert len(jobs) == 5  # prepare, sharded prepare, merge, 2 evaluation variants
+    resources = {"PrepareDataset": "prepare", "PrepareDatasetSharded": "prepare"}
+    resources["MergeDataset"] = "merge"
     for name, s in jobs.items():
         p = s["Parameters"]
-        job = "prepare" if name == "PrepareDataset" else "evaluation"
+        job = resources.get(name, "evaluation")
         assert p["ProcessingResources"] == {"ClusterConfig.$": f"$.jobResources.{job}"}
         assert p["ProcessingOutputConfig"]["KmsKeyId"].startswith("arn:aws:kms:")
         assert p["NetworkConfig"]["EnableInterContainerTrafficEncryption"] is True
@@ -90,7 +92,8 @@ def _predecessors(states, target: str) -> set[str]:
     "job, spec, entry",
     [
         ("Training", "$.request.training", "TrainingMode?"),
-        ("Prepare", "$.request.prepare", "PrepareDataset"),
+        ("Prepare", "$.request.prepare", "PrepareSharded?"),
+        ("Merge", "$.request.prepare", "MergeDataset"),
         ("Evaluation", "$.request.evaluation", "BaseModelInS3ForEvaluation?"),
     ],
 )
@@ -122,6 +125,45 @@ def test_volume_key_only_where_the_instance_type_allows_it(states, job, spec, en
         f"{job}ResourcesWithVolumeKey",
         f"{job}ResourcesLocalStorage",
     }
+
+
+def test_sharded_prepare_then_merge(states):
+    # guards the scale-out path: more than one prepare instance -> each gets its part of the
+    # codebase (ShardedByS3Key) and writes under datasetShards; a one-instance merge job reads
+    # all shards (fully replicated) into the dataset, then training; one instance -> as before
+    choice = states["PrepareSharded?"]
+    assert choice["Choices"] == [
+        {
+            "Variable": "$.request.prepare.instanceCount",
+            "NumericGreaterThan": 1,
+            "Next": "PrepareDatasetSharded",
+        }
+    ]
+    assert choice["Default"] == "PrepareDataset"
+    single, sharded = (
+        states["PrepareDataset"]["Parameters"],
+        states["PrepareDatasetSharded"]["Parameters"],
+    )
+    code = sharded["ProcessingInputs"][0]["S3Input"]
+    assert code["S3DataDistributionType"] == "ShardedByS3Key"
+    assert single["ProcessingInputs"][0]["S3Input"]["S3DataDistributionType"] == "FullyReplicated"
+    out = sharded["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]
+    assert out["S3Uri.$"] == "$.request.paths.datasetShards"
+    assert states["PrepareDatasetSharded"]["Next"] == "MergeVolumeKey?"
+    merge = states["MergeDataset"]["Parameters"]
+    assert merge["AppSpecification"]["ContainerArguments"][:2] == [
+        "--merge",
+        "/opt/ml/processing/input/shards",
+    ]
+    (shards,) = merge["ProcessingInputs"]
+    assert shards["S3Input"]["S3Uri.$"] == "$.request.paths.datasetShards"
+    assert shards["S3Input"]["LocalPath"] == "/opt/ml/processing/input/shards"
+    assert shards["S3Input"]["S3DataDistributionType"] == "FullyReplicated"
+    assert merge["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri.$"] == (
+        "$.request.paths.dataset"
+    )
+    assert states["MergeResourcesWithVolumeKey"]["Parameters"]["InstanceCount"] == 1
+    assert states["MergeDataset"]["Next"] == states["PrepareDataset"]["Next"]
 
 
 def test_spot_variants_have_max_wait_and_checkpoints(states):

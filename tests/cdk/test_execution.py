@@ -427,11 +427,12 @@ def test_success_path_deploys_and_summarizes(synth, handlers, monkeypatch):
         monkeypatch,
     )
     assert out.status == "SUCCEEDED", (out.error, out.cause)
-    assert out.states[:5] == [
+    assert out.states[:6] == [
         "ValidateRequest",
         "DatasetPrepared?",
         "PrepareVolumeKey?",
         "PrepareResourcesWithVolumeKey",
+        "PrepareSharded?",
         "PrepareDataset",
     ]
     assert "TrainAdapter" in out.states and out.states[-1] == "Deployed"
@@ -445,6 +446,38 @@ def test_success_path_deploys_and_summarizes(synth, handlers, monkeypatch):
     assert out.output["reportUri"].endswith("/eval/report.json")
     assert out.output["metrics"]["bugfix"]["candidate"]["exact_fix"] == 0.30
     assert out.notifications == []
+
+
+def test_sharded_prepare_merges_before_training(synth, handlers, monkeypatch):
+    # guards the scale-out path as executed: prepare on 3 instances with ShardedByS3Key and
+    # its output under datasetShards, then a one-instance MergeDataset job from those shards
+    # into the dataset prefix that training reads
+    run_input = _input(synth)
+    run_input["registration"] = {"autoApprove": False}
+    run_input["prepare"] = {"instanceCount": 3}
+    out = execute(synth, handlers, Scenario(run_input, _report(0.30)), monkeypatch)
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    i = out.states.index("PrepareDatasetSharded")
+    assert "PrepareDataset" not in out.states
+    assert out.states[i + 1 : i + 5] == [
+        "PrepareDatasetShardedCompleted",  # (the test's stand-in for the job's outcome)
+        "MergeVolumeKey?",
+        "MergeResourcesWithVolumeKey",
+        "MergeDataset",
+    ]
+    prep, merge = out.job_requests["PrepareDatasetSharded"], out.job_requests["MergeDataset"]
+    assert prep["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 3
+    assert merge["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1
+    code = prep["ProcessingInputs"][0]["S3Input"]
+    assert code["S3DataDistributionType"] == "ShardedByS3Key"
+    shards = prep["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+    assert shards.endswith("-shards/")
+    assert merge["ProcessingInputs"][0]["S3Input"]["S3Uri"] == shards
+    dataset = merge["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+    assert shards == dataset.rstrip("/") + "-shards/"
+    train = out.job_requests["TrainAdapter"]
+    assert {c["DataSource"]["S3DataSource"]["S3Uri"] for c in train["InputDataConfig"]} == {dataset}
+    assert merge["ProcessingJobName"].endswith("-merge-r0")
 
 
 def test_manual_approval_ends_registered_not_deployed(synth, handlers, monkeypatch):

@@ -47,7 +47,9 @@ def _input(tmp: Path, codebase: Path, **over) -> Path:
         "schemaVersion": "1",
         "baseModel": "embedded",
         "data": {"codebase": str(codebase)},
+        # two instances: the sharded prepare + merge path, as the state machine runs it
         "prepare": {
+            "instanceCount": 2,
             "config": {
                 "tasks": ["bugfix"],
                 "max_tokens": 256,
@@ -119,6 +121,9 @@ def test_every_step_leaves_its_artifacts(finished_run):
     assert any(
         json.loads(line)["task"] == "bugfix" for line in (run.dataset_dir / "test.jsonl").open()
     )
+    manifest = json.loads((run.dataset_dir / "manifest.json").read_text())
+    assert len(manifest["merged_from"]) == 2 and manifest["counts"]["task"]["bugfix"] > 0
+    assert run.results["PrepareDataset"]["shards"] == 2
     for f in ("adapter_config.json", "adapter_model.safetensors", "training_summary.json"):
         assert (run.adapter_dir / f).is_file(), f
     assert json.loads((run.adapter_dir / "training_summary.json").read_text())["steps"] == 2

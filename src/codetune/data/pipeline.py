@@ -460,6 +460,9 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     owner: dict[tuple[str, str], int | None] = {}  # (path, symbol) → owning shard, or None
     written: set[str] = set()  # record ids (overlapping shards hold identical records)
     counts: Counter = Counter()
+    per_task: Counter = Counter()
+    per_split: Counter = Counter()
+    per_mutation: Counter = Counter()
     dropped: Counter = Counter()
 
     with atomic_dir(out) as tmp:
@@ -487,17 +490,33 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
                         written.add(rec["id"])
                         fh.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
                         counts[f"{rec['task']}/{split}"] += 1
+                        per_task[rec["task"]] += 1
+                        per_split[split] += 1
+                        if rec["meta"].get("mutation"):
+                            per_mutation[rec["meta"]["mutation"]] += 1
         if not counts:
             raise CodetuneError(
                 f"--merge: the shards {', '.join(map(str, shards))} hold no records"
             )
+        parts = [json.loads((Path(d) / "manifest.json").read_text()) for d in shards]
+        files = Counter()
+        for m in parts:
+            for k in ("processed", "used", "bytes"):
+                files[k] += (m.get("files") or {}).get(k, 0)
         manifest = {
             "codetune_version": __version__,
-            "merged_from": [
-                json.loads((Path(d) / "manifest.json").read_text())["input_sha256"] for d in shards
-            ],
+            "merged_from": [m.get("input_sha256") for m in parts],
+            "input_sha256": hashlib.sha256(
+                "\n".join(str(m.get("input_sha256")) for m in parts).encode()
+            ).hexdigest(),
             "config": cfg.to_dict(),
-            "counts": {"task_split": dict(sorted(counts.items()))},
+            "files": dict(files),
+            "counts": {
+                "task": dict(sorted(per_task.items())),
+                "mutation": dict(sorted(per_mutation.items())),
+                "split": dict(sorted(per_split.items())),
+                "task_split": dict(sorted(counts.items())),
+            },
             "dropped_duplicates": dict(sorted(dropped.items())),
             "durations": {"merge_s": round(time.time() - t0, 2)},
         }
