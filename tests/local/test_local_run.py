@@ -55,7 +55,7 @@ def _input(tmp: Path, codebase: Path, **over) -> Path:
                 "max_tokens": 256,
                 "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
                 "workers": 1,
-            }
+            },
         },
         "training": {
             "config": "cpu-smollm2",
