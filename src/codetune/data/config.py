@@ -120,8 +120,22 @@ class PrepareConfig:
     )
     seed: int = field(default=0, metadata={"help": "seed of every random choice"})
     workers: int = field(
-        default=2, metadata={"help": "processes parsing and mutating files (1: in-process)"}
+        default=0,
+        metadata={
+            "help": "processes parsing and mutating files (0: one per available CPU; 1: in-process)"
+        },
     )
+
+    def worker_count(self) -> int:
+        """``workers``, with 0 resolved to the CPUs this process may run on."""
+        if self.workers:
+            return self.workers
+        import os
+
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the offending key."""
@@ -147,9 +161,11 @@ class PrepareConfig:
             raise ConfigError(f"split: fractions must be >= 0 and sum to 1, got {self.split}")
         if not 0 < self.near_dup_threshold <= 1:
             raise ConfigError("near_dup_threshold: must be in (0, 1]")
-        for name in ("max_file_bytes", "max_tokens", "num_perm", "workers"):
+        for name in ("max_file_bytes", "max_tokens", "num_perm"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1")
+        if self.workers < 0:
+            raise ConfigError("workers: must be >= 0 (0: one per available CPU)")
         if self.candidates_per_function < 1:
             raise ConfigError("candidates_per_function: must be >= 1")
         if not self.include:

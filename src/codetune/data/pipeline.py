@@ -201,9 +201,10 @@ class _Stats:
 def _results(
     files: Iterator[tuple[str, str]], cfg: PrepareConfig, tok_file: Path, overheads: dict
 ) -> Iterator[FileResult]:
-    """Per-file results in discovery order, computed by ``cfg.workers`` processes."""
+    """Per-file results in discovery order, computed by ``cfg.worker_count()`` processes."""
     perm = minhash_permutations(cfg.num_perm, cfg.near_dup_threshold)
-    if cfg.workers == 1:
+    workers = cfg.worker_count()
+    if workers == 1:
         init_worker(cfg, str(tok_file), perm, overheads)
         yield from map(process_file, files)
         return
@@ -213,7 +214,7 @@ def _results(
     # during an import can leave a child holding the import lock forever.
     ctx = mp.get_context("spawn")
     with ctx.Pool(
-        cfg.workers, initializer=init_pool_worker, initargs=(cfg, str(tok_file), perm, overheads)
+        workers, initializer=init_pool_worker, initargs=(cfg, str(tok_file), perm, overheads)
     ) as pool:
         while True:
             batch = list(itertools.islice(files, BATCH_FILES))
@@ -392,6 +393,7 @@ def prepare(
             "input_sha256": content_hash.hexdigest(),
             "config": cfg.to_dict(),
             "shard": {"index": shard_index, "count": num_shards},
+            "workers": cfg.worker_count(),
             "tokenizer": str(tok_file.parent),
             "files": {
                 "processed": st.files_seen,
