@@ -509,10 +509,12 @@ def process_file(item: tuple[str, str]) -> FileResult:
                     break
             if not mutants and sizes and all(n > room for n in sizes.values()):
                 over += 1
-        if not mutants and stub is None and not over:
-            skips["no_task"] = skips.get("no_task", 0) + 1
+        if not mutants and stub is None:
+            # Nothing to build: no task applies, or every example would exceed max_tokens.
+            # Such a function needs no dedup either (nothing of it can leak into a split).
+            reason = "over_max_tokens" if over else "no_task"
+            skips[reason] = skips.get(reason, 0) + (over or 1)
             continue
-        # Sent even when nothing fits (over > 0): it still takes part in deduplication.
         norm = normalize(code)
         res.functions.append(
             FunctionResult(
