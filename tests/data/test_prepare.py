@@ -310,3 +310,47 @@ def test_multi_instance_processing_job_then_merge_job(tmp_path, monkeypatch) -> 
     # a directory holding no prepared dataset at any level: a clear error, nothing published
     bad = ["prepare", "--merge", str(tmp_path / "algo-1"), "--out", str(tmp_path / "x")]
     assert cli_main(bad) == 2 and not (tmp_path / "x").exists()
+
+
+def test_capped_run_samples_the_whole_tree(tmp_path) -> None:
+    # Guards file_order=auto: a cap that stops the run early takes its examples from files
+    # all over the tree (seeded order, deterministic), not from the first directories of the
+    # walk, which is what the walk order gives.
+    import ast
+
+    cb = tmp_path / "tree"
+    n = 0
+    for path in sorted(STDLIB.glob("*.py")):  # one distinct real function per directory
+        try:
+            tree = ast.parse(path.read_text())
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        fn = next((f for f in tree.body if isinstance(f, ast.FunctionDef)
+                   and 4 <= f.end_lineno - f.lineno <= 20), None)  # fmt: skip
+        if fn is None:
+            continue
+        d = cb / f"d{n:02d}"
+        d.mkdir(parents=True)
+        (d / "m.py").write_text(ast.get_source_segment(path.read_text(), fn) + "\n")
+        n += 1
+        if n == 40:
+            break
+    sets = ["workers=1", "tasks=[bugfix]", "max_examples_per_task=8"]
+    sets += ["split.train=1", "split.validation=0", "split.test=0"]
+
+    def dirs(out: Path, extra: list[str]) -> tuple[list[str], dict]:
+        m = prepare(load_config(PrepareConfig, None, sets + extra), cb, out, progress=False)
+        recs = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+        return sorted(r["meta"]["path"].split("/")[0] for r in recs), m
+
+    walk, mw = dirs(tmp_path / "walk", ["file_order=walk"])
+    auto, ma = dirs(tmp_path / "auto", [])
+    again, _ = dirs(tmp_path / "again", [])
+    assert ma["files"]["order"] == "shuffled" and mw["files"]["order"] == "walk"
+    assert len(walk) == len(auto) == 8
+    assert max(walk) < "d12"  # the walk stops in the first directories (a few may be dups)
+    assert max(auto) > "d20" and auto != walk  # spread over the tree
+    assert auto == again
+    assert (tmp_path / "auto" / "train.jsonl").read_bytes() == (
+        tmp_path / "again" / "train.jsonl"
+    ).read_bytes()

@@ -80,7 +80,17 @@ class PrepareConfig:
             "help": "cap on a task's examples (0: no limit), shared among the splits by their "
             "fractions: 1000 with 0.9/0.05/0.05 gives at most 900/50/50, and each split stops "
             "on its own, so a small cap never starves validation or test (a split with a "
-            "nonzero fraction gets at least 1)"
+            "nonzero fraction gets at least 1). A capped run takes the files in a seeded "
+            "random order (see file_order), so the examples sample the whole codebase"
+        },
+    )
+    file_order: str = field(
+        default="auto",
+        metadata={
+            "help": "order files are processed in: walk (sorted directory walk, streaming), "
+            "shuffled (by a seeded hash of the path: the file list is held in memory, ~200 "
+            "bytes a file), auto (shuffled when max_examples_per_task stops the run early "
+            "and max_files is 0, else walk)"
         },
     )
     min_function_lines: int = field(
@@ -164,6 +174,8 @@ class PrepareConfig:
         for name in ("max_file_bytes", "max_tokens", "num_perm"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1")
+        if self.file_order not in ("auto", "walk", "shuffled"):
+            raise ConfigError(f"file_order: {self.file_order!r}; choose auto, walk or shuffled")
         if self.workers < 0:
             raise ConfigError("workers: must be >= 0 (0: one per available CPU)")
         if self.candidates_per_function < 1:

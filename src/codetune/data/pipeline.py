@@ -58,6 +58,11 @@ def split_of(rel: str, fractions: dict[str, float], seed: int = 0) -> str:
     return SPLITS[-1]
 
 
+def _order_key(seed: int, rel: str) -> bytes:
+    """Sort key of file ``rel`` in the shuffled file order (independent of the split hash)."""
+    return hashlib.sha256(f"{seed}:order:{rel}".encode()).digest()
+
+
 def split_quotas(total: int, fractions: dict[str, float]) -> dict[str, int]:
     """``total`` examples shared among the splits by ``fractions`` (largest remainder), each
     split with a nonzero fraction getting at least one when ``total`` allows."""
@@ -278,9 +283,18 @@ def prepare(
     content_hash = hashlib.sha256()
     durations: dict[str, float] = {}
 
+    order = cfg.file_order
+    if order == "auto":
+        order = "shuffled" if cfg.max_examples_per_task and not cfg.max_files else "walk"
+
     def discovered() -> Iterator[tuple[str, str]]:
         n = 0
-        for item in iter_files(codebase, cfg, st.skipped, shard_index, num_shards):
+        items = iter_files(codebase, cfg, st.skipped, shard_index, num_shards)
+        if order == "shuffled":
+            # A run that stops early would otherwise take its examples from the first
+            # directories of the walk; in a seeded hash order they sample the whole tree.
+            items = iter(sorted(items, key=lambda it: _order_key(cfg.seed, it[0])))
+        for item in items:
             if cfg.max_files and n >= cfg.max_files:
                 return
             n += 1
@@ -396,6 +410,7 @@ def prepare(
             "workers": cfg.worker_count(),
             "tokenizer": str(tok_file.parent),
             "files": {
+                "order": order,
                 "processed": st.files_seen,
                 "used": st.files_used,
                 "bytes": st.bytes_seen,
