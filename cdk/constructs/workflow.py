@@ -145,31 +145,26 @@ class TrainingWorkflow(Construct):
             "CODETUNE_RUN_ID.$": "$.request.runId",
             "CODETUNE_PREPARE_CONFIG.$": "States.JsonToString($.request.prepare.config)",
         }
-        prepare = self._processing(
-            "PrepareDataset",
-            job_name_path="$.request.jobs.prepare",
-            entrypoint="prepare",
-            resources_path=f"{JOB_RESOURCES}.prepare",
-            inputs=[("code", "$.request.data.codebaseS3Uri")],
-            output=("dataset", "$.request.paths.dataset"),
-            environment=prepare_env,
-            timeout=jobs.prepare_timeout,
-            result_path="$.prepare",
-        )
         # Scale-out (prepare.instanceCount > 1): each instance gets its part of the codebase's
         # objects (ShardedByS3Key) and writes its shard under <datasetShards><host>/; a
         # one-instance MergeDataset job then removes duplicates across shards into the dataset.
+        prepare_job = {
+            "job_name_path": "$.request.jobs.prepare",
+            "entrypoint": "prepare",
+            "resources_path": f"{JOB_RESOURCES}.prepare",
+            "inputs": [("code", "$.request.data.codebaseS3Uri")],
+            "environment": prepare_env,
+            "timeout": jobs.prepare_timeout,
+            "result_path": "$.prepare",
+        }
+        prepare = self._processing(
+            "PrepareDataset", output=("dataset", "$.request.paths.dataset"), **prepare_job
+        )
         prepare_sharded = self._processing(
             "PrepareDatasetSharded",
-            job_name_path="$.request.jobs.prepare",
-            entrypoint="prepare",
-            resources_path=f"{JOB_RESOURCES}.prepare",
-            inputs=[("code", "$.request.data.codebaseS3Uri")],
             output=("dataset", "$.request.paths.datasetShards"),
-            environment=prepare_env,
-            timeout=jobs.prepare_timeout,
-            result_path="$.prepare",
             distribution="ShardedByS3Key",
+            **prepare_job,
         )
         merge = self._processing(
             "MergeDataset",
