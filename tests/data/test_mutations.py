@@ -104,6 +104,14 @@ def test_compare_flip_changes_only_the_operator() -> None:
     assert mutant == code.replace("if a < b:", "if a <= b:")
 
 
+def _whole_parses(code: str) -> bool:
+    """Whether ``code`` parses as one statement (the reference the shortcut must match)."""
+    try:
+        return len(ast.parse(code).body) == 1
+    except SyntaxError:
+        return False
+
+
 STATEMENT_CASES = [
     # (function, text to replace, replacement, whole function parses after?)
     ("def f(a, b):\n    if a < b: return a; x = 1\n    return b\n", "x = 1", "x = 1 +", False),
@@ -160,11 +168,7 @@ def test_statement_parse_agrees_with_whole_function(code, old, new, ok) -> None:
     mutant = code.replace(old, new, 1)
     m = Mutator(code, parse_function(code))
     assert m._statement_parses(edit, mutant) is ok
-    try:
-        whole = len(ast.parse(mutant).body) == 1
-    except SyntaxError:
-        whole = False
-    assert whole is ok
+    assert _whole_parses(mutant) is ok
 
 
 def test_statement_parse_agrees_on_every_site_of_real_code() -> None:
@@ -181,10 +185,7 @@ def test_statement_parse_agrees_on_every_site_of_real_code() -> None:
             for start, end, repl in m.sites(op, random.Random(0))[:20]:
                 for r in (repl, repl + b" )", b"(" + repl):
                     mutant = (b[:start] + r + b[end:]).decode()
-                    try:
-                        whole = len(ast.parse(mutant).body) == 1
-                    except SyntaxError:
-                        whole = False
-                    assert m._statement_parses((start, end, r), mutant) is whole, (op, mutant)
+                    want = _whole_parses(mutant)
+                    assert m._statement_parses((start, end, r), mutant) is want, (op, mutant)
                     n += 1
     assert n > 1000

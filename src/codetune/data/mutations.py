@@ -371,18 +371,6 @@ def _type_info(ty: type) -> tuple[tuple[int, ...], tuple[tuple[str, int], ...]]:
     return tuple(_OP_INDEX[n] for n in _OPS_OF_TYPE.get(ty, ())), _child_fields(ty)
 
 
-class _Chooser:
-    """Stands in for an rng when only the existence of a site is asked."""
-
-    @staticmethod
-    def choice(seq):
-        return seq[0]
-
-    @staticmethod
-    def randrange(n):
-        return 0
-
-
 def parse_function(code: str) -> ast.AST:
     """Parse a standalone function; returns its def node. Raises ``SyntaxError``."""
     tree = ast.parse(code)
@@ -451,19 +439,9 @@ class Mutator:
         """Candidate edits of operator ``op_name``."""
         return list(CATALOGUE[op_name].sites(self.fn, self.buckets[op_name], self.t, rng))
 
-    def has_site(self, op_name: str) -> bool:
-        """Whether operator ``op_name`` has at least one candidate edit (stops at the first;
-        whether a site exists never depends on the rng)."""
-        gen = CATALOGUE[op_name].sites(self.fn, self.buckets[op_name], self.t, _Chooser)
-        return next(gen, None) is not None
-
-    def applicable(self) -> list[str]:
-        """Operators with at least one candidate edit, in catalogue order."""
-        return [name for name in CATALOGUE if self.buckets[name] and self.has_site(name)]
-
     def candidates(self) -> list[str]:
-        """Operators that look at some node of the function (a superset of
-        :meth:`applicable`, without looking for a site), in catalogue order."""
+        """Operators that look at some node of the function (those with a site are among
+        them; :meth:`sites` tells), in catalogue order."""
         return [name for name in CATALOGUE if self.buckets[name]]
 
     def apply(

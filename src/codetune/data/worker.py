@@ -156,18 +156,7 @@ class TokenCounter:
 
     def __call__(self, texts: list[str]) -> list[int]:
         """Token counts of ``texts`` (no special tokens added)."""
-        out: list[int] = [0] * len(texts)
-        slow = []
-        for i, text in enumerate(texts):
-            if self.fast and text.isascii() and not (self.added and self.added.search(text)):
-                out[i] = self._count(text)
-            else:
-                slow.append(i)
-        if slow:
-            enc = self.tok.encode_batch([texts[i] for i in slow], add_special_tokens=False)
-            for i, e in zip(slow, enc, strict=True):
-                out[i] = len(e.ids)
-        return out
+        return [self.count(t) for t in texts]
 
 
 class _PretokenCounts(dict):
@@ -259,11 +248,6 @@ def resume_gc(was_enabled: bool) -> None:
     gc.unfreeze()
     if was_enabled:
         gc.enable()
-
-
-def count_tokens(texts: list[str]) -> list[int]:
-    """Token counts of ``texts`` with the base model's tokenizer."""
-    return _STATE["tok"](texts) if texts else []
 
 
 def normalize(code: str) -> str:
