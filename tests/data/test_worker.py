@@ -169,8 +169,8 @@ def test_secret_found_on_any_line(secret: str) -> None:
 
 def test_band_index_decides_as_datasketch_lsh(tmp_path, monkeypatch) -> None:
     # Guards the near-duplicate index: on real functions and edited copies of them (so that
-    # near-duplicates exist), BandIndex drops exactly the functions datasketch's MinHashLSH
-    # (same threshold, query then insert) would drop, with datasketch's own permutations.
+    # near-duplicates exist), BandIndex finds exactly the near-duplicates datasketch's
+    # MinHashLSH (same threshold, query then insert) finds, with datasketch's permutations.
     import numpy as np
     from datasketch import LeanMinHash, MinHash, MinHashLSH
 
@@ -197,10 +197,55 @@ def test_band_index_decides_as_datasketch_lsh(tmp_path, monkeypatch) -> None:
     want, got = [], []
     for i, sk in enumerate(sketches):
         mh = LeanMinHash(seed=1, hashvalues=np.frombuffer(sk, np.uint32), scheme="affine32")
-        near = bool(ref.query(mh))
-        if not near:
-            ref.insert(i, mh, check_duplication=False)
-        want.append(near)
-        got.append(not ours.add_unless_near(sk))
+        want.append(bool(ref.query(mh)))
+        ref.insert(i, mh, check_duplication=False)
+        got.append(ours.add(sk))
     assert got == want
     assert 20 < sum(want) < len(want) - 100  # both decisions occur, many times
+
+
+def test_dedup_index_remembers_dropped_functions(tmp_path, monkeypatch) -> None:
+    # A near-duplicate chain f1 ~ f2 ~ f3 (f3 not near f1): f3 is dropped too, because the
+    # index remembers f2 although f2 was dropped — what makes the decision depend on the
+    # earlier functions only, and lets a worker take it early.
+    import numpy as np
+
+    from codetune.data.lsh import DedupIndex
+
+    monkeypatch.setenv("CODETUNE_HOME", str(tmp_path))
+    index = DedupIndex(0.85, 64)
+    (s0, e0), (s1, e1) = index.bands.bands[:2]
+    rng = np.random.default_rng(0)
+    f1, f2, f3 = (bytearray(rng.integers(0, 2**32, 64, dtype=np.uint32).tobytes()) for _ in "abc")
+    f2[s0:e0] = f1[s0:e0]  # f2 shares band 0 with f1
+    f3[s1:e1] = f2[s1:e1]  # f3 shares band 1 with f2 only
+    sketches = [bytes(f) for f in (f1, f2, f3)]
+    assert index.add(b"d1", sketches[0]) is None
+    assert index.add(b"d2", sketches[1]) == "near_duplicate"
+    assert index.add(b"d3", sketches[2]) == "near_duplicate"
+    assert index.add(b"d1", sketches[2]) == "exact_duplicate"
+    assert len(index) == 3
+
+
+def test_worker_flags_the_duplicates_it_has_seen(tmp_path, monkeypatch) -> None:
+    # A duplicate the worker has seen (earlier in the file, or in an earlier file it
+    # processed) is sent as digest + sketch only, with no work spent on it; the first copy
+    # is built in full.
+    from codetune.config import load_config
+    from codetune.data import worker
+    from codetune.data.config import PrepareConfig
+    from codetune.data.pipeline import tokenizer_file
+
+    cfg = load_config(PrepareConfig, None, [])
+    worker.init_worker(cfg, str(tokenizer_file(None)))
+    body = "        total = 0\n        for x in items:\n            total += x * 2\n        return total\n"
+    src = f"class A:\n    def f(self, items):\n{body}\nclass B:\n    def f(self, items):\n{body}"
+    (tmp_path / "a.py").write_text(src)
+    (tmp_path / "b.py").write_text(src.replace("class A", "class C"))
+    first = worker.process_file(("a.py", str(tmp_path / "a.py")))
+    again = worker.process_file(("b.py", str(tmp_path / "b.py")))
+    assert [f.dup for f in first.functions] == [False, True]
+    assert [f.dup for f in again.functions] == [True, True]
+    built, dup = first.functions
+    assert built.mutants and built.code and not dup.code and not dup.mutants
+    assert dup.digest == built.digest and dup.minhash == built.minhash

@@ -1,7 +1,7 @@
 """Near-duplicate index: MinHash LSH banding with datasketch's parameters and sketches.
 
-The pipeline asks one question per function, in order: "does an earlier kept function share
-a band with this one?" (then it is a near-duplicate and dropped), and otherwise adds it.
+The pipeline asks one question per function, in order: "does an earlier function share a
+band with this one?" (then it is a near-duplicate and dropped); either way it is added.
 datasketch's ``MinHashLSH`` answers it, but builds a ``LeanMinHash`` object, byte-swaps each
 band and keeps key lists for every insert — measured at about a third of the main process's
 work on site-packages. Here a band is a slice of the sketch's bytes and the index is one set
@@ -61,16 +61,51 @@ class BandIndex:
         self.seen: list[set[bytes]] = [set() for _ in self.bands]
         self.num_perm = num_perm
 
-    def add_unless_near(self, sketch: bytes) -> bool:
-        """Add ``sketch`` unless it shares a band with one already added; returns whether it
-        was added (``False``: a near-duplicate candidate of an earlier one)."""
+    def add(self, sketch: bytes) -> bool:
+        """Add ``sketch``; returns whether it shared a band with one added before (a
+        near-duplicate candidate of an earlier one: datasketch's query, then insert)."""
         if len(sketch) != 4 * self.num_perm:
             raise ValueError(
                 f"expected a sketch of {self.num_perm} uint32, got {len(sketch)} bytes"
             )
-        keys = [sketch[s:e] for s, e in self.bands]
-        if any(k in seen for k, seen in zip(keys, self.seen, strict=True)):
-            return False
-        for k, seen in zip(keys, self.seen, strict=True):
-            seen.add(k)
-        return True
+        near = False
+        for (s, e), seen in zip(self.bands, self.seen, strict=True):
+            k = sketch[s:e]
+            if k in seen:
+                near = True
+            else:
+                seen.add(k)
+        return near
+
+    def clear(self) -> None:
+        for seen in self.seen:
+            seen.clear()
+
+
+class DedupIndex:
+    """Exact (digest of the normalized code) then near (MinHash bands) duplicates, in order.
+
+    Every function offered is remembered, duplicates included: a function is dropped when it
+    repeats or resembles *any* earlier one, so a near-duplicate chain (f1 ~ f2 ~ f3) cannot
+    put f1 and f3 in two splits, and whether a function is dropped depends only on the
+    functions before it — which is what lets a worker that has seen some of them decide
+    early (see ``worker.process_file``) exactly as the main process will."""
+
+    def __init__(self, threshold: float, num_perm: int) -> None:
+        self.digests: set[bytes] = set()
+        self.bands = BandIndex(threshold, num_perm)
+
+    def add(self, digest: bytes, sketch: bytes) -> str | None:
+        """Remember a function; returns why it is a duplicate of an earlier one
+        (``"exact_duplicate"`` / ``"near_duplicate"``), or ``None``."""
+        if digest in self.digests:
+            return "exact_duplicate"  # its bands are those of the earlier copy
+        self.digests.add(digest)
+        return "near_duplicate" if self.bands.add(sketch) else None
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def clear(self) -> None:
+        self.digests.clear()
+        self.bands.clear()

@@ -270,11 +270,10 @@ def prepare(
 
     from tqdm import tqdm
 
-    from codetune.data.lsh import BandIndex
+    from codetune.data.lsh import DedupIndex
 
     st = _Stats()
-    lsh = BandIndex(cfg.near_dup_threshold, cfg.num_perm)
-    seen: set[bytes] = set()
+    index = DedupIndex(cfg.near_dup_threshold, cfg.num_perm)
     weights = {op: cfg.mutation_weights.get(op, 0.0) for op in OPERATORS}
     # Per task and split: the cap is shared by the split fractions, each split stops alone.
     quota = (
@@ -360,17 +359,18 @@ def prepare(
                 split = split_of(res.rel, cfg.split, cfg.seed)
                 for fr in res.functions:
                     st.functions += 1
-                    if fr.digest in seen:
-                        st.fn_skipped["exact_duplicate"] += 1
-                        continue
-                    seen.add(fr.digest)
-                    if not lsh.add_unless_near(fr.minhash):
+                    dup = index.add(fr.digest, fr.minhash)
+                    if dup:
                         # Dropped, never assigned elsewhere: a near-duplicate cluster keeps
                         # its first member only, so no cluster can straddle two splits.
-                        st.fn_skipped["near_duplicate"] += 1
+                        st.fn_skipped[dup] += 1
                         continue
+                    if fr.dup:  # the worker's index is a subset of this one: cannot be
+                        raise RuntimeError(f"{res.rel}:{fr.symbol}: duplicate indexes disagree")
                     if fr.over:
                         st.fn_skipped["over_max_tokens"] += fr.over
+                    elif not fr.mutants and not fr.stub:
+                        st.fn_skipped["no_task"] += 1
                     if fr.mutants and room("bugfix", split):
                         # Balance: the candidate whose operator is furthest below its share.
                         i = min(
@@ -464,7 +464,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     shards already agree on them. Raises ``CodetuneError`` for a missing shard directory.
     """
     from codetune.data import worker
-    from codetune.data.lsh import BandIndex
+    from codetune.data.lsh import DedupIndex
     from codetune.prompts import extract_code
 
     t0 = time.time()
@@ -472,8 +472,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
         if not (Path(d) / "manifest.json").is_file():
             raise CodetuneError(f"--merge {d}: not a prepared dataset (no manifest.json)")
     worker._STATE.update(cfg=cfg, perm=minhash_permutations(cfg.num_perm, cfg.near_dup_threshold))
-    lsh = BandIndex(cfg.near_dup_threshold, cfg.num_perm)
-    seen: set[bytes] = set()
+    index = DedupIndex(cfg.near_dup_threshold, cfg.num_perm)
     owner: dict[tuple[str, str], int | None] = {}  # (path, symbol) → owning shard, or None
     written: set[str] = set()  # record ids (overlapping shards hold identical records)
     counts: Counter = Counter()
@@ -495,9 +494,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
                             norm = worker.normalize(extract_code(rec["messages"][-1]["content"]))
                             digest = hashlib.blake2b(norm.encode(), digest_size=16).digest()
                             sketch = worker.minhash_of(norm)
-                            keep = digest not in seen and lsh.add_unless_near(sketch)
-                            if keep:
-                                seen.add(digest)
+                            keep = index.add(digest, sketch) is None
                             owner[key] = i if keep else None
                         # one shard owns a function: another shard's copy of it may carry a
                         # different mutation (each shard balances its own mix)

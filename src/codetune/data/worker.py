@@ -56,6 +56,7 @@ class FunctionResult:
     n_stub: int
     n_mutants: list[int]
     over: int = 0  # tasks whose example would exceed max_tokens (not built)
+    dup: bool = False  # a certain duplicate (worker's index): nothing built, code omitted
 
 
 @dataclass
@@ -213,6 +214,9 @@ def init_worker(
     _STATE["tok"] = TokenCounter(Tokenizer.from_file(tokenizer_file))
     _STATE["perm"] = minhash_permutations(cfg.num_perm) if perm is None else perm
     _STATE["budget"] = {t: cfg.max_tokens - n for t, n in (overheads or {}).items()}
+    from codetune.data.lsh import DedupIndex
+
+    _STATE["index"] = DedupIndex(cfg.near_dup_threshold, cfg.num_perm)
 
 
 def init_pool_worker(*args) -> None:
@@ -228,6 +232,9 @@ def init_pool_worker(*args) -> None:
 # collector is paused while files are processed and run explicitly every few files, which
 # collects the rare cycles (a caught SyntaxError's traceback) with bounded memory.
 GC_EVERY_FILES = 64
+
+# Functions a worker's duplicate index holds before it starts afresh (~0.5 KB each).
+WORKER_INDEX_MAX = 500_000
 
 
 def pause_gc() -> bool:
@@ -413,9 +420,7 @@ def process_file(item: tuple[str, str]) -> FileResult:
         return res
     lines = text.split("\n")
     skips = res.fn_skips
-    tok: TokenCounter = _STATE["tok"]
-    # Functions are dedented whole lines of the file: no special token in the file, none in them.
-    clean = not tok.has_added(text)
+    found = []
     for symbol, node in iter_function_nodes(tree):
         nlines = node.end_lineno - node.lineno + 1
         if nlines < cfg.min_function_lines:
@@ -439,84 +444,120 @@ def process_file(item: tuple[str, str]) -> FileResult:
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 skips["original_unparsable"] = skips.get("original_unparsable", 0) + 1
                 continue
-            first_line, indent = 1, 0
+            found.append((symbol, first, code, fn, 1, 0))
         else:
-            fn, first_line = node, first
+            found.append((symbol, first, code, node, first, indent))
+    if not found:
+        if not skips:
+            res.skip = "no_functions"
+        return res
+    # De-duplication comes first, so that no work is spent on functions the main process
+    # will drop. The main process decides, over all files in order (DedupIndex); this
+    # process keeps the same index over the functions *it* has seen, which all come from
+    # earlier files (the pool hands out files in order) or earlier in this file, so a
+    # duplicate found here is certainly one there — the rest it finds itself. Every function
+    # goes to the main process (a duplicate as digest + sketch only), which keeps the two
+    # indexes in step whatever files each worker got.
+    norms = [normalize(f[2]) for f in found]
+    index = _STATE["index"]
+    if len(index) > WORKER_INDEX_MAX:
+        index.clear()  # bounds memory; a smaller index only finds fewer duplicates early
+    tok: TokenCounter = _STATE["tok"]
+    # Functions are dedented whole lines of the file: no special token in the file, none in them.
+    clean = not tok.has_added(text)
+    for (symbol, first, code, fn, first_line, indent), norm, sketch in zip(
+        found, norms, minhashes(norms), strict=True
+    ):
+        digest = hashlib.blake2b(norm.encode(), digest_size=16).digest()
+        if index.add(digest, sketch):
+            res.functions.append(
+                FunctionResult(symbol, first, "", None, [], digest, sketch, 0, 0, [], dup=True)
+            )
+            continue
         if res.n_path < 0:
             res.n_path = tok.count(f" from `{rel}`")
-        # Room for the code's part of each task's example: the cap minus the chat template
-        # and the path (both measured by the caller, see init_worker), so examples that
-        # cannot fit are never built — their mutants never parsed.
-        budget = _STATE.get("budget") or {}
-        over = 0
-        stub = stub_of(code, fn, first_line) if "complete" in cfg.tasks else None
-        if stub is not None:
-            # The stub is the code's first lines: its tokens are those of that prefix (it
-            # ends at a non-space, where no pre-token continues) plus the final newline.
-            head_c = tok.count(stub[:-1], clean)
-            rest_c, nl = tok.count(code[len(stub) - 1 :], clean), tok.count("\n")
-            n_code, n_stub = head_c + rest_c, head_c + nl
-            if "complete" in budget and n_code + n_stub > budget["complete"] - res.n_path:
-                stub, over = None, over + 1
-        else:
-            n_code = tok.count(code, clean)
-        mutants: list[tuple[str, str]] = []
-        n_mut: list[int] = []
-        room = budget.get("bugfix", 1 << 60) - res.n_path - n_code  # for the mutant
-        if "bugfix" in cfg.tasks and room < 1:
-            over += 1
-        elif "bugfix" in cfg.tasks:
-            rng = random.Random(f"{cfg.seed}:{rel}:{symbol}")
-            mut = Mutator(code, fn, first_line, indent)
-            sizes: dict[str, int] = {}
-            chosen = 0
-
-            def fits(m: str, edit) -> bool:
-                # mutant = original with a few lines changed: tokens of the original plus
-                # the difference on the edited lines (line breaks are pre-token
-                # boundaries, so the rest of the function tokenizes identically)
-                before, after = edited_lines(mut.t.b, edit)  # noqa: B023
-                a, b = tok.count(before, clean), tok.count(after)
-                sizes[m] = n_code + b - a  # noqa: B023
-                return sizes[m] <= room  # noqa: B023
-
-            for op in sample_operators(cfg, mut.candidates(), rng):
-                sites = mut.sites(op, rng)
-                if not sites:
-                    continue  # not applicable after all: as if never in the pool
-                m = mut.apply(op, sites, rng, accept=fits)
-                if m is not None:
-                    mutants.append((op, m))
-                    n_mut.append(sizes[m])
-                chosen += 1
-                if chosen == cfg.candidates_per_function:
-                    break
-            if not mutants and sizes and all(n > room for n in sizes.values()):
-                over += 1
-        if not mutants and stub is None:
-            # Nothing to build: no task applies, or every example would exceed max_tokens.
-            # Such a function needs no dedup either (nothing of it can leak into a split).
-            reason = "over_max_tokens" if over else "no_task"
-            skips[reason] = skips.get(reason, 0) + (over or 1)
-            continue
-        norm = normalize(code)
         res.functions.append(
-            FunctionResult(
-                symbol=symbol,
-                lineno=first,
-                code=code,
-                stub=stub,
-                mutants=mutants,
-                digest=hashlib.blake2b(norm.encode(), digest_size=16).digest(),
-                minhash=norm,  # replaced by its MinHash below, for all functions at once
-                n_code=n_code,
-                n_stub=n_stub if stub is not None else 0,
-                n_mutants=n_mut,
-                over=over,
-            )
+            _build(cfg, tok, clean, res.n_path, rel, symbol, first, code, fn, first_line, indent)
         )
-    for fr, mh in zip(res.functions, minhashes([f.minhash for f in res.functions]), strict=True):
-        fr.minhash = mh
-    if not res.functions and not res.fn_skips:
-        res.skip = "no_functions"
+        res.functions[-1].digest, res.functions[-1].minhash = digest, sketch
     return res
+
+
+def _build(
+    cfg: PrepareConfig,
+    tok: TokenCounter,
+    clean: bool,
+    n_path: int,
+    rel: str,
+    symbol: str,
+    first: int,
+    code: str,
+    fn: ast.AST,
+    first_line: int,
+    indent: int,
+) -> FunctionResult:
+    """One function's stub and verified mutants, with their token counts; ``over`` counts
+    the tasks whose example cannot fit ``max_tokens`` (those are not built)."""
+    # Room for the code's part of each task's example: the cap minus the chat template and
+    # the path (both measured by the caller, see init_worker), so examples that cannot fit
+    # are never built — their mutants never parsed.
+    budget = _STATE.get("budget") or {}
+    over = 0
+    stub = stub_of(code, fn, first_line) if "complete" in cfg.tasks else None
+    n_stub = 0
+    if stub is not None:
+        # The stub is the code's first lines: its tokens are those of that prefix (it ends
+        # at a non-space, where no pre-token continues) plus the final newline.
+        head_c = tok.count(stub[:-1], clean)
+        rest_c, nl = tok.count(code[len(stub) - 1 :], clean), tok.count("\n")
+        n_code, n_stub = head_c + rest_c, head_c + nl
+        if "complete" in budget and n_code + n_stub > budget["complete"] - n_path:
+            stub, n_stub, over = None, 0, over + 1
+    else:
+        n_code = tok.count(code, clean)
+    mutants: list[tuple[str, str]] = []
+    n_mut: list[int] = []
+    room = budget.get("bugfix", 1 << 60) - n_path - n_code  # for the mutant
+    if "bugfix" in cfg.tasks and room < 1:
+        over += 1
+    elif "bugfix" in cfg.tasks:
+        rng = random.Random(f"{cfg.seed}:{rel}:{symbol}")
+        mut = Mutator(code, fn, first_line, indent)
+        sizes: dict[str, int] = {}
+        chosen = 0
+
+        def fits(m: str, edit) -> bool:
+            # mutant = original with a few lines changed: tokens of the original plus the
+            # difference on the edited lines (line breaks are pre-token boundaries, so the
+            # rest of the function tokenizes identically)
+            before, after = edited_lines(mut.t.b, edit)
+            a, b = tok.count(before, clean), tok.count(after)
+            sizes[m] = n_code + b - a
+            return sizes[m] <= room
+
+        for op in sample_operators(cfg, mut.candidates(), rng):
+            sites = mut.sites(op, rng)
+            if not sites:
+                continue  # not applicable after all: as if never in the pool
+            m = mut.apply(op, sites, rng, accept=fits)
+            if m is not None:
+                mutants.append((op, m))
+                n_mut.append(sizes[m])
+            chosen += 1
+            if chosen == cfg.candidates_per_function:
+                break
+        if not mutants and sizes and all(n > room for n in sizes.values()):
+            over += 1
+    return FunctionResult(
+        symbol=symbol,
+        lineno=first,
+        code=code,
+        stub=stub,
+        mutants=mutants,
+        digest=b"",
+        minhash=b"",
+        n_code=n_code,
+        n_stub=n_stub,
+        n_mutants=n_mut,
+        over=over,
+    )
