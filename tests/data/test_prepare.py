@@ -39,11 +39,12 @@ def codebase(tmp_path_factory) -> Path:
         d.mkdir(exist_ok=True)
         shutil.copy(STDLIB / name, d / name)
     # duplicates of heapq: only comments differ (exact after normalization), and one
-    # identifier renamed in every function (near-duplicates for the longer functions)
+    # identifier renamed: `merge` and `nlargest` keep 95% and 93% of their shingles
+    # (near-duplicates at the 0.85 threshold; the rest change too much to count)
     (root / "dup").mkdir()
     heapq_src = (STDLIB / "heapq.py").read_text()
     (root / "dup" / "heapq2.py").write_text(heapq_src.replace("# ", "#  note: "))
-    (root / "dup" / "heapq3.py").write_text(heapq_src.replace("newitem", "new_item"))
+    (root / "dup" / "heapq3.py").write_text(heapq_src.replace("reverse", "rev"))
     # a credential inside an otherwise good function: the whole file must be dropped
     (root / "settings_prod.py").write_text(
         "def connect(region):\n"

@@ -114,32 +114,48 @@ def test_stub_tokens_from_the_code_prefix(tokenizer) -> None:
     assert n > 30
 
 
-def test_minhash_equals_datasketch() -> None:
+def test_minhash_equals_datasketch(monkeypatch) -> None:
     # Guards the numpy MinHash: the same hash values as datasketch's own MinHash
-    # (affine32, seed 1) fed with the same shingle hashes, so the LSH thresholds mean what
-    # datasketch documents and stored sketches stay comparable across versions of this code.
-    import zlib
+    # (affine32, seed 1) fed with the same shingle hashes — here computed the slow way, one
+    # token at a time — so the LSH thresholds mean what datasketch documents and stored
+    # sketches stay comparable across versions of this code.
+    import re
 
     import numpy as np
     from datasketch import MinHash
 
     from codetune.data import worker
 
+    def fmix32(h: int) -> int:
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) % 2**32
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) % 2**32
+        return h ^ (h >> 16)
+
+    def token_hash(tok: bytes) -> int:
+        return fmix32(sum(c * 1_000_003**j for j, c in enumerate(tok)) % 2**32)
+
     perm = worker.minhash_permutations(64)
     worker._STATE.update(perm=perm)
-    for code, *_ in list(_segments())[:60]:
-        norm = worker.normalize(code)
-        toks = [zlib.crc32(t.encode()) for t in worker._TOKEN.findall(norm)]
+    monkeypatch.setattr(worker, "MINHASH_BATCH_BYTES", 3000)  # several batches
+    codes = [code for code, *_ in list(_segments())[:60]]
+    codes += ["def f():\n    return 'naïve — ok'\n", "def g(): pass\n"]  # non-ASCII; < 5 tokens
+    token = re.compile(rb"[A-Za-z0-9_\x80-\xff]+|[^A-Za-z0-9_\x80-\xff\t\n\x0b\x0c\r ]")
+    norms = [worker.normalize(code) for code in codes]
+    for norm, got in zip(norms, worker.minhashes(norms), strict=True):
+        toks = [token_hash(t) for t in token.findall(norm.encode())]
         toks += [0] * (5 - len(toks))
         shingles = set()
         for i in range(len(toks) - 4):
             h = 0
             for t in toks[i : i + 5]:
-                h = (h * 1_000_003 + t) % 2**64
-            shingles.add(h & 0xFFFFFFFF)
+                h = (h * 1_000_003 + t) % 2**32
+            shingles.add(h)
         ref = MinHash(num_perm=64, seed=1, scheme="affine32", hashfunc=int, permutations=perm)
         ref.update_batch(sorted(shingles))
-        assert worker.minhash_of(norm) == ref.hashvalues.astype(np.uint32).tobytes()
+        assert got == ref.hashvalues.astype(np.uint32).tobytes()
+        assert worker.minhash_of(norm) == got  # alone or in a batch: the same sketch
 
 
 @pytest.mark.parametrize(
