@@ -54,6 +54,29 @@ def test_token_counter_is_exact(tokenizer) -> None:
         "s = '<|im_start|>user'  # a special token's text inside code\n",
         "",
     ]
+    # random text over the characters where the split decides: spaces before words,
+    # punctuation and contractions, whitespace runs of every kind
+    rng = random.Random(0)
+    alphabet = [
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\n    ",
+        "\r",
+        "\x0b",
+        "'",
+        "'s",
+        "'ll",
+        "ab",
+        "Z",
+        "7",
+        "(",
+        "):",
+        ".",
+        "#",
+    ]
+    texts += ["".join(rng.choices(alphabet, k=rng.randrange(1, 40))) for _ in range(400)]
     counter = TokenCounter(tokenizer)
     assert counter.fast  # the embedded tokenizer is byte-level BPE: the shortcut is used
     got = counter(texts)

@@ -82,6 +82,11 @@ _ASCII_PRETOKENS = re.compile(
     rf" ?[A-Za-z]+| ?[0-9]+|'(?:s|t|re|ve|m|ll|d)| ?[^{_WS}A-Za-z0-9]+"
     rf"|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
 )
+# Runs of pre-tokens: a non-space run with the one space before it that the pattern's " ?"
+# forms would take, or whitespace exactly as above. Whitespace is split identically, and no
+# pre-token crosses a whitespace boundary except through that one leading space, so the
+# pre-tokens of a text are those of its runs, each split on its own.
+_ASCII_RUNS = re.compile(rf" ?[^{_WS}]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+")
 
 
 def _byte_to_unicode() -> dict[int, str]:
@@ -102,8 +107,9 @@ class TokenCounter:
 
     A byte-level BPE never merges across pre-tokens, so a text's token count is the sum of
     its pre-tokens' counts. Code repeats the same pre-tokens (keywords, names, indentation)
-    endlessly, so each distinct pre-token is run through the BPE model once and remembered.
-    This shortcut is taken only where it is exact by construction: a byte-level pre-tokenizer
+    endlessly, so each distinct pre-token is run through the BPE model once and remembered —
+    and so is each run of them between two whitespace boundaries (``_ASCII_RUNS``). This
+    shortcut is taken only where it is exact by construction: a byte-level pre-tokenizer
     splitting with the GPT-2 pattern, no normalizer, ASCII text (where that pattern has the
     plain form above), and no added/special token inside the text. Anything else goes to
     ``Tokenizer.encode_batch``."""
@@ -129,13 +135,16 @@ class TokenCounter:
             {chr(b): c for b, c in _byte_to_unicode().items() if b < 128}
         )
         self.cache = _PretokenCounts(self)
+        self.runs = _RunCounts(self.cache)
 
     def bpe_count(self, pretoken: str) -> int:
         """Tokens of one ASCII pre-token (the BPE model alone)."""
         return len(self.tok.model.tokenize(pretoken.translate(self.to_bytelevel)))
 
     def _count(self, text: str) -> int:
-        return sum(map(self.cache.__getitem__, _ASCII_PRETOKENS.findall(text)))
+        # Runs repeat across code (`self.name`, `return`, `):`, indentation) much as
+        # pre-tokens do, and there are half as many: one regex match and one lookup per run.
+        return sum(map(self.runs.__getitem__, _ASCII_RUNS.findall(text)))
 
     def count(self, text: str, clean: bool = False) -> int:
         """Token count of ``text`` (no special tokens added). ``clean``: the caller knows
@@ -169,6 +178,21 @@ class _PretokenCounts(dict):
         if len(self) >= TokenCounter.MAX_CACHE:
             self.clear()
         n = self[pretoken] = self.counter.bpe_count(pretoken)
+        return n
+
+
+class _RunCounts(dict):
+    """Run (see ``_ASCII_RUNS``) → token count, from its pre-tokens' counts on first sight;
+    bounded by ``MAX_CACHE``."""
+
+    def __init__(self, pretokens: _PretokenCounts) -> None:
+        super().__init__()
+        self.pretokens = pretokens
+
+    def __missing__(self, run: str) -> int:
+        if len(self) >= TokenCounter.MAX_CACHE:
+            self.clear()
+        n = self[run] = sum(map(self.pretokens.__getitem__, _ASCII_PRETOKENS.findall(run)))
         return n
 
 
