@@ -258,6 +258,8 @@ def test_record_line_is_the_plain_json_of_the_record() -> None:
     # Guards the one-encoding record writer: byte-identical to dumping the record dict.
     import json
 
+    import orjson
+
     from codetune.data.pipeline import record_id, record_line
     from codetune.prompts import messages
 
@@ -267,8 +269,9 @@ def test_record_line_is_the_plain_json_of_the_record() -> None:
     meta = {"path": "a.py", "symbol": "f", "lineno": 3, "mutation": None, "split": "test",
             "tokens": 12}  # fmt: skip
     rec = {"id": record_id("bugfix", msgs), "task": "bugfix", "messages": msgs, "meta": meta}
-    want = json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n"
-    assert record_line("bugfix", msgs, meta) == want
+    line = record_line("bugfix", msgs, meta)
+    assert line == orjson.dumps(rec, option=orjson.OPT_SORT_KEYS) + b"\n"
+    assert json.loads(line) == rec  # what every reader (json, datasets) gets back
 
 
 def test_multi_instance_processing_job_then_merge_job(tmp_path, monkeypatch) -> None:

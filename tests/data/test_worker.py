@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import random
 import sysconfig
 from pathlib import Path
@@ -288,3 +289,24 @@ def test_worker_flags_the_duplicates_it_has_seen(tmp_path, monkeypatch) -> None:
     built, dup = first.functions
     assert built.mutants and built.code and not dup.code and not dup.mutants
     assert dup.digest == built.digest and dup.minhash == built.minhash
+
+
+def test_operator_order_follows_the_weights() -> None:
+    # Guards the one-sort weighted sampling: the first operator drawn is op with probability
+    # (weight / prior) / sum(weight / prior), as drawing one at a time would give.
+    from codetune.config import load_config
+    from codetune.data.config import PrepareConfig
+    from codetune.data.worker import PRIOR, sample_operators
+
+    weights = {"compare_flip": 1.0, "wrong_variable": 1.0, "missing_colon": 3.0, "arith_op": 0}
+    cfg = load_config(PrepareConfig, None, [f"mutation_weights={json.dumps(weights)}"])
+    rng = random.Random(0)
+    firsts: dict[str, int] = {}
+    for _ in range(20_000):
+        order = sample_operators(cfg, list(weights), rng)
+        assert sorted(order) == ["compare_flip", "missing_colon", "wrong_variable"]
+        firsts[order[0]] = firsts.get(order[0], 0) + 1
+    share = {op: w / PRIOR[op] for op, w in weights.items() if w}
+    total = sum(share.values())
+    for op, v in share.items():
+        assert abs(firsts[op] / 20_000 - v / total) < 0.015, (op, firsts, share)

@@ -80,20 +80,25 @@ def split_quotas(total: int, fractions: dict[str, float]) -> dict[str, int]:
 
 
 def record_id(task: str, msgs: list[dict]) -> str:
-    """sha256 of the record's content."""
-    blob = json.dumps({"task": task, "messages": msgs}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """sha256 of the record's content (its task and messages as sorted, compact JSON)."""
+    import orjson
+
+    blob = orjson.dumps({"messages": msgs, "task": task}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()
 
 
-def record_line(task: str, msgs: list[dict], meta: dict) -> str:
-    """The JSONL line of one record — ``json.dumps(rec, sort_keys=True, ensure_ascii=False)``
-    of ``{"id": record_id(task, msgs), "task", "messages", "meta"}`` — with the messages
-    encoded once for both the id and the line (a test checks the equality)."""
-    m = json.dumps(msgs, sort_keys=True, ensure_ascii=False)
-    t = json.dumps(task, ensure_ascii=False)
-    rid = hashlib.sha256(f'{{"messages": {m}, "task": {t}}}'.encode()).hexdigest()
-    meta_json = json.dumps(meta, sort_keys=True, ensure_ascii=False)
-    return f'{{"id": "{rid}", "messages": {m}, "meta": {meta_json}, "task": {t}}}\n'
+def record_line(task: str, msgs: list[dict], meta: dict) -> bytes:
+    """The JSONL line of one record — ``orjson.dumps(rec, option=OPT_SORT_KEYS)`` of
+    ``{"id": record_id(task, msgs), "task", "messages", "meta"}`` plus a line break — with
+    the messages encoded once for both the id and the line (a test checks the equality).
+    orjson, not ``json``: encoding the records was most of the main process's work."""
+    import orjson
+
+    m = orjson.dumps(msgs, option=orjson.OPT_SORT_KEYS)
+    t = orjson.dumps(task)
+    rid = hashlib.sha256(b'{"messages":' + m + b',"task":' + t + b"}").hexdigest()
+    meta_json = orjson.dumps(meta, option=orjson.OPT_SORT_KEYS)
+    return b'{"id":"%s","messages":%s,"meta":%s,"task":%s}\n' % (rid.encode(), m, meta_json, t)
 
 
 def tokenizer_file(spec: str | None) -> Path:
@@ -306,7 +311,7 @@ def prepare(
         return quota is not None and not any(room(t, s) for t in cfg.tasks for s in SPLITS)
 
     with atomic_dir(out) as tmp:
-        handles = {s: open(tmp / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}
+        handles = {s: open(tmp / f"{s}.jsonl", "wb") for s in SPLITS}
         gc_was = pause_gc()  # see worker.pause_gc; the dedup index is millions of objects
         try:
             bar = tqdm(
@@ -463,6 +468,8 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     holds a function, or a near-duplicate of it, keeps it. Splits are by path hash, so the
     shards already agree on them. Raises ``CodetuneError`` for a missing shard directory.
     """
+    import orjson
+
     from codetune.data import worker
     from codetune.data.lsh import DedupIndex
     from codetune.prompts import extract_code
@@ -483,7 +490,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
 
     with atomic_dir(out) as tmp:
         for split in SPLITS:
-            with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            with open(tmp / f"{split}.jsonl", "wb") as fh:
                 for i, d in enumerate(shards):
                     f = Path(d) / f"{split}.jsonl"
                     if not f.is_file():
@@ -502,7 +509,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
                             dropped[rec["task"]] += 1
                             continue
                         written.add(rec["id"])
-                        fh.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
+                        fh.write(orjson.dumps(rec, option=orjson.OPT_SORT_KEYS) + b"\n")
                         counts[f"{rec['task']}/{split}"] += 1
                         per_task[rec["task"]] += 1
                         per_split[split] += 1

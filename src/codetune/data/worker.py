@@ -11,7 +11,6 @@ import ast
 import hashlib
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from codetune.data.config import PrepareConfig
@@ -407,19 +406,20 @@ def minhashes(norms: list[str]) -> list[bytes]:
     return out
 
 
-def sample_operators(
-    cfg: PrepareConfig, candidates: list[str], rng: random.Random
-) -> Iterator[str]:
+def sample_operators(cfg: PrepareConfig, candidates: list[str], rng: random.Random) -> list[str]:
     """Operators of ``candidates`` in a random order, sampled without replacement with weight
-    ``mutation_weights[op] / PRIOR[op]`` (deterministic for a seeded ``rng``). The caller
-    takes the first ``candidates_per_function`` that have a site: skipping one without a
-    site gives the same distribution as sampling among the applicable operators only."""
-    pool = [op for op in candidates if cfg.mutation_weights.get(op, 0) > 0]
-    while pool:
-        weights = [cfg.mutation_weights[op] / PRIOR[op] for op in pool]
-        op = rng.choices(pool, weights)[0]
-        pool.remove(op)
-        yield op
+    ``mutation_weights[op] / PRIOR[op]`` (deterministic for a seeded ``rng``), as one sort by
+    ``u ** (1 / weight)`` (Efraimidis & Spirakis: the same distribution as drawing them one
+    by one). The caller takes the first ``candidates_per_function`` that have a site:
+    skipping one without a site gives the same distribution as sampling among the
+    applicable operators only."""
+    keys = []
+    for op in candidates:
+        w = cfg.mutation_weights.get(op, 0)
+        if w > 0:
+            keys.append((rng.random() ** (PRIOR[op] / w), op))
+    keys.sort(reverse=True)
+    return [op for _, op in keys]
 
 
 def _reparse_free(code: str, indent: str) -> bool:
@@ -594,7 +594,10 @@ def _build(
     if "bugfix" in cfg.tasks and room < 1:
         over += 1
     elif "bugfix" in cfg.tasks:
-        rng = random.Random(f"{cfg.seed}:{rel}:{symbol}")
+        rng = _STATE.setdefault("rng", random.Random())
+        # seeded per function (a 64-bit int seeds in a fraction of a string's time)
+        key = f"{cfg.seed}:{rel}:{symbol}".encode()
+        rng.seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
         mut = Mutator(code, fn, first_line, indent)
         sizes: dict[str, int] = {}
         chosen = 0
