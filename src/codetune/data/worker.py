@@ -594,7 +594,7 @@ def _build(
     if "bugfix" in cfg.tasks and room < 1:
         over += 1
     elif "bugfix" in cfg.tasks:
-        rng = _STATE.setdefault("rng", random.Random())
+        rng = _STATE.get("rng") or _STATE.setdefault("rng", random.Random())
         # seeded per function (a 64-bit int seeds in a fraction of a string's time)
         key = f"{cfg.seed}:{rel}:{symbol}".encode()
         rng.seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
