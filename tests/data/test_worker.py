@@ -289,6 +289,10 @@ def test_worker_flags_the_duplicates_it_has_seen(tmp_path, monkeypatch) -> None:
     built, dup = first.functions
     assert built.mutants and built.code and not dup.code and not dup.mutants
     assert dup.digest == built.digest and dup.minhash == built.minhash
+    # a full index starts afresh (bounded memory): earlier files are forgotten, this one not
+    monkeypatch.setattr(worker, "WORKER_INDEX_MAX", 0)
+    again = worker.process_file(("b.py", str(tmp_path / "b.py")))
+    assert [f.dup for f in again.functions] == [False, True]
 
 
 def test_operator_order_follows_the_weights() -> None:

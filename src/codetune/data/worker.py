@@ -238,8 +238,9 @@ def init_pool_worker(*args) -> None:
 # collects the rare cycles (a caught SyntaxError's traceback) with bounded memory.
 GC_EVERY_FILES = 64
 
-# Functions a worker's duplicate index holds before it starts afresh (~0.5 KB each).
-WORKER_INDEX_MAX = 500_000
+# Functions a worker's duplicate index holds before it starts afresh (~0.3 KB each: ~70 MB).
+# Near-duplicates are mostly near each other in the tree, so a reset loses little.
+WORKER_INDEX_MAX = 200_000
 
 
 def pause_gc() -> bool:
