@@ -1,7 +1,7 @@
 """Throughput (MB/s of source) and peak RSS of `codetune prepare`, against a baseline.
 
     .venv/bin/python benchmarks/prepare_throughput.py --codebase .venv/lib/python3.11/site-packages \
-        --max-files 1500 [--before-src /tmp/before/src]
+        --max-files 1500 [--before-src /tmp/before/src] [--rounds 3]
 
     # the "before" package: mkdir -p /tmp/before && git archive <commit> src | tar -x -C /tmp/before
 
@@ -19,6 +19,7 @@ import ast
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,17 +106,30 @@ def main() -> None:
         help="also run the codetune package in this directory (e.g. `git archive` of an "
         "older commit's src/), right after, for a before/after ratio",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the runs, alternating which goes first, and report the median of each "
+        "(this VM's speed drifts by 10-20%% between runs: one pair can mislead)",
+    )
     args = ap.parse_args()
     sets = args.sets + ([f"max_files={args.max_files}"] if args.max_files else [])
     with tempfile.TemporaryDirectory() as tmp:
-        result = {
-            "load_avg_1m_before": round(os.getloadavg()[0], 1),
-            "prepare": run_prepare(args.codebase, Path(tmp) / "ds", sets),
-        }
-        if args.before_src:
-            result["prepare_before"] = run_prepare(
-                args.codebase, Path(tmp) / "before", sets, args.before_src
-            )
+        result: dict = {"load_avg_1m_before": round(os.getloadavg()[0], 1)}
+        runs: dict[str, list[dict]] = {"prepare": [], "prepare_before": []}
+        for r in range(args.rounds):
+            order = [("prepare", None), ("prepare_before", args.before_src)]
+            if not args.before_src:
+                order = order[:1]
+            for name, src in order if r % 2 == 0 else order[::-1]:
+                runs[name].append(run_prepare(args.codebase, Path(tmp) / name, sets, src))
+                shutil.rmtree(Path(tmp) / name)
+        for name, got in runs.items():
+            if got:  # the median run by wall time; every run listed when there are several
+                result[name] = sorted(got, key=lambda x: x["wall_s"])[len(got) // 2]
+                if len(got) > 1:
+                    result[f"{name}_rounds"] = [(x["wall_s"], x["cpu_s"]) for x in got]
         result["baseline_ast_parse"] = baseline(args.codebase, sets)
         result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
     p, b = result["prepare"], result["baseline_ast_parse"]
