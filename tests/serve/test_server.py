@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import httpx
 import pytest
@@ -223,8 +224,18 @@ def test_access_log_has_one_json_line_per_request(client, caplog):
     # Guards: one structured log line per request with id, adapter, token counts and timings.
     with caplog.at_level(logging.INFO, logger="codetune.serve.access"):
         r = tgi(client, headers={"X-Request-Id": "req-123"})
-        client.post("/invocations", json={"inputs": ""})
-    lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name.endswith("access")]
+        client.post("/invocations", json={"inputs": ""}, headers={"X-Request-Id": "bad-1"})
+        # the server writes a request's line after its response is sent: wait for both
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            lines = [
+                json.loads(rec.getMessage())
+                for rec in caplog.records
+                if rec.name.endswith("access")
+            ]
+            if {"req-123", "bad-1"} <= {line["request_id"] for line in lines}:
+                break
+            time.sleep(0.05)
     ok = [line for line in lines if line["request_id"] == "req-123"]
     assert len(ok) == 1 and r.headers["x-request-id"] == "req-123"
     line = ok[0]
