@@ -8,6 +8,7 @@ in discovery order and makes every cross-file decision (dedup, balance, limits) 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import random
 import re
@@ -295,6 +296,7 @@ _P = 1_000_003  # base of the polynomial hashes (of a token's bytes, of a shingl
 _POWERS: list = []  # [P^i mod 2^32, P^-i mod 2^32] for i < len, grown on demand
 
 
+@functools.cache
 def _byte_classes():
     """Byte → 0 (whitespace), 1 (word byte: ``[A-Za-z0-9_]`` or any byte of a non-ASCII
     character), 2 (anything else: a token of its own)."""
@@ -307,6 +309,7 @@ def _byte_classes():
 
 
 def _powers(n: int):
+    """``(P^i, P^-i)`` mod 2^32 as uint32 arrays of at least ``n`` entries."""
     import numpy as np
 
     if not _POWERS or len(_POWERS[0]) < n:
@@ -315,7 +318,7 @@ def _powers(n: int):
         _POWERS[:] = [
             np.cumprod(np.r_[1, np.full(size - 1, x)].astype(np.uint32), dtype=np.uint32)
             for x in (_P, inv)
-        ] + [_byte_classes()]
+        ]
     return _POWERS
 
 
@@ -343,8 +346,8 @@ def token_hashes(data: bytes):
     c = np.frombuffer(data, np.uint8)
     if not len(c):
         return np.zeros(0, np.uint32), np.zeros(0, np.int64)
-    pw, ipw, classes = _powers(len(c))
-    cls = classes[c]
+    pw, ipw = _powers(len(c))
+    cls = _byte_classes()[c]
     word = cls == 1
     first = cls == 2
     first[0] |= word[0]
@@ -550,10 +553,9 @@ def process_file(item: tuple[str, str]) -> FileResult:
             continue
         if res.n_path < 0:
             res.n_path = tok.count(f" from `{rel}`")
-        res.functions.append(
-            _build(cfg, tok, clean, res.n_path, rel, symbol, first, code, fn, first_line, indent)
-        )
-        res.functions[-1].digest, res.functions[-1].minhash = digest, sketch
+        fr = _build(cfg, tok, clean, res.n_path, rel, symbol, first, code, fn, first_line, indent)
+        fr.digest, fr.minhash = digest, sketch
+        res.functions.append(fr)
     return res
 
 
@@ -631,7 +633,7 @@ def _build(
         code=code,
         stub=stub,
         mutants=mutants,
-        digest=b"",
+        digest=b"",  # set by the caller, which computed them before building
         minhash=b"",
         n_code=n_code,
         n_stub=n_stub,
