@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/prepare_throughput.py --codebase .venv/lib/python3.11/site-packages \
         --max-files 1500 [--before-src /tmp/before/src] [--rounds 3]
+    # a seeded 1-in-12 sample of the whole tree (the first files in walk order are not
+    # representative: site-packages starts with aws_cdk/boto*, 29% duplicate functions)
+    .venv/bin/python benchmarks/prepare_throughput.py --codebase .venv/lib/python3.11/site-packages \
+        --sample-one-in 12 [--before-src /tmp/before/src] [--rounds 3]
 
     # the "before" package: mkdir -p /tmp/before && git archive <commit> src | tar -x -C /tmp/before
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import os
 import resource
@@ -95,10 +100,39 @@ def baseline(codebase: Path, sets: list[str]) -> dict:
             "mb_per_s": round(mb / wall, 2), "mb_per_cpu_s": round(mb / cpu, 2)}  # fmt: skip
 
 
+def sample_tree(codebase: Path, one_in: int, dest: Path, sets: list[str]) -> int:
+    """Copy the files prepare would consider whose path hashes to 0 mod ``one_in`` (blake2b of
+    the relative path: the same sample on every machine and every run) into ``dest``, at the
+    same relative paths. Returns the number of files copied."""
+    from codetune.config import load_config
+    from codetune.data.config import PrepareConfig
+    from codetune.data.discover import iter_files
+
+    cfg = load_config(PrepareConfig, None, sets)
+    n = 0
+    for rel, path in iter_files(codebase, cfg, Counter()):
+        if int.from_bytes(hashlib.blake2b(rel.encode()).digest()[:8], "little") % one_in:
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        n += 1
+    if not n:
+        raise SystemExit(f"--sample-one-in {one_in}: no file of {codebase} was picked")
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--codebase", type=Path, required=True)
     ap.add_argument("--max-files", type=int, default=0, help="0: every file")
+    ap.add_argument(
+        "--sample-one-in",
+        type=int,
+        default=0,
+        help="measure on a seeded sample of the tree: every file whose path hashes to 0 mod N "
+        "(copied to a temporary directory first; 0: the tree itself)",
+    )
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument(
         "--before-src",
@@ -115,8 +149,14 @@ def main() -> None:
     )
     args = ap.parse_args()
     sets = args.sets + ([f"max_files={args.max_files}"] if args.max_files else [])
+    if args.sample_one_in < 0:
+        raise SystemExit("--sample-one-in must be >= 0 (0: no sampling)")
     with tempfile.TemporaryDirectory() as tmp:
         result: dict = {"load_avg_1m_before": round(os.getloadavg()[0], 1)}
+        if args.sample_one_in > 1:
+            sample = Path(tmp) / "sample"
+            result["sampled_files"] = sample_tree(args.codebase, args.sample_one_in, sample, sets)
+            args.codebase = sample
         runs: dict[str, list[dict]] = {"prepare": [], "prepare_before": []}
         for r in range(args.rounds):
             order = [("prepare", None), ("prepare_before", args.before_src)]
