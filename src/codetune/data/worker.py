@@ -134,8 +134,11 @@ class TokenCounter:
         self.to_bytelevel = str.maketrans(
             {chr(b): c for b, c in _byte_to_unicode().items() if b < 128}
         )
-        self.cache = _PretokenCounts(self)
-        self.runs = _RunCounts(self.cache)
+        # pre-token -> BPE tokens; run (see ``_ASCII_RUNS``) -> the sum over its pre-tokens
+        self.cache = _Memo(self.bpe_count)
+        self.runs = _Memo(
+            lambda run: sum(map(self.cache.__getitem__, _ASCII_PRETOKENS.findall(run)))
+        )
 
     def bpe_count(self, pretoken: str) -> int:
         """Tokens of one ASCII pre-token (the BPE model alone)."""
@@ -166,33 +169,19 @@ class TokenCounter:
         return [self.count(t) for t in texts]
 
 
-class _PretokenCounts(dict):
-    """Pre-token → BPE token count, computed on first sight (``dict.__getitem__`` stays in C
-    for the hits, which are nearly all lookups on code); bounded by ``MAX_CACHE``."""
+class _Memo(dict):
+    """``key -> fn(key)``, computed on first sight (``dict.__getitem__`` stays in C for the
+    hits, which are nearly all lookups on code); cleared when it reaches ``MAX_CACHE``
+    entries, which bounds a worker's memory."""
 
-    def __init__(self, counter: TokenCounter) -> None:
+    def __init__(self, fn) -> None:
         super().__init__()
-        self.counter = counter
+        self.fn = fn
 
-    def __missing__(self, pretoken: str) -> int:
+    def __missing__(self, key: str) -> int:
         if len(self) >= TokenCounter.MAX_CACHE:
             self.clear()
-        n = self[pretoken] = self.counter.bpe_count(pretoken)
-        return n
-
-
-class _RunCounts(dict):
-    """Run (see ``_ASCII_RUNS``) → token count, from its pre-tokens' counts on first sight;
-    bounded by ``MAX_CACHE``."""
-
-    def __init__(self, pretokens: _PretokenCounts) -> None:
-        super().__init__()
-        self.pretokens = pretokens
-
-    def __missing__(self, run: str) -> int:
-        if len(self) >= TokenCounter.MAX_CACHE:
-            self.clear()
-        n = self[run] = sum(map(self.pretokens.__getitem__, _ASCII_PRETOKENS.findall(run)))
+        n = self[key] = self.fn(key)
         return n
 
 
