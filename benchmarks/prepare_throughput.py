@@ -8,6 +8,8 @@
         --sample-one-in 12 [--before-src /tmp/before/src] [--rounds 3]
 
     # the "before" package: mkdir -p /tmp/before && git archive <commit> src | tar -x -C /tmp/before
+    # under another build of the same Python (e.g. an optimized one, like the images ship):
+    ... --python /usr/bin/python3.11
 
 Runs `codetune prepare` as a subprocess, samples the RSS of its whole process tree (main +
 workers) every 0.2 s, and reads the bytes processed from the manifest. The baseline, run side
@@ -42,7 +44,7 @@ def run_prepare(codebase: Path, out: Path, sets: list[str], src: Path | None = N
     cmd += ["--out", str(out), "--no-progress"] + [a for s in sets for a in ("--set", s)]
     env = dict(os.environ)
     if src is not None:
-        env["PYTHONPATH"] = str(src)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
@@ -122,6 +124,59 @@ def sample_tree(codebase: Path, one_in: int, dest: Path, sets: list[str]) -> int
     return n
 
 
+def reexec_under(python: str) -> None:
+    """Run this script again under interpreter ``python`` (a different build of the same
+    Python version), with this environment's packages: the installed site-packages and the
+    checkout's ``src`` go on PYTHONPATH (an editable install's .pth is not read from there).
+    Interpreter builds differ a lot in speed for pure-Python work (PGO/LTO, a static or shared
+    libpython), and the images do not run on the interpreter of .venv."""
+    import sysconfig
+
+    exe = shutil.which(python)
+    if exe is None:
+        raise SystemExit(f"--python {python}: no such interpreter")
+    probe = "import sys; print('{}.{}'.format(*sys.version_info))"
+    version = subprocess.run([exe, "-c", probe], capture_output=True, text=True).stdout.strip()
+    ours = "{}.{}".format(*sys.version_info)
+    if version != ours:
+        raise SystemExit(
+            f"--python {python}: Python {version or '?'}, but this environment's packages are "
+            f"built for {ours}; give a {ours} interpreter"
+        )
+    src = Path(__file__).resolve().parent.parent / "src"
+    paths = [str(src), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)))
+    argv, rest = [], iter(sys.argv[1:])
+    for a in rest:
+        if a == "--python":
+            next(rest, None)  # and its value
+        elif not a.startswith("--python="):
+            argv.append(a)
+    os.execve(exe, [exe, str(Path(__file__).resolve()), *argv], env)
+
+
+def _maps_libpython() -> bool | None:
+    try:
+        return "/libpython" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return None  # not Linux
+
+
+def interpreter() -> dict:
+    """Which Python build ran the measurement (builds differ in speed: see --python)."""
+    import platform
+    import sysconfig
+
+    return {
+        "executable": sys.executable,
+        "version": platform.python_version(),
+        # the interpreter loaded from a shared libpython (slower calls inside the interpreter
+        # unless built with -fno-semantic-interposition), or linked into the executable
+        "libpython_shared": _maps_libpython(),
+        "config_args": sysconfig.get_config_var("CONFIG_ARGS") or "",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--codebase", type=Path, required=True)
@@ -147,12 +202,22 @@ def main() -> None:
         help="repeat the runs, alternating which goes first, and report the median of each "
         "(this VM's speed drifts by 10-20%% between runs: one pair can mislead)",
     )
+    ap.add_argument(
+        "--python",
+        help="run everything (prepare and the baseline) under this interpreter instead, e.g. "
+        "an optimized build of the same Python version",
+    )
     args = ap.parse_args()
+    if args.python:
+        reexec_under(args.python)
     sets = args.sets + ([f"max_files={args.max_files}"] if args.max_files else [])
     if args.sample_one_in < 0:
         raise SystemExit("--sample-one-in must be >= 0 (0: no sampling)")
     with tempfile.TemporaryDirectory() as tmp:
-        result: dict = {"load_avg_1m_before": round(os.getloadavg()[0], 1)}
+        result: dict = {
+            "interpreter": interpreter(),
+            "load_avg_1m_before": round(os.getloadavg()[0], 1),
+        }
         if args.sample_one_in > 1:
             sample = Path(tmp) / "sample"
             result["sampled_files"] = sample_tree(args.codebase, args.sample_one_in, sample, sets)
