@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -85,6 +87,27 @@ def test_atomic_dir_publishes_nothing_on_failure(tmp_path):
     with atomic_dir(final) as tmp:
         (tmp / "done").write_text("1")
     assert (final / "done").read_text() == "1"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_published_outputs_get_umask_permissions(tmp_path, mask):
+    # mkdtemp/mkstemp create 0700/0600: a published dataset or manifest must be as readable
+    # as what mkdir/open would have made under the same umask.
+    from codetune.io import umask, write_json_atomic
+
+    old = os.umask(mask)
+    try:
+        assert umask() == mask
+        with atomic_dir(tmp_path / "out") as tmp:
+            write_json_atomic(tmp / "manifest.json", {"a": 1})
+        (tmp_path / "plain").mkdir()
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "out") == mode(tmp_path / "plain") == 0o777 & ~mask
+    assert mode(tmp_path / "out" / "manifest.json") == mode(tmp_path / "plain.json")
+    assert mode(tmp_path / "plain.json") == 0o666 & ~mask
 
 
 def test_metric_lines_match_their_sagemaker_regexes():

@@ -2,6 +2,9 @@
 
 Directories are written under a sibling temporary name and renamed into place only when
 complete; files are written to a temporary file in the same directory and ``os.replace``d.
+What is published gets the permissions a plain ``mkdir``/``open`` would give it (0777/0666
+less the umask): ``mkdtemp``/``mkstemp`` create 0700/0600, which would leave a dataset, an
+adapter or a report unreadable to a colleague or to a service running as another user.
 """
 
 from __future__ import annotations
@@ -16,11 +19,34 @@ from pathlib import Path
 from typing import Any
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only be read by
+    setting it, which would briefly affect files other threads create)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)  # no /proc (not Linux): the only other way
+    os.umask(old)
+    return old
+
+
+def temp_file(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """``mkstemp`` beside ``path`` (same file system, for the final ``os.replace``), with the
+    permissions ``open`` would give a new file instead of mkstemp's 0600."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~umask())
+    return fd, tmp
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file in the same dir + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -71,6 +97,7 @@ def atomic_dir(final: Path, *, replace: bool = True) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would be published as it is
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

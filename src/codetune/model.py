@@ -191,7 +191,6 @@ def fetch_embedded(force: bool = False) -> Path:
         with atomic_dir(target) as tmp:
             convert_gguf(gguf, tmp)
             _write_marker(tmp)
-            os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the cache is read by other users
     return target
 
 

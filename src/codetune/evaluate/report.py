@@ -6,11 +6,10 @@ import base64
 import html
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from codetune.errors import CodetuneError
-from codetune.io import write_json_atomic, write_text_atomic
+from codetune.io import temp_file, write_json_atomic, write_text_atomic
 
 SCHEMA_NAME = "report.schema.json"
 HEADLINE = {"humaneval": "pass@1", "custom": "pass@1", "bugfix": "exact_fix"}
@@ -110,7 +109,7 @@ def summary_table(report: dict) -> str:
 
 
 def _save_png(fig, path: Path) -> bytes:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    fd, tmp = temp_file(path, ".png")
     os.close(fd)
     fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     os.replace(tmp, path)
