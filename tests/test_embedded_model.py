@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import stat
 
 import pytest
 
@@ -76,6 +77,9 @@ def test_corrupt_cache_is_rebuilt(embedded_model_dir, tmp_path, monkeypatch):
     assert (path / "model.safetensors").stat().st_size == (
         embedded_model_dir / "model.safetensors"
     ).stat().st_size
+    # the rebuilt cache is readable like the files beside it (safetensors writes 0600)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"], modes
 
 
 def test_resolve_base_model_errors_name_the_problem(tmp_path):

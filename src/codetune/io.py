@@ -42,6 +42,18 @@ def temp_file(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
     return fd, tmp
 
 
+def share_like_open(root: Path, pattern: str = "*.safetensors") -> None:
+    """Give the files matching ``pattern`` under ``root`` the permissions ``open`` would have
+    (0666 less the umask). safetensors >= 0.8 writes through a temporary file that is always
+    0600 (safetensors/safetensors#782), so ``save_pretrained`` leaves weights that only their
+    writer can read beside a 0644 config: another user, or a server running as one, then
+    fails to load the adapter or model."""
+    mode = 0o666 & ~umask()
+    for p in Path(root).rglob(pattern):
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, mode)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file in the same dir + rename)."""
     path = Path(path)

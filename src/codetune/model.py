@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 from codetune.errors import CodetuneError
-from codetune.io import atomic_dir, write_json_atomic
+from codetune.io import atomic_dir, share_like_open, write_json_atomic
 from codetune.paths import codetune_home
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         tok.pad_token = tok.eos_token
     fresh.generation_config.pad_token_id = tok.pad_token_id
     fresh.save_pretrained(out_dir, safe_serialization=True)
+    share_like_open(out_dir)  # the cache is read by other users too
     tok.save_pretrained(out_dir)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import stat
 
 import pytest
 from train_fixtures import TINY, one_torch_thread, write_dataset
@@ -61,6 +62,13 @@ def test_outputs_and_summary(trained):
         "embedded"
     )
     assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
+    # safetensors writes its files 0600 whatever the umask: published weights (the adapter's
+    # and merged/'s) must be as readable as the config beside them — a server running as
+    # another user loads them
+    config_mode = stat.S_IMODE((out / "adapter_config.json").stat().st_mode)
+    weights = list(out.rglob("*.safetensors"))
+    assert len(weights) == 2, weights
+    assert {stat.S_IMODE(w.stat().st_mode) for w in weights} == {config_mode}
 
 
 def test_metric_lines_on_stdout(trained):

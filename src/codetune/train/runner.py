@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from codetune.errors import CodetuneError
+from codetune.io import share_like_open
 from codetune.metrics import format_metrics
 from codetune.model import EMBEDDED_ALIASES, resolve_base_model
 from codetune.train import checkpoints as ckpts
@@ -313,7 +314,9 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> None:
 
 def publish(staging: Path, out_dir: Path) -> None:
     """Move every entry of ``staging`` into ``out_dir`` (same file system) with os.replace;
-    ``adapter_config.json`` goes last so a consumer never sees a config without weights."""
+    ``adapter_config.json`` goes last so a consumer never sees a config without weights.
+    Weights get the permissions of the files beside them (see ``io.share_like_open``)."""
+    share_like_open(staging)
     entries = sorted(staging.iterdir(), key=lambda p: (p.name == "adapter_config.json", p.name))
     for p in entries:
         target = out_dir / p.name
