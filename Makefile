@@ -35,8 +35,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e '.[train,serve,cdk,dev]'
 	touch $@
 
+# --remember: .venv/bin/codetune finds this cache without CODETUNE_HOME set (README, "Model cache").
 model: venv
-	$(BIN)/codetune model fetch
+	$(BIN)/codetune model fetch --remember
 
 node: $(NODE_DIR)/.installed
 

@@ -2,6 +2,7 @@
 
 codetune model fetch            # download + convert the embedded SmolLM2-135M-Instruct
 codetune model fetch --force    # rebuild the cache
+codetune model fetch --remember # ... and make this cache the venv's default (make setup does)
 codetune model path             # print the embedded checkpoint's directory
 codetune model generate "def add(a, b):"   # one greedy completion (smoke check)
 """
@@ -10,13 +11,52 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def _other_caches(home: Path) -> list[Path]:
+    """Valid embedded-model caches this command could have used instead of ``home``."""
+    from codetune.model import EMBEDDED_NAME, cache_is_valid
+    from codetune.paths import default_home, home_record
+
+    candidates = [default_home()]
+    try:
+        recorded = home_record().read_text().strip()
+        if recorded:
+            candidates.insert(0, Path(recorded))
+    except OSError:
+        pass
+    out = []
+    for c in candidates:
+        if c.resolve() != home.resolve() and c not in out:
+            if cache_is_valid(c / "models" / EMBEDDED_NAME):
+                out.append(c)
+    return out
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from codetune.model import fetch_embedded
+    from codetune.errors import CodetuneError
+    from codetune.model import cache_is_valid, embedded_dir, fetch_embedded
+    from codetune.paths import codetune_home_source, remember_home
 
+    home, source = codetune_home_source()
+    if args.remember and sys.prefix == sys.base_prefix:
+        raise CodetuneError(
+            "--remember records the cache in a virtual environment, and this Python is not one; "
+            "set CODETUNE_HOME instead"
+        )
+    if args.force or not cache_is_valid(embedded_dir()):
+        note = f"creating a new cache at {home} (chosen by {source})"
+        others = _other_caches(home)
+        if others:
+            note += "; existing cache(s) not used: " + ", ".join(map(str, others))
+        print(note, file=sys.stderr)
     path = fetch_embedded(force=args.force)
     print(path)
+    print(f"cache: {home} (chosen by {source})", file=sys.stderr)
+    if args.remember:
+        record = remember_home(home)
+        print(f"recorded {home} as this environment's cache in {record}", file=sys.stderr)
     return 0
 
 
@@ -63,6 +103,12 @@ def register(sub) -> argparse.ArgumentParser:
     msub.required = True
     f = msub.add_parser("fetch", help="download and convert the embedded model into the cache")
     f.add_argument("--force", action="store_true", help="rebuild even if the cache is valid")
+    f.add_argument(
+        "--remember",
+        action="store_true",
+        help="record the cache used as this virtual environment's default, so codetune finds "
+        "it without CODETUNE_HOME (make setup does this for the checkout's .cache/codetune)",
+    )
     f.set_defaults(func=_fetch)
     pa = msub.add_parser("path", help="print the embedded model's cache directory")
     pa.set_defaults(func=_path)
