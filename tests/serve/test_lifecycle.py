@@ -34,7 +34,6 @@ def gated(random_adapter):
         adapters={"rand": str(random_adapter)},
         queue_size=1,
         max_batch_size=1,
-        max_wait_ms=0,
         max_new_tokens_cap=32,
         default_max_new_tokens=4,
         torch_threads=1,

@@ -34,7 +34,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -43,8 +42,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codetune.errors import CodetuneError
-from codetune.serve.batcher import Batcher, Job, QueueFull, SamplingKey
 from codetune.serve.config import BASE_ALIASES, ServeConfig
+from codetune.serve.engine import Engine, QueueFull, Sampling, Stream, make_engine
 from codetune.serve.schemas import ChatRequest, TGIRequest, check_limits, describe
 
 log = logging.getLogger("codetune.serve")
@@ -79,19 +78,17 @@ def error_response(status: int, message: str, kind: str, headers: dict | None = 
 
 @dataclass
 class ServerState:
-    """What the handlers share. ``lm`` and ``batcher`` exist once ``ready`` is set."""
+    """What the handlers share. ``engine`` can answer once ``ready`` is set."""
 
     config: ServeConfig
-    lm: object | None = None
-    batcher: Batcher | None = None
-    count_tokenizer: object | None = None  # a second tokenizer: the worker owns lm.tokenizer
+    engine: Engine
     ready: threading.Event = field(default_factory=threading.Event)
     load_error: str | None = None
     default_model: str | None = None  # adapter name, or None for the base model
     base_ids: set[str] = field(default_factory=set)
 
     def known_adapters(self) -> set[str]:
-        return set(self.lm.adapters) if self.lm is not None else set()
+        return set(self.engine.adapters()) if self.ready.is_set() else set()
 
     def resolve(self, name: str | None) -> str | None:
         """Adapter name for a requested model name (None = base); raises ApiError(400)."""
@@ -113,95 +110,42 @@ class ServerState:
 
 
 def default_load(config: ServeConfig):
-    """Load base model + adapters as ``config`` says (model_dir scan unless adapters given)."""
+    """Load base model + adapters as ``config`` says with ``codetune.generation`` (the
+    transformers engine's loader)."""
     from codetune import generation
-    from codetune.paths import SageMakerPaths
-    from codetune.serve.loading import discover_adapters, is_full_model, local_source
+    from codetune.serve.loading import resolve_sources
 
-    adapters = {n: local_source(d) for n, d in config.adapters.items()}
-    base = config.base_model
-    if not adapters:
-        model_dir = config.model_dir or str(SageMakerPaths.from_env().model_dir)
-        adapters = discover_adapters(model_dir, config.adapter_name)
-        if base is None and is_full_model(model_dir):
-            base = model_dir
-        log.info("model dir %s: adapters %s", model_dir, sorted(adapters))
-    if base and base.startswith("s3://"):
-        base = local_source(base)
+    base, adapters = resolve_sources(config)
     return generation.load_model(base, adapters, quantization=config.quantization)
 
 
-def _make_generate_fn(state: ServerState):
-    from codetune import generation
-
-    def run(prompts, adapters, key: SamplingKey):
-        return generation.generate(
-            state.lm,
-            prompts,
-            adapters=adapters,
-            max_new_tokens=key.max_new_tokens,
-            temperature=key.temperature,
-            top_p=key.top_p,
-            stop=list(key.stop) or None,
-            seed=key.seed,
-        )
-
-    return run
-
-
-def _load_and_warm(state: ServerState, load_fn: Callable[[ServeConfig], object]) -> None:
-    """Runs on a background thread so /ping can answer 503 while the model loads."""
-    from transformers import AutoTokenizer
-
-    from codetune import generation
-
+def _load_and_warm(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+    """Runs on a background thread so /ping can answer 503 while the model loads; the
+    warm-up runs on the server's event loop (``loop``), where requests will run."""
     cfg = state.config
     try:
         t0 = time.perf_counter()
-
-        def set_threads() -> None:
-            if cfg.torch_threads:
-                import torch
-
-                torch.set_num_threads(cfg.torch_threads)
-
-        set_threads()
-        lm = load_fn(cfg)
-        state.lm = lm
-        state.count_tokenizer = AutoTokenizer.from_pretrained(lm.base_path)
-        state.base_ids = {lm.base_path, lm.base_path.rstrip("/").rsplit("/", 1)[-1]}
-        for d in lm.adapters.values():
-            named = generation.adapter_base(d)
-            if named:
-                state.base_ids |= {named, named.rstrip("/").rsplit("/", 1)[-1]}
+        engine = state.engine
+        engine.load()
+        asyncio.run_coroutine_threadsafe(engine.warm_up(), loop).result()
+        state.base_ids = engine.base_names()
+        adapters = engine.adapters()
         if cfg.default_model is not None:
             state.default_model = None if cfg.default_model in BASE_ALIASES else cfg.default_model
-            if state.default_model and state.default_model not in lm.adapters:
+            if state.default_model and state.default_model not in adapters:
                 raise CodetuneError(
                     f"default_model {cfg.default_model!r} is not a loaded adapter "
-                    f"({', '.join(sorted(lm.adapters)) or 'none loaded'})"
+                    f"({', '.join(sorted(adapters)) or 'none loaded'})"
                 )
-        elif len(lm.adapters) == 1:
-            state.default_model = next(iter(lm.adapters))
-        if cfg.warmup:
-            # One real generation through every code path the first request would take.
-            rows = [None, *sorted(lm.adapters)[:1]]
-            generation.generate(lm, ["Hello"] * len(rows), adapters=rows, max_new_tokens=1)
-        state.batcher = Batcher(
-            _make_generate_fn(state),
-            state.known_adapters,
-            max_batch_size=cfg.max_batch_size,
-            max_wait_s=cfg.max_wait_ms / 1000.0,
-            queue_size=cfg.queue_size,
-            on_start=set_threads,
-        )
-        state.batcher.start()
+        elif len(adapters) == 1:
+            state.default_model = next(iter(adapters))
         state.ready.set()
         log.info(
-            "ready in %.1fs: base %s, adapters %s, default %s",
+            "ready in %.1fs: engine %s, base %s, adapters %s, default %s",
             time.perf_counter() - t0,
-            lm.base_path,
-            sorted(lm.adapters),
+            engine.kind,
+            engine.base_path,
+            sorted(adapters),
             state.default_model or BASE_NAME,
         )
     except BaseException as e:  # /ping stays 503 and says why; SageMaker fails the deploy
@@ -217,8 +161,9 @@ def _load_and_warm(state: ServerState, load_fn: Callable[[ServeConfig], object])
 class Parsed:
     style: str  # "tgi" | "chat"
     prompt: str
+    prompt_ids: list[int]
     adapter: str | None
-    key: SamplingKey
+    sampling: Sampling
     stream: bool
     prompt_tokens: int
     req: object
@@ -240,8 +185,6 @@ def _choose(state: ServerState, header: str | None, body_choice: str | None, fie
 
 def parse_request(state: ServerState, body: dict, accept: str, force_stream: bool) -> Parsed:
     """Validate a body (already a JSON object) into a generation job; raises ApiError."""
-    from codetune.prompts import render_chat
-
     cfg = state.config
     header = body.pop(HEADER_KEY, None)
     if "messages" in body and "inputs" in body:
@@ -256,7 +199,7 @@ def parse_request(state: ServerState, body: dict, accept: str, force_stream: boo
         field_name = "max_tokens"
         stop = req.stop
         msgs = [m.model_dump() for m in req.messages]
-        prompt = render_chat(state.count_tokenizer, msgs, add_generation_prompt=True)
+        prompt = state.engine.render_chat(msgs)
         temperature = req.temperature if req.temperature is not None else 0.0
         top_p = req.top_p if req.top_p is not None else 1.0
         seed, stream, style = req.seed, req.stream, "chat"
@@ -289,8 +232,9 @@ def parse_request(state: ServerState, body: dict, accept: str, force_stream: boo
     )
     if problem:
         raise ApiError(400, problem)
-    n_prompt = len(state.count_tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    ctx = state.lm.context_window
+    ids = state.engine.encode(prompt)
+    n_prompt = len(ids)
+    ctx = state.engine.context_window
     if n_prompt + max_new > ctx:
         raise ApiError(
             400,
@@ -300,8 +244,8 @@ def parse_request(state: ServerState, body: dict, accept: str, force_stream: boo
             "prompt_too_long",
         )
     stream = stream or force_stream or "text/event-stream" in (accept or "")
-    key = SamplingKey(max_new, float(temperature), float(top_p), tuple(stop or ()), seed)
-    return Parsed(style, prompt, adapter, key, stream, n_prompt, req)
+    sampling = Sampling(max_new, float(temperature), float(top_p), tuple(stop or ()), seed)
+    return Parsed(style, prompt, ids, adapter, sampling, stream, n_prompt, req)
 
 
 # ---------------------------------------------------------------------------------------
@@ -310,6 +254,17 @@ def parse_request(state: ServerState, body: dict, accept: str, force_stream: boo
 
 def _model_name(adapter: str | None) -> str:
     return adapter or BASE_NAME
+
+
+@dataclass
+class Result:
+    """A whole (non-streamed) answer."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    adapter: str | None
 
 
 def _completion_body(p: Parsed, gen, request_id: str) -> object:
@@ -350,21 +305,21 @@ def _sse(obj) -> bytes:
 
 
 def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] | None = None):
-    """The FastAPI app. The model loads on a background thread at start-up (``load_fn``,
-    default :func:`default_load`); /ping answers 503 until it has loaded and warmed up."""
+    """The FastAPI app over the engine ``config.engine`` selects. The model loads on a
+    background thread at start-up (for the transformers engine ``load_fn``, default
+    :func:`default_load`); /ping answers 503 until it has loaded and warmed up."""
     import model_hosting_container_standards.sagemaker as sm
 
-    state = ServerState(config)
-    load_fn = load_fn or default_load
+    state = ServerState(config, make_engine(config, load_fn=load_fn))
 
     async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
         t = threading.Thread(
-            target=_load_and_warm, args=(state, load_fn), name="codetune-load", daemon=True
+            target=_load_and_warm, args=(state, loop), name="codetune-load", daemon=True
         )
         t.start()
         yield
-        if state.batcher is not None:
-            state.batcher.stop()
+        state.engine.close()
 
     app = FastAPI(title="codetune inference", lifespan=lifespan)
     app.state.codetune = state
@@ -402,14 +357,20 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
             body = json.loads(await raw_request.body())
             p = parse_request(state, body, raw_request.headers.get("accept", ""), force_stream)
             info.update(adapter=_model_name(p.adapter), tokens_in=p.prompt_tokens, style=p.style)
+            stream = _submit(p)
             if p.stream:
-                return await _stream(p, request_id, info)
-            job = _submit(Job(p.prompt, p.adapter, p.key))
-            gen = await _await(job, info)
-            info.update(tokens_out=gen.completion_tokens)
+                return _stream(p, stream, request_id, info)
+            try:
+                res = await asyncio.wait_for(_collect(stream), timeout=config.request_timeout_s)
+            except TimeoutError:
+                raise _timeout() from None
+            finally:
+                stream.cancel()  # no-op once finished; frees the row on timeout
+                _timings(stream, info)
+            info.update(tokens_out=res.completion_tokens)
             return JSONResponse(
-                _completion_body(p, gen, request_id),
-                headers={MODEL_HEADER: _model_name(gen.adapter)},
+                _completion_body(p, res, request_id),
+                headers={MODEL_HEADER: _model_name(res.adapter)},
             )
         except ApiError as e:
             info["error"] = e.message
@@ -424,9 +385,9 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
                 500, f"internal error (request id {request_id}); see the server log", "internal"
             )
 
-    def _submit(job: Job, force: bool = False) -> Job:
+    def _submit(p: Parsed) -> Stream:
         try:
-            return state.batcher.submit(job, force=force)
+            return state.engine.submit(p.prompt_ids, p.adapter, p.sampling)
         except QueueFull as e:
             raise ApiError(
                 503,
@@ -435,39 +396,36 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
                 {"Retry-After": str(RETRY_AFTER_S)},
             ) from None
 
-    async def _await(job: Job, info: dict):
-        try:
-            gen = await asyncio.wait_for(
-                asyncio.wrap_future(job.future), timeout=config.request_timeout_s
-            )
-        except TimeoutError:
-            job.future.cancel()
-            raise ApiError(
-                504,
-                f"no answer within {config.request_timeout_s:.0f}s; lower max_new_tokens or retry",
-                "timeout",
-            ) from None
-        finally:
-            start = job.started or time.perf_counter()
-            info["queue_s"] = round(info.get("queue_s", 0.0) + start - job.enqueued, 4)
-            if job.finished and job.started:
-                info["generate_s"] = round(
-                    info.get("generate_s", 0.0) + job.finished - job.started, 4
-                )
-            info["batch_size"] = job.batch_size
-        return gen
+    def _timeout() -> ApiError:
+        return ApiError(
+            504,
+            f"no answer within {config.request_timeout_s:.0f}s; lower max_new_tokens or retry",
+            "timeout",
+        )
 
-    async def _stream(p: Parsed, request_id: str, info: dict) -> Response:
-        """Stream in chunks of ``stream_chunk_tokens``: each chunk is one generate() call on
-        prompt + text so far, batched with other requests (generate() has no token callback)."""
-        chunk = config.stream_chunk_tokens
+    async def _collect(stream: Stream) -> Result:
+        parts, last = [], None
+        async for d in stream:
+            parts.append(d.text)
+            last = d
+        return Result(
+            "".join(parts),
+            last.finish_reason,
+            stream.prompt_tokens,
+            last.completion_tokens,
+            stream.adapter,
+        )
 
-        def key_for(remaining: int) -> SamplingKey:
-            return SamplingKey(
-                min(chunk, remaining), p.key.temperature, p.key.top_p, p.key.stop, p.key.seed
-            )
+    def _timings(stream: Stream, info: dict) -> None:
+        start = stream.admitted or time.perf_counter()
+        info["queue_s"] = round(start - stream.enqueued, 4)
+        if stream.admitted and stream.finished:
+            info["generate_s"] = round(stream.finished - stream.admitted, 4)
+        info["batch_size"] = stream.batch_size
 
-        first = _submit(Job(p.prompt, p.adapter, key_for(p.key.max_new_tokens)))
+    def _stream(p: Parsed, stream: Stream, request_id: str, info: dict) -> Response:
+        """Server-sent events, one per delta the engine produces (no re-prefill: the engine
+        keeps the row in its batch from the first token to the last)."""
         name = _model_name(p.adapter)
         created = int(time.time())
 
@@ -483,36 +441,26 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
             )
 
         async def events():
-            text, produced, finish, job = "", 0, "length", first
+            text, produced, finish = "", 0, "length"
             if p.style == "chat":
                 yield event({"role": "assistant", "content": ""}, None)
+            it = aiter(stream)
             try:
                 while True:
-                    gen = await _await(job, info)
-                    piece = gen.text
-                    produced += gen.completion_tokens
-                    hit = [s for s in p.key.stop if s in text + piece]
-                    if hit:  # a stop sequence may straddle two chunks
-                        cut = min((text + piece).find(s) for s in hit)
-                        piece = (text + piece)[:cut][len(text) :]
-                    text += piece
-                    done = bool(hit) or gen.finish_reason == "stop"
-                    done = done or gen.completion_tokens < job.key.max_new_tokens
-                    if done:
-                        finish = "stop"
-                    if produced >= p.key.max_new_tokens:
-                        done = True
-                    if piece:
-                        if p.style == "chat":
-                            yield event({"content": piece}, None)
-                        else:
-                            yield _sse({"token": {"text": piece}, "generated_text": None})
-                    if done:
+                    try:
+                        d = await asyncio.wait_for(anext(it), timeout=config.request_timeout_s)
+                    except StopAsyncIteration:
                         break
-                    job = _submit(
-                        Job(p.prompt + text, p.adapter, key_for(p.key.max_new_tokens - produced)),
-                        force=True,
-                    )
+                    except TimeoutError:
+                        raise _timeout() from None
+                    text += d.text
+                    if d.text:
+                        if p.style == "chat":
+                            yield event({"content": d.text}, None)
+                        else:
+                            yield _sse({"token": {"text": d.text}, "generated_text": None})
+                    if d.finish_reason is not None:
+                        finish, produced = d.finish_reason, d.completion_tokens
                 info.update(tokens_out=produced)
                 if p.style == "chat":
                     yield event({}, finish)
@@ -528,10 +476,16 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
             except ApiError as e:
                 info["error"] = e.message
                 yield _sse({"error": {"message": e.message, "type": e.kind, "code": e.status}})
+            except CodetuneError as e:
+                info["error"] = str(e)
+                yield _sse({"error": {"message": str(e), "type": "invalid_request_error"}})
             except Exception:
                 log.exception("stream %s failed", request_id)
                 info["error"] = "internal error while streaming"
                 yield _sse({"error": {"message": "internal error", "type": "internal"}})
+            finally:
+                stream.cancel()  # the client went away, or we are done: free the row
+                _timings(stream, info)
 
         return StreamingResponse(
             events(),
@@ -560,18 +514,19 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
     async def list_adapters() -> Response:
         if not state.ready.is_set():
             return error_response(503, "the model is still loading", "not_ready")
-        lm = state.lm
         return JSONResponse(
             {
-                "base": lm.base_path,
+                "base": state.engine.base_path,
+                "engine": state.engine.kind,
                 "default": _model_name(state.default_model),
-                "adapters": [{"name": n, "src": d} for n, d in sorted(lm.adapters.items())],
+                "adapters": [
+                    {"name": n, "src": d} for n, d in sorted(state.engine.adapters().items())
+                ],
             }
         )
 
     @sm.register_load_adapter_handler(request_shape={"name": "body.name", "src": "body.src"})
     async def register_adapter(req, raw_request: Request) -> Response:
-        from codetune import generation
         from codetune.serve.loading import local_source
 
         if not state.ready.is_set():
@@ -587,8 +542,7 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
             )
         try:
             local = await asyncio.to_thread(local_source, src)
-            fut: Future = state.batcher.call(lambda: generation.add_adapter(state.lm, name, local))
-            await asyncio.wrap_future(fut)
+            await state.engine.add_adapter(name, local)
         except CodetuneError as e:
             return error_response(400, str(e), "invalid_adapter")
         except Exception as e:
@@ -599,8 +553,6 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
 
     @sm.register_unload_adapter_handler(request_shape={"name": "path_params.adapter_name"})
     async def unregister_adapter(req, raw_request: Request) -> Response:
-        from codetune import generation
-
         if not state.ready.is_set():
             return error_response(503, "the model is still loading", "not_ready")
         name = req.name
@@ -609,9 +561,7 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
             return error_response(
                 404, f"adapter {name!r} is not registered; registered: {known}", "not_found"
             )
-        await asyncio.wrap_future(
-            state.batcher.call(lambda: generation.remove_adapter(state.lm, name))
-        )
+        await state.engine.remove_adapter(name)
         log.info("unregistered adapter %s", name)
         return Response(status_code=200)
 

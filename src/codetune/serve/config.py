@@ -21,12 +21,20 @@ ENV_BASE_MODEL = "CODETUNE_BASE_MODEL"  # path, s3:// prefix or Hugging Face id
 ENV_MODEL_DIR = "CODETUNE_MODEL_DIR"  # default: SageMakerPaths.from_env().model_dir
 ENV_ADAPTER_NAME = "CODETUNE_ADAPTER_NAME"  # name of a single adapter found in the model dir
 ENV_QUANTIZATION = "CODETUNE_QUANTIZATION"  # none | 4bit
+ENV_ENGINE = "CODETUNE_ENGINE"  # auto | transformers | vllm
 ENV_MAX_BATCH_SIZE = "CODETUNE_MAX_BATCH_SIZE"
-ENV_MAX_WAIT_MS = "CODETUNE_MAX_WAIT_MS"
 ENV_QUEUE_SIZE = "CODETUNE_QUEUE_SIZE"
 ENV_REQUEST_TIMEOUT = "CODETUNE_REQUEST_TIMEOUT_S"
 ENV_MAX_NEW_TOKENS = "CODETUNE_MAX_NEW_TOKENS"
 ENV_TORCH_THREADS = "CODETUNE_TORCH_THREADS"
+# vLLM engine knobs (0 / unset = derived from the model, adapters and GPUs; codetune.serve.vllm_args)
+ENV_INSTANCE_TYPE = "CODETUNE_INSTANCE_TYPE"  # e.g. ml.g5.12xlarge; set by the deployment
+ENV_MAX_LORAS = "CODETUNE_VLLM_MAX_LORAS"
+ENV_MAX_LORA_RANK = "CODETUNE_VLLM_MAX_LORA_RANK"
+ENV_GPU_MEMORY_UTILIZATION = "CODETUNE_VLLM_GPU_MEMORY_UTILIZATION"
+ENV_TENSOR_PARALLEL = "CODETUNE_VLLM_TENSOR_PARALLEL_SIZE"
+ENV_MAX_MODEL_LEN = "CODETUNE_VLLM_MAX_MODEL_LEN"
+ENV_VLLM_DTYPE = "CODETUNE_VLLM_DTYPE"
 
 BASE_ALIASES = ("base", "__base__")  # names that always mean "the base model, no adapter"
 
@@ -64,19 +72,30 @@ class ServeConfig:
             "when exactly one is loaded at start, else the base model"
         },
     )
+    engine: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | transformers | vllm; auto = vllm when it is installed and a CUDA "
+            "GPU is visible (the GPU image), else transformers (CPU)"
+        },
+    )
     quantization: str = field(
-        default="none", metadata={"help": "none | 4bit (NF4 base weights; meant for GPUs)"}
+        default="none",
+        metadata={"help": "none | 4bit (NF4 base weights; transformers engine, meant for GPUs)"},
     )
     max_batch_size: int = field(
-        default=16, metadata={"help": "most requests generated together in one batch"}
-    )
-    max_wait_ms: float = field(
-        default=20.0,
-        metadata={"help": "how long the worker waits for a batch to fill after the first request"},
+        default=0,
+        metadata={
+            "help": "most requests decoded together (0 = the engine's default: 16 for "
+            "transformers, 256 for vllm)"
+        },
     )
     queue_size: int = field(
         default=64,
-        metadata={"help": "most requests waiting for the worker; more are answered 503 at once"},
+        metadata={
+            "help": "most requests waiting beyond those being decoded; more are answered 503 "
+            "at once"
+        },
     )
     request_timeout_s: float = field(
         default=120.0, metadata={"help": "a request not answered in this time gets 504"}
@@ -91,9 +110,6 @@ class ServeConfig:
         default=1_048_576, metadata={"help": "larger request bodies are answered 413"}
     )
     max_stop_sequences: int = field(default=8, metadata={"help": "most stop sequences"})
-    stream_chunk_tokens: int = field(
-        default=8, metadata={"help": "tokens generated per streamed chunk"}
-    )
     torch_threads: int = field(
         default=0,
         metadata={
@@ -105,24 +121,67 @@ class ServeConfig:
         default=True,
         metadata={"help": "run one generation before /ping turns healthy (leave on in prod)"},
     )
+    # vLLM engine (each 0/None = derived; see codetune.serve.vllm_args)
+    instance_type: str | None = field(
+        default=None,
+        metadata={"help": "SageMaker instance type (GPU count and memory when not detectable)"},
+    )
+    max_loras: int = field(
+        default=0, metadata={"help": "vllm: adapters usable in one batch (0 = derived)"}
+    )
+    max_lora_rank: int = field(
+        default=0,
+        metadata={"help": "vllm: largest adapter rank servable (0 = from the adapters' r)"},
+    )
+    gpu_memory_utilization: float = field(
+        default=0.0, metadata={"help": "vllm: fraction of GPU memory vLLM may use (0 = derived)"}
+    )
+    tensor_parallel_size: int = field(
+        default=0, metadata={"help": "vllm: GPUs the model is sharded over (0 = all visible)"}
+    )
+    max_model_len: int = field(
+        default=0,
+        metadata={"help": "vllm: prompt + answer tokens (0 = the model's window, capped to fit)"},
+    )
+    vllm_dtype: str | None = field(
+        default=None,
+        metadata={"help": "vllm: auto | bfloat16 | float16 | float32 (None = derived)"},
+    )
+    vllm_kv_cache_bytes: int = field(
+        default=0,
+        metadata={
+            "help": "vllm: KV cache size in bytes instead of gpu_memory_utilization (CPU "
+            "builds and tests; 0 = off)"
+        },
+    )
 
     def validate(self) -> None:
         """Raise ConfigError naming the option that is out of range."""
-        positive = (
-            "max_batch_size",
-            "queue_size",
-            "max_new_tokens_cap",
-            "default_max_new_tokens",
-            "max_body_bytes",
-            "stream_chunk_tokens",
-        )
+        positive = ("queue_size", "max_new_tokens_cap", "default_max_new_tokens", "max_body_bytes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.torch_threads < 0:
-            raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads}")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        derived = (
+            "max_batch_size",
+            "torch_threads",
+            "max_loras",
+            "max_lora_rank",
+            "tensor_parallel_size",
+            "max_model_len",
+            "vllm_kv_cache_bytes",
+        )
+        for name in derived:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = derived), got {getattr(self, name)}")
+        if not 0.0 <= self.gpu_memory_utilization < 1.0:
+            raise ConfigError(
+                f"gpu_memory_utilization must be in [0, 1) (0 = derived), got "
+                f"{self.gpu_memory_utilization}"
+            )
+        from codetune.serve.engine import ENGINES
+
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.request_timeout_s <= 0:
             raise ConfigError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
         if self.default_max_new_tokens > self.max_new_tokens_cap:
@@ -148,12 +207,19 @@ class ServeConfig:
             ENV_MODEL_DIR: ("model_dir", str),
             ENV_ADAPTER_NAME: ("adapter_name", str),
             ENV_QUANTIZATION: ("quantization", str),
+            ENV_ENGINE: ("engine", str),
             ENV_MAX_BATCH_SIZE: ("max_batch_size", int),
-            ENV_MAX_WAIT_MS: ("max_wait_ms", float),
             ENV_QUEUE_SIZE: ("queue_size", int),
             ENV_REQUEST_TIMEOUT: ("request_timeout_s", float),
             ENV_MAX_NEW_TOKENS: ("max_new_tokens_cap", int),
             ENV_TORCH_THREADS: ("torch_threads", int),
+            ENV_INSTANCE_TYPE: ("instance_type", str),
+            ENV_MAX_LORAS: ("max_loras", int),
+            ENV_MAX_LORA_RANK: ("max_lora_rank", int),
+            ENV_GPU_MEMORY_UTILIZATION: ("gpu_memory_utilization", float),
+            ENV_TENSOR_PARALLEL: ("tensor_parallel_size", int),
+            ENV_MAX_MODEL_LEN: ("max_model_len", int),
+            ENV_VLLM_DTYPE: ("vllm_dtype", str),
         }
         for var, (name, tp) in simple.items():
             if env.get(var):

@@ -100,6 +100,29 @@ def fetch_s3(uri: str, cache_root: Path | None = None) -> str:
     return str(dest)
 
 
+def resolve_sources(config) -> tuple[str | None, dict[str, str]]:
+    """What ``config`` (a ServeConfig) asks to serve, as local paths: ``(base, adapters)``.
+
+    ``adapters`` is ``config.adapters`` fetched locally, else what the model dir holds
+    (:func:`discover_adapters`). ``base`` is ``config.base_model`` (an ``s3://`` prefix is
+    downloaded), else the model dir when it is a full checkpoint, else ``None``: the base the
+    adapters name, or the embedded model (``codetune.generation`` decides).
+    """
+    from codetune.paths import SageMakerPaths
+
+    adapters = {n: local_source(d) for n, d in config.adapters.items()}
+    base = config.base_model
+    if not adapters:
+        model_dir = config.model_dir or str(SageMakerPaths.from_env().model_dir)
+        adapters = discover_adapters(model_dir, config.adapter_name)
+        if base is None and is_full_model(model_dir):
+            base = model_dir
+        log.info("model dir %s: adapters %s", model_dir, sorted(adapters))
+    if base and base.startswith("s3://"):
+        base = local_source(base)
+    return base, adapters
+
+
 def local_source(src: str) -> str:
     """A local directory for ``src``: a directory, a ``.tar.gz`` file, or an s3:// URI."""
     if src.startswith("s3://"):

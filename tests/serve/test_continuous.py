@@ -1,0 +1,189 @@
+"""The transformers engine's own properties, seen from inside the process: continuous batching
+(a request joins the running batch, a finished row leaves at once), one prefill per request,
+cancellation, adapter removal under load, a server bug answered 500, and the incremental
+detokenizer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import httpx
+import pytest
+from conftest import InProcessServer
+
+from codetune.serve import ServeConfig
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "def add(a, b):\n    return"
+
+
+@pytest.fixture(scope="module")
+def server(random_adapter):
+    cfg = ServeConfig.from_env(
+        adapters={"rand": str(random_adapter)},
+        max_new_tokens_cap=256,
+        default_max_new_tokens=4,
+        max_batch_size=8,
+        torch_threads=1,
+    )
+    with InProcessServer(cfg) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=120, trust_env=False) as c:
+        yield c
+
+
+def engine(server):
+    return server.thread.state.engine
+
+
+def wait_for(cond, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def tgi(client, max_new, adapter="base", stream=False):
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": max_new, "adapter_id": adapter}}
+    body["parameters"]["details"] = not stream
+    body["stream"] = stream
+    return client.post("/invocations", json=body)
+
+
+def test_a_request_joins_the_running_batch_and_leaves_when_done(server, client):
+    # Guards: continuous batching — a short request sent while a long one is decoding joins
+    # the running batch at the next step and is answered long before the long one ends
+    # (a batcher that runs each batch to its end makes it wait for the whole long answer).
+    eng = engine(server)
+    done: dict[str, float] = {}
+
+    def long():
+        r = tgi(client, 200, "rand")  # the random adapter rarely says EOS: a long answer
+        assert r.status_code == 200 and r.json()[0]["details"]["generated_tokens"] > 100
+        done["long"] = time.perf_counter()
+
+    t = threading.Thread(target=long)
+    t.start()
+    wait_for(lambda: eng.stats()["active"] == 1)
+    steps_before = eng.stats()["steps"]
+    r = tgi(client, 3)
+    done["short"] = time.perf_counter()
+    steps_short = eng.stats()["steps"] - steps_before
+    t.join()
+    assert r.status_code == 200
+    assert done["short"] < done["long"]
+    assert eng.stats()["max_active"] >= 2
+    # it took a few steps of the running batch, not the long answer's 200
+    assert steps_short < 50, steps_short
+
+
+def test_each_request_is_prefilled_once_even_when_streamed(server, client):
+    # Guards: no re-prefill — a 24-token stream costs one prefill and 23 decoding steps, not
+    # one prefill per chunk of prompt + text so far.
+    eng = engine(server)
+    before = eng.stats()
+    with client.stream(
+        "POST",
+        "/invocations",
+        json={
+            "inputs": PROMPT,
+            "parameters": {"max_new_tokens": 24, "adapter_id": "rand"},
+            "stream": True,
+        },
+    ) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    after = eng.stats()
+    final = json.loads(events[-2][len("data: ") :])
+    assert final["details"]["generated_tokens"] == 24
+    assert after["prefills"] - before["prefills"] == 1
+    assert after["steps"] - before["steps"] == 23
+
+
+def test_a_client_that_goes_away_frees_its_row(server, client):
+    # Guards: a stream whose client disconnects stops costing compute at once (its row leaves
+    # the batch), instead of decoding its remaining tokens for nobody.
+    eng = engine(server)
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 250}, "stream": True}
+    steps_before = eng.stats()["steps"]
+    with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as c:
+        with c.stream("POST", "/invocations", json=body) as r:
+            for i, _ in enumerate(r.iter_lines()):
+                if i >= 4:
+                    break
+    wait_for(lambda: eng.stats()["active"] == 0, timeout=30)
+    assert eng.stats()["steps"] - steps_before < 100
+
+
+def test_removing_an_adapter_ends_its_running_requests_only(server, client, random_adapter):
+    # Guards: DELETE /adapters/{name} while a request runs on it ends that request with an
+    # error naming the adapter (it cannot silently continue on the base), while a base
+    # request in the same batch completes.
+    assert (
+        client.post("/adapters", json={"name": "gone", "src": str(random_adapter)}).status_code
+        == 200
+    )
+    eng = engine(server)
+    out: dict[str, httpx.Response] = {}
+
+    def run(name, adapter):
+        out[name] = tgi(client, 200, adapter)
+
+    threads = [
+        threading.Thread(target=run, args=("gone", "gone")),
+        threading.Thread(target=run, args=("base", "base")),
+    ]
+    for t in threads:
+        t.start()
+    wait_for(lambda: eng.stats()["active"] == 2)
+    assert client.delete("/adapters/gone").status_code == 200
+    for t in threads:
+        t.join()
+    assert out["gone"].status_code == 400 and "gone" in out["gone"].json()["error"]["message"]
+    assert out["base"].status_code == 200
+
+
+def test_unexpected_error_is_500_with_request_id_and_logged(server, client, caplog):
+    # Guards: a server bug is a 500 (not a 4xx), logged with its traceback; the engine
+    # survives it and answers the next request.
+    eng = engine(server)
+    original = eng._forward
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated kernel failure")
+
+    eng._forward = broken
+    try:
+        with caplog.at_level(logging.ERROR, logger="codetune"):
+            r = tgi(client, 4)
+    finally:
+        eng._forward = original
+    assert r.status_code == 500
+    assert "request id" in r.json()["error"]["message"]
+    assert any("simulated kernel failure" in (rec.exc_text or "") for rec in caplog.records)
+    assert tgi(client, 4).status_code == 200
+
+
+def test_incremental_detokenizer_spells_what_a_full_decode_spells(server):
+    # Guards: token-by-token text equals decoding the whole answer at once, for multi-byte
+    # characters split over several tokens and for spaces (nothing is lost or doubled).
+    from codetune.serve.continuous import _Row
+    from codetune.serve.engine import Sampling
+
+    eng = engine(server)
+    tk = eng.lm.tokenizer
+    text = "déjà vu — 世界 🙂 x  = 1\n\tok"
+    ids = tk(text, add_special_tokens=False)["input_ids"]
+    row = _Row([], None, Sampling(max_new_tokens=len(ids)), stream=None)
+    for i, t in enumerate(ids):
+        row.toks.append(t)
+        eng._detokenize(row, final=i == len(ids) - 1)
+        assert "\ufffd" not in row.text
+    assert row.text == tk.decode(ids, skip_special_tokens=True) == text
