@@ -158,9 +158,11 @@ def test_dockerfile_follows_the_hosting_contract_and_lints_clean(repo_root):
     assert "accept-bind-to-port=true" in text
     assert 'CMD ["serve"]' in text and "USER 1000:1000" in text
     assert "-c constraints.txt" in text  # pinned versions
+    assert "ARG ENGINE=transformers" in text and "-c constraints-vllm.txt" in text
     assert "ARG CUDA_IMAGE=nvidia/cuda:" in text
     ignore = (repo_root / "inference_image" / "Dockerfile.dockerignore").read_text()
     assert "!src/" in ignore and ignore.lstrip().splitlines()[3] == "**"
+    assert "!inference_image/constraints-vllm.txt" in ignore
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(hadolint).exists(), "hadolint missing: run make setup (dev extra)"
     res = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
@@ -195,3 +197,108 @@ def test_fetch_s3_prefix_and_archive(tmp_path, monkeypatch):
         assert discover_adapters(d) == {"adapter": d}
         with pytest.raises(CodetuneError, match="nothing found"):
             fetch_s3("s3://ct-bucket/runs/missing", cache_root=tmp_path / "c3")
+
+
+# --- engine choice and vLLM settings (pure functions; no vLLM, no GPU needed) -------------
+
+
+def _facts(**kw):
+    from codetune.serve.vllm_args import ModelFacts
+
+    base = dict(
+        params=1_540_000_000,
+        layers=28,
+        attention_heads=12,
+        kv_heads=2,
+        head_dim=128,
+        context_window=32768,
+    )
+    return ModelFacts(**{**base, **kw})
+
+
+def test_engine_choice_defaults_to_transformers_without_vllm():
+    # Guards: `auto` serves with the transformers engine where vLLM is absent (this venv, the
+    # CPU image); asking for vllm there is a start-up error naming what to change.
+    from codetune.serve.engine import choose_engine
+
+    assert choose_engine("auto") == "transformers"
+    with pytest.raises(ConfigError, match="vLLM is not installed"):
+        choose_engine("vllm")
+    with pytest.raises(ConfigError, match="engine must be one of"):
+        ServeConfig.from_env(engine="tgi")
+
+
+def test_vllm_args_follow_the_instance_and_the_adapters():
+    # Guards: the knobs derived for a GPU instance: tensor parallel = its GPU count, bf16 on
+    # A10G, fp16 on T4, LoRA rank slot from the adapters' r (and never below the training
+    # default, so later adapters fit), at least 4 LoRA slots.
+    from codetune.serve.vllm_args import engine_args, gpus_for_instance
+
+    cfg = ServeConfig.from_env()
+    a = engine_args(cfg, _facts(), [64, 8], gpus_for_instance("ml.g5.12xlarge"))
+    assert a["tensor_parallel_size"] == 4 and a["dtype"] == "bfloat16"
+    assert a["max_lora_rank"] == 64 and a["max_loras"] == 4
+    assert a["gpu_memory_utilization"] == 0.9 and a["max_model_len"] == 32768
+    assert engine_args(cfg, _facts(), [20], None)["max_lora_rank"] == 32
+    assert engine_args(cfg, _facts(), [], None)["max_lora_rank"] == 16
+    t4 = engine_args(cfg, _facts(), [], gpus_for_instance("ml.g4dn.xlarge"))
+    assert t4["dtype"] == "float16" and t4["tensor_parallel_size"] == 1
+    assert gpus_for_instance("ml.m5.xlarge") is None
+    with pytest.raises(ConfigError, match="unknown to codetune"):
+        gpus_for_instance("ml.g7.xlarge")
+
+
+def test_vllm_args_fit_the_gpu_memory_and_honour_overrides():
+    # Guards: max_model_len shrinks to what the KV cache can hold beside the weights (vLLM
+    # refuses to start otherwise), tensor parallel drops to a divisor of the heads, weights
+    # that cannot fit and impossible overrides fail at start-up naming the option, and
+    # explicit settings win over derived ones.
+    from codetune.serve.vllm_args import Gpus, engine_args
+
+    cfg = ServeConfig.from_env()
+    big = _facts(params=7_000_000_000, layers=32, kv_heads=32, attention_heads=32)
+    a = engine_args(cfg, big, [], Gpus(1, 24, True, "A10G"))
+    assert a["max_model_len"] % 256 == 0 and 1024 < a["max_model_len"] < 32768
+    assert (
+        engine_args(cfg, _facts(attention_heads=14), [], Gpus(4, 24, True))["tensor_parallel_size"]
+        == 2
+    )
+    with pytest.raises(ConfigError, match="gpu_memory_utilization"):
+        engine_args(cfg, _facts(params=30_000_000_000), [], Gpus(1, 24, True, "A10G"))
+    with pytest.raises(ConfigError, match="tensor_parallel_size=5"):
+        engine_args(ServeConfig.from_env(tensor_parallel_size=5), _facts(), [], None)
+    with pytest.raises(ConfigError, match="max_lora_rank"):
+        engine_args(ServeConfig.from_env(max_lora_rank=16), _facts(), [32], None)
+    with pytest.raises(ConfigError, match="quantization"):
+        engine_args(ServeConfig.from_env(quantization="4bit"), _facts(), [], None)
+    over = ServeConfig.from_env(
+        max_loras=2,
+        max_lora_rank=128,
+        gpu_memory_utilization=0.5,
+        max_model_len=4096,
+        tensor_parallel_size=2,
+        max_batch_size=32,
+        vllm_dtype="float16",
+    )
+    a = engine_args(over, _facts(), [8], Gpus(4, 80, True))
+    assert (a["max_loras"], a["max_lora_rank"], a["gpu_memory_utilization"]) == (2, 128, 0.5)
+    assert (a["max_model_len"], a["tensor_parallel_size"], a["max_num_seqs"]) == (4096, 2, 32)
+    assert a["dtype"] == "float16"
+    kv = engine_args(ServeConfig.from_env(vllm_kv_cache_bytes=128 * 2**20), _facts(), [], None)
+    assert "gpu_memory_utilization" not in kv and kv["max_model_len"] == 2048
+    with pytest.raises(ConfigError, match="holds 18 tokens"):
+        engine_args(ServeConfig.from_env(vllm_kv_cache_bytes=2**20), _facts(), [], None)
+
+
+def test_model_facts_and_adapter_rank_are_read_from_the_files(embedded_model_dir, tmp_path):
+    # Guards: the derivation's inputs come from the model's config.json and safetensors
+    # headers (no weights loaded) and the adapter's r / rank_pattern.
+    from codetune.serve.vllm_args import adapter_rank, model_facts
+
+    f = model_facts(embedded_model_dir)
+    assert (f.layers, f.attention_heads, f.kv_heads, f.head_dim) == (30, 9, 3, 64)
+    assert 130e6 < f.params < 140e6 and f.context_window == 8192
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "rank_pattern": {"q": 24}}))
+    assert adapter_rank(tmp_path) == 24
+    with pytest.raises(ConfigError, match="config.json"):
+        model_facts(tmp_path)

@@ -247,6 +247,12 @@ def engine_args(
             fits = int(kv_bytes // facts.kv_bytes_per_token(dtype))
             if fits < max_len:  # vLLM refuses to start unless one whole sequence fits
                 max_len = fits // 256 * 256
+                if max_len == 0:
+                    raise ConfigError(
+                        f"the KV cache left beside the weights holds {fits} tokens, not one "
+                        "sequence: use more GPU memory (gpu_memory_utilization, instance type) "
+                        "or a larger vllm_kv_cache_bytes"
+                    )
     if max_len:
         if max_len < config.max_new_tokens_cap + 1:
             raise ConfigError(
