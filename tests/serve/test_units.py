@@ -285,7 +285,7 @@ def test_vllm_args_fit_the_gpu_memory_and_honour_overrides():
     assert (a["max_model_len"], a["tensor_parallel_size"], a["max_num_seqs"]) == (4096, 2, 32)
     assert a["dtype"] == "float16"
     kv = engine_args(ServeConfig.from_env(vllm_kv_cache_bytes=128 * 2**20), _facts(), [], None)
-    assert "gpu_memory_utilization" not in kv and kv["max_model_len"] == 2048
+    assert "gpu_memory_utilization" not in kv and kv["max_model_len"] == 2304  # 2340 tokens fit
     with pytest.raises(ConfigError, match="holds 18 tokens"):
         engine_args(ServeConfig.from_env(vllm_kv_cache_bytes=2**20), _facts(), [], None)
 
