@@ -1,19 +1,28 @@
-"""Closed-loop load against the inference server on localhost, against a sequential baseline.
+"""Closed-loop load against inference servers on localhost, side by side.
 
-For each concurrency level C, C client threads send TGI requests back to back (each waits for
-its answer before sending the next) to a real uvicorn server on 127.0.0.1 with the embedded
-model; the baseline is a plain loop of ``generation.generate()`` calls, one prompt at a time, on
-the same loaded model. Every configuration runs with the base model and with a LoRA adapter,
-interleaved, so contention from other processes hits both sides of each ratio alike.
+Servers (each a ``codetune serve`` subprocess on 127.0.0.1, embedded SmolLM2-135M, fp32, one
+torch thread, ``max_batch_size=16``; all started before the first run, idle while not measured):
+
+- ``before``: the serving code of ``--baseline-rev`` (default: the commit before the engine
+  work — a batcher that runs each batch to its longest answer and streams by re-running
+  prompt + text so far for every chunk of 8 tokens), unpacked with ``git archive``;
+- ``after``: this checkout's transformers engine (continuous batching, per-token streaming);
+- ``vllm``: this checkout's vLLM engine on vLLM's CPU build (``make vllm-cpu``), optional.
+
+For each concurrency level C, C clients send TGI requests back to back (each waits for its
+answer before sending the next), base model and LoRA adapter (random r=16 on q/k/v/o), then C
+streaming clients measure time to first token (TTFT) and the gap between tokens (one decoding
+step at that load). Servers are measured in rotating order per configuration (ABC, BCA, ...),
+so load from other processes falls on every side of each ratio alike.
 
 Run::
 
-    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/serve_load.py            # ~5 min on 2 cores
-    .venv/bin/python benchmarks/serve_load.py --levels 1 4 16 --max-new-tokens 16 --out r.json
+    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/serve_load.py --out r.json    # ~40 min, 2 cores
+    .venv/bin/python benchmarks/serve_load.py --servers before after --levels 16 --rounds 1
 
-Reports requests/s, generated tokens/s, p50/p99 latency and the mean batch size per run, and
-the ratios the issue targets (generated tokens/s, median over the rounds of paired runs):
-C=16 over the sequential loop (target >= 4x) and adapter over base (target >= 0.85).
+``--compare-vllm-serve`` measures instead the choice behind the vLLM engine: codetune's front
+over in-process ``AsyncLLM`` against ``vllm serve`` alone (a lower bound for putting codetune's
+front in front of it as a proxy), base model, start-up time and tokens/s at c=1 and c=16.
 """
 
 from __future__ import annotations
@@ -21,7 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,6 +41,9 @@ from pathlib import Path
 
 os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = REPO / ".cache" / "vllm-cpu" / "bin" / "python"
+BASELINE_REV = "0377bd2"  # main before the engine interface
 PROMPTS = [
     "def add(a, b):\n",
     "def is_even(n):\n",
@@ -39,6 +54,16 @@ PROMPTS = [
     "def read_json(path):\n",
     "def clamp(x, lo, hi):\n",
 ]
+# vLLM's CPU build in a venv of its own; what it needs only to run here (see tests/serve).
+VLLM_ENV = {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+VLLM_SERVE_SHIM = (
+    "import importlib.metadata as m, sys\n"
+    "v = m.version\n"
+    "m.version = lambda n: v('vllm-cpu') + '+cpu' if n == 'vllm' else v(n)\n"
+    "from vllm.entrypoints.cli.main import main\n"
+    "sys.argv = ['vllm', *sys.argv[1:]]\n"
+    "main()\n"
+)
 
 
 def make_adapter(base_dir: str, out: Path) -> Path:
@@ -59,39 +84,107 @@ def make_adapter(base_dir: str, out: Path) -> Path:
     return out
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server subprocess; ``up()`` waits for /ping (or ``ready_path``) to answer 200."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict, log: Path, ready_path="/ping"):
+        self.name, self.cmd, self.env, self.log_path = name, cmd, env, log
+        self.port = free_port()
+        self.cmd = [c.replace("{PORT}", str(self.port)) for c in cmd]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ready_path = ready_path
+        self.startup_s = None
+
+    def start(self) -> Server:
+        self._log = self.log_path.open("w")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
+        return self
+
+    def up(self, timeout: float = 900) -> Server:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready in {timeout}s; see {self.log_path}")
+            try:
+                if (
+                    httpx.get(self.url + self.ready_path, timeout=5, trust_env=False).status_code
+                    == 200
+                ):
+                    self.startup_s = round(time.perf_counter() - self.t0, 1)
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if getattr(self, "proc", None) is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+def codetune_server(name, python, src, adapter, base, log, extra=()) -> Server:
+    sets = {"max_batch_size": 16, "queue_size": 64, "torch_threads": 1, "max_new_tokens_cap": 256}
+    cmd = [str(python), "-m", "codetune.cli", "serve", "--port", "{PORT}"]
+    cmd += ["--adapter", f"tuned={adapter}", "--base-model", base]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    env = {"PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    if name == "vllm":
+        cmd += ["--set", "engine=vllm", "--set", f"vllm_kv_cache_bytes={512 * 2**20}"]
+        env.update(VLLM_ENV)
+    return Server(name, [*cmd, *extra], env, log)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    k = max(0, min(len(values) - 1, round(q * (len(values) - 1))))
-    return values[k]
+    return values[max(0, min(len(values) - 1, round(q * (len(values) - 1))))]
 
 
-def summarize(latencies: list[float], tokens: int, wall: float) -> dict:
-    return {
-        "requests": len(latencies),
-        "wall_s": round(wall, 2),
-        "req_per_s": round(len(latencies) / wall, 3),
-        "tok_per_s": round(tokens / wall, 2),
-        "p50_s": round(statistics.median(latencies), 2),
-        "p99_s": round(pct(latencies, 0.99), 2),
-    }
-
-
-def closed_loop(url: str, concurrency: int, total: int, adapter: str, max_new: int) -> dict:
+def closed_loop(url, concurrency, total, adapter, max_new, stream=False, openai=False) -> dict:
+    """C clients, ``total`` requests; tokens/s, latency, and for streams TTFT and token gaps."""
     import httpx
 
     lock = threading.Lock()
     issued = [0]
-    latencies: list[float] = []
+    lat, ttft, gaps, errors = [], [], [], []
     tokens = [0]
-    errors: list[str] = []
-
-    # Clients are created before the clock starts and released together: creating an httpx
-    # client costs tens of milliseconds on a loaded CPU and would stagger the first round.
-    clients = [httpx.Client(base_url=url, timeout=600, trust_env=False) for _ in range(concurrency)]
+    clients = [httpx.Client(base_url=url, timeout=900, trust_env=False) for _ in range(concurrency)]
     start = threading.Barrier(concurrency + 1)
 
-    def client(idx: int) -> None:
-        c = clients[idx]
+    def body(n):
+        prompt = PROMPTS[n % len(PROMPTS)]
+        if openai:  # vllm serve's own completions route
+            return "/v1/completions", {
+                "model": "base",
+                "prompt": prompt,
+                "max_tokens": max_new,
+                "temperature": 0,
+            }
+        params = {"max_new_tokens": max_new, "adapter_id": adapter, "details": not stream}
+        return "/invocations", {"inputs": prompt, "parameters": params, "stream": stream}
+
+    def client(i):
+        c = clients[i]
         start.wait()
         with c:
             while True:
@@ -100,23 +193,41 @@ def closed_loop(url: str, concurrency: int, total: int, adapter: str, max_new: i
                         return
                     n = issued[0]
                     issued[0] += 1
-                body = {
-                    "inputs": PROMPTS[n % len(PROMPTS)],
-                    "parameters": {
-                        "max_new_tokens": max_new,
-                        "adapter_id": adapter,
-                        "details": True,
-                    },
-                }
+                path, b = body(n)
                 t0 = time.perf_counter()
-                r = c.post("/invocations", json=body)
+                if stream:
+                    times, count = [], 0
+                    with c.stream("POST", path, json=b) as r:
+                        for line in r.iter_lines():
+                            if not line.startswith("data: ") or line == "data: [DONE]":
+                                continue
+                            ev = json.loads(line[6:])
+                            if ev.get("token", {}).get("text"):
+                                times.append(time.perf_counter())
+                            if ev.get("details"):
+                                count = ev["details"]["generated_tokens"]
+                    with lock:
+                        if not times:
+                            errors.append("no tokens")
+                            continue
+                        lat.append(time.perf_counter() - t0)
+                        ttft.append(times[0] - t0)
+                        gaps.extend(y - x for x, y in zip(times, times[1:], strict=False))
+                        tokens[0] += count
+                    continue
+                r = c.post(path, json=b)
                 dt = time.perf_counter() - t0
                 with lock:
                     if r.status_code != 200:
                         errors.append(f"{r.status_code} {r.text[:200]}")
                         continue
-                    latencies.append(dt)
-                    tokens[0] += r.json()[0]["details"]["generated_tokens"]
+                    lat.append(dt)
+                    j = r.json()
+                    tokens[0] += (
+                        j["usage"]["completion_tokens"]
+                        if openai
+                        else j[0]["details"]["generated_tokens"]
+                    )
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
     for t in threads:
@@ -128,104 +239,152 @@ def closed_loop(url: str, concurrency: int, total: int, adapter: str, max_new: i
     wall = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed: {errors[:3]}")
-    return summarize(latencies, tokens[0], wall)
+    out = {
+        "requests": len(lat),
+        "wall_s": round(wall, 2),
+        "tok_per_s": round(tokens[0] / wall, 2),
+        "p50_s": round(statistics.median(lat), 2),
+        "p99_s": round(pct(lat, 0.99), 2),
+    }
+    if stream:
+        out["ttft_p50_s"] = round(statistics.median(ttft), 3)
+        out["ttft_p99_s"] = round(pct(ttft, 0.99), 3)
+        out["gap_p50_s"] = round(statistics.median(gaps), 3) if gaps else None
+    return out
 
 
-def sequential(lm, total: int, adapter: str | None, max_new: int) -> dict:
-    from codetune import generation
+def baseline_src(rev: str, tmp: Path) -> Path:
+    """``src/`` of ``rev``, unpacked (no worktree, nothing left in the repository)."""
+    dest = tmp / f"src-{rev}"
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
 
-    latencies, tokens = [], 0
-    t0 = time.perf_counter()
-    for n in range(total):
-        s = time.perf_counter()
-        g = generation.generate(
-            lm, [PROMPTS[n % len(PROMPTS)]], adapters=adapter, max_new_tokens=max_new
-        )[0]
-        latencies.append(time.perf_counter() - s)
-        tokens += g.completion_tokens
-    return summarize(latencies, tokens, time.perf_counter() - t0)
+
+def compare_vllm_serve(args, tmp: Path, adapter: str, base: str) -> dict:
+    """codetune front + in-process AsyncLLM vs `vllm serve` alone, base model."""
+    kv = str(512 * 2**20)
+    serve = Server(
+        "vllm-serve",
+        [
+            str(VLLM_PYTHON),
+            "-c",
+            VLLM_SERVE_SHIM,
+            "serve",
+            base,
+            "--served-model-name",
+            "base",
+            "--dtype",
+            "float32",
+            "--kv-cache-memory-bytes",
+            kv,
+            "--max-num-seqs",
+            "16",
+            "--enable-lora",
+            "--max-lora-rank",
+            "16",
+            "--port",
+            "{PORT}",
+            "--host",
+            "127.0.0.1",
+        ],
+        {**VLLM_ENV, "OMP_NUM_THREADS": "1"},
+        tmp / "vllm-serve.log",
+        ready_path="/health",
+    )
+    ours = codetune_server("vllm", VLLM_PYTHON, REPO / "src", adapter, base, tmp / "vllm.log")
+    results: dict = {"startup_s": {}, "runs": {}}
+    for rnd in range(args.rounds):
+        for srv in [serve, ours] if rnd % 2 == 0 else [ours, serve]:
+            srv.start().up()
+            results["startup_s"].setdefault(srv.name, []).append(srv.startup_s)
+            for c in args.levels:
+                total = max(2 * c, 8)
+                r = closed_loop(srv.url, c, total, "base", args.max_new_tokens, openai=srv is serve)
+                results["runs"].setdefault(f"c{c}/{srv.name}", []).append(r)
+                print(f"c{c}/{srv.name:10s} {r}", flush=True)
+            srv.stop()
+    return results
+
+
+def measure(args, servers: list[Server]) -> dict[str, list[dict]]:
+    """Every configuration on every server, servers in rotating order."""
+    runs: dict[str, list[dict]] = {}
+    configs = [(c, a, st) for st in (False, True) for c in args.levels for a in ("base", "tuned")]
+    k = 0
+    for _ in range(args.rounds):
+        for c, adapter_name, stream in configs:
+            order = servers[k % len(servers) :] + servers[: k % len(servers)]
+            k += 1
+            for s in order:
+                total = max(2 * c, 4)
+                r = closed_loop(s.url, c, total, adapter_name, args.max_new_tokens, stream)
+                key = f"{'stream' if stream else 'c'}{c}/{adapter_name}/{s.name}"
+                runs.setdefault(key, []).append(r)
+                print(f"{key:28s} {r}", flush=True)
+    return runs
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--servers", nargs="+", default=["before", "after", "vllm"])
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--sequential-requests", type=int, default=6)
-    ap.add_argument("--rounds", type=int, default=2, help="alternating base/adapter rounds")
-    ap.add_argument("--max-wait-ms", type=float, default=100.0)
-    ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--adapter", help="adapter dir (default: a random r=16 adapter)")
+    ap.add_argument("--compare-vllm-serve", action="store_true")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
-
-    import torch
+    # SIGTERM unwinds like an exception, so the finally blocks stop the servers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from codetune.model import resolve_base_model
-    from codetune.serve import ServeConfig, ServerThread
 
-    torch.set_num_threads(args.torch_threads)
-    base_dir = resolve_base_model(None)
-    tmp = tempfile.mkdtemp(prefix="serve-load-")
-    adapter_dir = args.adapter or str(make_adapter(base_dir, Path(tmp) / "adapter"))
-    cfg = ServeConfig.from_env(
-        adapters={"tuned": adapter_dir},
-        max_batch_size=16,
-        max_wait_ms=args.max_wait_ms,
-        queue_size=64,
-        max_new_tokens_cap=args.max_new_tokens,
-        torch_threads=args.torch_threads,
-    )
+    base = resolve_base_model(None)
+    tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    adapter = args.adapter or str(make_adapter(base, tmp / "adapter"))
     results: dict = {
         "machine": os.environ.get("BENCH_MACHINE", "2-core CPU, 24 GB, no GPU (shared)"),
+        "date": time.strftime("%Y-%m-%d"),
         "max_new_tokens": args.max_new_tokens,
-        "torch_threads": args.torch_threads,
         "load_avg_start": os.getloadavg()[0],
     }
-    runs: dict[str, list[dict]] = {}
-
-    def record(key: str, r: dict) -> None:
-        runs.setdefault(key, []).append(r)
-        print(f"{key:22s} {r}", flush=True)
-
-    with ServerThread(cfg) as srv:
-        srv.wait_ready()
-        lm = srv.state.lm
-        batcher = srv.state.batcher
-        # Base and adapter alternate (ABBA order over the rounds) so drift in the load from
-        # other processes falls on both sides of each ratio alike.
-        for rnd in range(args.rounds):
-            order = [("base", None), ("adapter", "tuned")]
-            order = order if rnd % 2 == 0 else order[::-1]
-            for name, adapter in order:
-                # The server is idle here; its worker thread does not touch the model.
-                r = sequential(lm, args.sequential_requests, adapter, args.max_new_tokens)
-                record(f"sequential/{name}", r)
-            for c in args.levels:
-                total = max(2 * c, 6)
-                for name, adapter in order:
-                    b0, r0 = batcher.batches, batcher.rows
-                    r = closed_loop(srv.url, c, total, adapter or "base", args.max_new_tokens)
-                    r["mean_batch"] = round((batcher.rows - r0) / max(1, batcher.batches - b0), 1)
-                    record(f"c{c}/{name}", r)
-    results["runs"] = runs
-
-    def tok(key: str, i: int) -> float:
-        return runs[key][i]["tok_per_s"]
-
-    def median_ratio(num: str, den: str) -> float:
-        return round(statistics.median(tok(num, i) / tok(den, i) for i in range(args.rounds)), 3)
-
-    ratios = {}
-    for name in ("base", "adapter"):
-        for c in args.levels:
-            ratios[f"c{c}_vs_sequential/{name}"] = median_ratio(
-                f"c{c}/{name}", f"sequential/{name}"
-            )
-    for key in ["sequential", *(f"c{c}" for c in args.levels)]:
-        ratios[f"adapter_vs_base/{key}"] = median_ratio(f"{key}/adapter", f"{key}/base")
-    results["ratios"] = ratios
+    if args.compare_vllm_serve:
+        results["compare_vllm_serve"] = compare_vllm_serve(args, tmp, adapter, base)
+    else:
+        py = Path(sys.executable)
+        srcs = {
+            "before": (py, baseline_src(args.baseline_rev, tmp)),
+            "after": (py, REPO / "src"),
+            "vllm": (VLLM_PYTHON, REPO / "src"),
+        }
+        # the baseline's batch-collection window as its own benchmark ran it
+        extra = {"before": ("--set", "max_wait_ms=100")}
+        servers = [
+            codetune_server(n, *srcs[n], adapter, base, tmp / f"{n}.log", extra.get(n, ()))
+            for n in args.servers
+        ]
+        try:
+            for s in servers:
+                s.start()
+            for s in servers:
+                s.up()
+            results["startup_s"] = {s.name: s.startup_s for s in servers}
+            runs = measure(args, servers)
+        finally:  # never leave a server behind
+            for s in servers:
+                s.stop()
+        results["runs"] = runs
+        results["medians"] = {
+            key: {m: statistics.median(r[m] for r in rs) for m in rs[0] if rs[0][m] is not None}
+            for key, rs in runs.items()
+        }
     results["load_avg_end"] = os.getloadavg()[0]
-    print(json.dumps(ratios, indent=2))
+    print(json.dumps(results.get("medians", results), indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0

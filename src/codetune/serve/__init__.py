@@ -1,5 +1,7 @@
-"""Inference server (issue #6): SageMaker hosting contract, TGI and OpenAI chat payloads,
-LoRA adapters by name, dynamic batching. See ``codetune.serve.app`` for the routes.
+"""Inference server: SageMaker hosting contract, TGI and OpenAI chat payloads, LoRA adapters
+by name, continuous batching with per-token streaming, on one of two engines behind the same
+front (``codetune.serve.engine``: transformers on CPU, vLLM on GPU). See ``codetune.serve.app``
+for the routes.
 
 - :func:`create_app` (``ServeConfig`` -> FastAPI app)
 - :class:`ServerThread` (run it on a background thread; ``port=0`` picks a free port)

@@ -106,6 +106,8 @@ class Engine(ABC):
     kind: str
     base_path: str  # the base model's directory or id
     context_window: int  # prompt + max_new_tokens must fit
+    _tokenizer = None  # the front's tokenizer (an engine's worker may own another)
+    _named_bases: set[str] = frozenset()
 
     @abstractmethod
     def load(self) -> None:
@@ -121,18 +123,22 @@ class Engine(ABC):
     def adapters(self) -> dict[str, str]:
         """Registered adapters, name -> local directory."""
 
-    @abstractmethod
     def base_names(self) -> set[str]:
         """Names that mean the base model besides "base": its path, directory name, and the
-        base id the adapters name."""
+        base id the adapters name (``_named_bases``, set by ``load``)."""
+        names = {self.base_path, *self._named_bases}
+        return names | {n.rstrip("/").rsplit("/", 1)[-1] for n in names}
 
-    @abstractmethod
     def encode(self, text: str) -> list[int]:
-        """Prompt token ids as the model will see them (no special tokens added)."""
+        """Prompt token ids as the model will see them (no special tokens added), with the
+        front's own tokenizer (``_tokenizer``, set by ``load``; the event loop owns it)."""
+        return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    @abstractmethod
     def render_chat(self, messages: list[dict]) -> str:
         """Chat messages rendered with the model's template, generation prompt appended."""
+        from codetune.prompts import render_chat
+
+        return render_chat(self._tokenizer, messages, add_generation_prompt=True)
 
     @abstractmethod
     def submit(self, prompt_ids: list[int], adapter: str | None, sampling: Sampling) -> Stream:

@@ -26,27 +26,12 @@ from codetune.serve.engine import Delta, Engine, QueueFull, Sampling, Stream
 log = logging.getLogger(__name__)
 
 
-def _resolve_base(base: str | None, adapters: dict[str, str]) -> str:
-    """The explicit base, else the one the first adapter names, else the embedded model."""
-    from codetune.generation import adapter_base
-    from codetune.model import resolve_base_model
-
-    if base:
-        return resolve_base_model(base)
-    for d in adapters.values():
-        named = adapter_base(d)
-        if named:
-            return resolve_base_model(named)
-    return resolve_base_model(None)
-
-
 class VllmEngine(Engine):
     kind = "vllm"
 
     def __init__(self, config):
         self.config = config
         self.llm = None
-        self._tok = None
         self._adapters: dict[str, tuple[int, str]] = {}  # name -> (lora id, dir)
         self._initial: dict[str, str] = {}
         self._named_bases: set[str] = set()
@@ -60,7 +45,7 @@ class VllmEngine(Engine):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from codetune.generation import adapter_base
+        from codetune.generation import _resolve_base, adapter_base
         from codetune.serve import vllm_args
         from codetune.serve.loading import resolve_sources
 
@@ -72,6 +57,7 @@ class VllmEngine(Engine):
             named = adapter_base(d)
             if named:
                 self._named_bases.add(named)
+        # the same base the transformers engine would load (explicit, the adapter's, embedded)
         self.base_path = _resolve_base(base, adapters)
         facts = None
         if Path(self.base_path).is_dir():
@@ -85,7 +71,7 @@ class VllmEngine(Engine):
         self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.base_path, **self.args))
         log.info("vllm engine up in %.1fs", time.perf_counter() - t0)
         self.context_window = self.llm.model_config.max_model_len
-        self._tok = AutoTokenizer.from_pretrained(self.base_path)
+        self._tokenizer = AutoTokenizer.from_pretrained(self.base_path)
         self._initial = adapters
 
     async def warm_up(self) -> None:
@@ -96,18 +82,6 @@ class VllmEngine(Engine):
 
     def adapters(self) -> dict[str, str]:
         return {n: d for n, (_, d) in self._adapters.items()}
-
-    def base_names(self) -> set[str]:
-        names = {self.base_path, *self._named_bases}
-        return names | {n.rstrip("/").rsplit("/", 1)[-1] for n in names}
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok(text, add_special_tokens=False)["input_ids"]
-
-    def render_chat(self, messages: list[dict]) -> str:
-        from codetune.prompts import render_chat
-
-        return render_chat(self._tok, messages, add_generation_prompt=True)
 
     def submit(self, prompt_ids: list[int], adapter: str | None, sampling: Sampling) -> Stream:
         if adapter is not None and adapter not in self._adapters:
@@ -144,7 +118,7 @@ class VllmEngine(Engine):
         if adapter is not None:
             lora_id, d = self._adapters[adapter]
             lora = LoRARequest(adapter, lora_id, d)
-        eos = self._tok.eos_token_id
+        eos = self._tokenizer.eos_token_id
         n = 0
         try:
             gen = self.llm.generate(
