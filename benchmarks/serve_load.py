@@ -12,8 +12,9 @@ torch thread, ``max_batch_size=16``; all started before the first run, idle whil
 For each concurrency level C, C clients send TGI requests back to back (each waits for its
 answer before sending the next), base model and LoRA adapter (random r=16 on q/k/v/o), then C
 streaming clients measure time to first token (TTFT) and the gap between tokens (one decoding
-step at that load). Servers are measured in rotating order per configuration (ABC, BCA, ...),
-so load from other processes falls on every side of each ratio alike.
+step at that load). Servers are measured one after the other per configuration, and each
+configuration's order rotates by round (AB, BA, ...), so load from other processes
+falls on every side of each ratio alike.
 
 Run::
 
@@ -313,13 +314,12 @@ def compare_vllm_serve(args, tmp: Path, adapter: str, base: str) -> dict:
 def measure(args, servers: list[Server]) -> dict[str, list[dict]]:
     """Every configuration on every server, servers in rotating order."""
     runs: dict[str, list[dict]] = {}
-    configs = [(c, a, st) for st in (False, True) for c in args.levels for a in ("base", "tuned")]
-    k = 0
-    for _ in range(args.rounds):
-        for c, adapter_name, stream in configs:
-            order = servers[k % len(servers) :] + servers[: k % len(servers)]
-            k += 1
-            for s in order:
+    configs = [(c, a, False) for c in args.levels for a in ("base", "tuned")]
+    configs += [(c, a, True) for c in args.stream_levels for a in ("base", "tuned")]
+    for rnd in range(args.rounds):
+        for i, (c, adapter_name, stream) in enumerate(configs):
+            k = (i + rnd) % len(servers)  # each configuration rotates its order by round
+            for s in servers[k:] + servers[:k]:
                 total = max(2 * c, 4)
                 r = closed_loop(s.url, c, total, adapter_name, args.max_new_tokens, stream)
                 key = f"{'stream' if stream else 'c'}{c}/{adapter_name}/{s.name}"
@@ -332,6 +332,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--servers", nargs="+", default=["before", "after", "vllm"])
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--stream-levels", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
