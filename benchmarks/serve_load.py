@@ -332,7 +332,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--servers", nargs="+", default=["before", "after", "vllm"])
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--stream-levels", type=int, nargs="+", default=[4, 16])
+    ap.add_argument("--stream-levels", type=int, nargs="*", default=[4, 16])
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--baseline-rev", default=BASELINE_REV)

@@ -96,7 +96,7 @@ class SubprocessServer:
         self.log_path = log_path
         self.env = env
 
-    def __enter__(self, timeout: float = 400.0):
+    def __enter__(self, timeout: float = 900.0):  # vLLM took 489 s at load average 17
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env
