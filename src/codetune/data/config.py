@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from codetune.errors import ConfigError
+from codetune.languages import LANGUAGES, SUPPORTED
 from codetune.prompts import TASKS
 
 # Directory names never descended into: VCS data, virtualenvs, installed or vendored
@@ -16,8 +17,12 @@ DEFAULT_EXCLUDE_DIRS = [
     "third-party", ".eggs", "*.egg-info",
 ]  # fmt: skip
 
-# Generated code (protobuf, gRPC, Qt designer, migrations-style stubs) teaches nothing.
-DEFAULT_EXCLUDE = ["*_pb2.py", "*_pb2_grpc.py", "*_pb2.pyi", "*.min.py"]
+# Generated code (protobuf, gRPC, Qt designer, migrations-style stubs), minified bundles and
+# TypeScript declaration files (signatures only) teach nothing.
+DEFAULT_EXCLUDE = [
+    "*_pb2.py", "*_pb2_grpc.py", "*_pb2.pyi", "*.min.py", "*.min.js", "*.d.ts", "*.d.mts",
+    "*.d.cts", "*.pb.go", "*.pb.cc", "*.pb.h",
+]  # fmt: skip
 
 # Detectors for credentials that must never reach a dataset. The noisy entropy and keyword
 # detectors are left out by default: in source code they fire on hashes, test vectors and
@@ -32,6 +37,8 @@ DEFAULT_SECRET_PLUGINS = [
     "StripeDetector", "TwilioKeyDetector",
 ]  # fmt: skip
 
+# Every mutation operator of every language (Python's in codetune.data.mutations, the others'
+# in codetune.data.ts_mutations); an operator applies where its bug exists in the language.
 OPERATORS = (
     "compare_flip",
     "off_by_one",
@@ -43,6 +50,8 @@ OPERATORS = (
     "wrong_return",
     "missing_colon",
     "unbalanced_bracket",
+    "missing_semicolon",
+    "missing_brace",
 )
 
 
@@ -50,9 +59,19 @@ OPERATORS = (
 class PrepareConfig:
     """Everything ``codetune prepare`` can be told; see ``training_image/prepare.yaml``."""
 
+    languages: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "languages to read: python, javascript, typescript, java, go, cpp (empty: "
+            "every one found in the tree); a file's language is its extension's"
+        },
+    )
     include: list[str] = field(
-        default_factory=lambda: ["*.py"],
-        metadata={"help": "glob(s) a file's path relative to the codebase must match"},
+        default_factory=list,
+        metadata={
+            "help": "glob(s) a file's path relative to the codebase must match (empty: any "
+            "file with an extension of the chosen languages)"
+        },
     )
     exclude: list[str] = field(
         default_factory=lambda: list(DEFAULT_EXCLUDE),
@@ -180,8 +199,20 @@ class PrepareConfig:
             raise ConfigError("workers: must be >= 0 (0: one per available CPU)")
         if self.candidates_per_function < 1:
             raise ConfigError("candidates_per_function: must be >= 1")
-        if not self.include:
-            raise ConfigError("include: give at least one glob, e.g. ['*.py']")
+        bad_langs = sorted(set(self.languages) - set(SUPPORTED))
+        if bad_langs:
+            raise ConfigError(
+                f"languages: unknown {', '.join(map(repr, bad_langs))}; "
+                f"supported: {', '.join(SUPPORTED)}"
+            )
+
+    def language_names(self) -> tuple[str, ...]:
+        """The languages read: ``languages``, or all supported when it is empty."""
+        return tuple(self.languages) or SUPPORTED
+
+    def extensions(self) -> frozenset[str]:
+        """File extensions of the languages read."""
+        return frozenset(e for n in self.language_names() for e in LANGUAGES[n].extensions)
 
     def to_dict(self) -> dict:
         """Plain dict (for the manifest)."""

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from codetune.data.config import PrepareConfig
+from codetune.languages import language_of
 
 
 def _matches(rel: str, patterns: list[str]) -> bool:
@@ -30,14 +31,17 @@ def iter_files(
     shard_index: int = 0,
     num_shards: int = 1,
 ) -> Iterator[tuple[str, str]]:
-    """Yield ``(relative_posix_path, absolute_path)`` of files to process, in sorted order.
+    """Yield ``(relative_posix_path, absolute_path)`` of files to process, in sorted order: a
+    file of one of ``cfg``'s languages (by extension) that matches ``cfg.include`` when given.
 
     Files outside this shard (``hash(path) % num_shards != shard_index``) are not yielded and
     not counted. Skips counted in ``skipped``: ``excluded_dir`` (directories pruned),
-    ``not_included``, ``excluded``, ``symlink``, ``too_large``.
+    ``not_included`` (no language read, or no include glob matched), ``excluded``,
+    ``symlink``, ``too_large``.
     """
     stack = [str(root)]
     root_s = str(root)
+    wanted = frozenset(cfg.language_names())
     while stack:
         d = stack.pop()
         try:
@@ -61,7 +65,9 @@ def iter_files(
                 continue
             if not e.is_file():
                 continue
-            if not _matches(rel, cfg.include):
+            if language_of(e.name) not in wanted or (
+                cfg.include and not _matches(rel, cfg.include)
+            ):
                 skipped["not_included"] += 1
                 continue
             if num_shards > 1 and shard_of(rel, num_shards) != shard_index:

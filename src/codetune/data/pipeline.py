@@ -169,21 +169,23 @@ class _Overheads:
         def n(s: str) -> int:
             return len(raw.encode(s, add_special_tokens=False).ids)
 
+        from codetune.languages import SUPPORTED
+
         code, answer = "x = 1", "y = 2"
-        value = {}
-        for task in prompts.TASKS:
-            full = prompts.render_chat(
-                hf, messages(task, code, answer), add_generation_prompt=False
-            )
-            value[task] = n(full) - n(code) - n(answer)
+        value: dict[str, dict[str, int]] = {}
+        for lang in SUPPORTED:
+            for task in prompts.TASKS:
+                msgs = messages(task, code, answer, language=lang)
+                full = prompts.render_chat(hf, msgs, add_generation_prompt=False)
+                value.setdefault(lang, {})[task] = n(full) - n(code) - n(answer)
         write_json_atomic(cache, value)
         return value
 
-    def get(self, task: str) -> int:
+    def get(self, task: str, language: str = "python") -> int:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._value[task]
+        return self._value[language][task]
 
 
 @dataclass
@@ -199,6 +201,9 @@ class _Stats:
     per_mutation: Counter = field(default_factory=Counter)
     per_split: Counter = field(default_factory=Counter)
     per_task_split: Counter = field(default_factory=Counter)
+    per_language_task: Counter = field(default_factory=Counter)  # "java/bugfix" -> examples
+    per_language_mutation: Counter = field(default_factory=Counter)  # (language, op): balance
+    files_by_language: dict[str, Counter] = field(default_factory=dict)
     tokens: dict[str, list[int]] = field(default_factory=lambda: {"bugfix": [], "complete": []})
 
     def skip(self, reason: str, rel: str) -> None:
@@ -322,10 +327,12 @@ def prepare(
                 mininterval=1.0,
             )
 
-            def emit(task: str, code: str, answer: str, rel: str, fr, mutation, split, n):
-                msgs = messages(task, code, answer, path=rel)
+            def emit(task: str, code: str, answer: str, res, fr, mutation, split, n):
+                lang = res.language
+                msgs = messages(task, code, answer, path=res.rel, language=lang)
                 meta = {
-                    "path": rel,
+                    "path": res.rel,
+                    "language": lang,
                     "symbol": fr.symbol,
                     "lineno": fr.lineno,
                     "mutation": mutation,
@@ -336,13 +343,18 @@ def prepare(
                 st.per_task[task] += 1
                 st.per_split[split] += 1
                 st.per_task_split[f"{task}/{split}"] += 1
+                st.per_language_task[f"{lang}/{task}"] += 1
                 st.tokens[task].append(n)
                 if mutation:
                     st.per_mutation[mutation] += 1
+                    st.per_language_mutation[(lang, mutation)] += 1
 
             # Workers skip building examples that cannot fit, so they need the template's
             # share first (from the disk cache; measured with transformers on a miss).
-            ovh = {t: overheads.get(t) for t in cfg.tasks}
+            ovh = {
+                lang: {t: overheads.get(t, lang) for t in cfg.tasks}
+                for lang in cfg.language_names()
+            }
             results = _results(discovered(), cfg, tok_file, ovh)
             for res in results:
                 st.files_seen += 1
@@ -356,10 +368,17 @@ def prepare(
                         f"{st.per_task['complete']} complete"
                     )
                 content_hash.update(f"{res.rel}\0{res.sha256}\n".encode())
+                by_lang = st.files_by_language.get(res.language)
+                if by_lang is None:
+                    by_lang = st.files_by_language[res.language] = Counter()
+                by_lang["processed"] += 1
+                by_lang["bytes"] += res.nbytes
                 if res.skip:
                     st.skip(res.skip, res.rel)
                     continue
                 st.files_used += 1
+                by_lang["used"] += 1
+                lang = res.language
                 st.fn_skipped.update(res.fn_skips)
                 split = split_of(res.rel, cfg.split, cfg.seed)
                 for fr in res.functions:
@@ -377,23 +396,25 @@ def prepare(
                     elif not fr.mutants and not fr.stub:
                         st.fn_skipped["no_task"] += 1
                     if fr.mutants and room("bugfix", split):
-                        # Balance: the candidate whose operator is furthest below its share.
+                        # Balance: the candidate whose operator is furthest below its share
+                        # (in its language: operators apply unevenly across languages).
                         i = min(
                             range(len(fr.mutants)),
                             key=lambda k: (
-                                (st.per_mutation[fr.mutants[k][0]] + 1) / weights[fr.mutants[k][0]]
+                                (st.per_language_mutation[(lang, fr.mutants[k][0])] + 1)
+                                / weights[fr.mutants[k][0]]
                             ),
                         )
                         op, mutant = fr.mutants[i]
-                        n = overheads.get("bugfix") + res.n_path + fr.n_mutants[i] + fr.n_code
+                        n = overheads.get("bugfix", lang) + res.n_path + fr.n_mutants[i] + fr.n_code
                         if n <= cfg.max_tokens:
-                            emit("bugfix", mutant, fr.code, res.rel, fr, op, split, n)
+                            emit("bugfix", mutant, fr.code, res, fr, op, split, n)
                         else:
                             st.fn_skipped["over_max_tokens"] += 1
                     if fr.stub and room("complete", split):
-                        n = overheads.get("complete") + res.n_path + fr.n_stub + fr.n_code
+                        n = overheads.get("complete", lang) + res.n_path + fr.n_stub + fr.n_code
                         if n <= cfg.max_tokens:
-                            emit("complete", fr.stub, fr.code, res.rel, fr, None, split, n)
+                            emit("complete", fr.stub, fr.code, res, fr, None, split, n)
                         else:
                             st.fn_skipped["over_max_tokens"] += 1
                 if done():
@@ -421,6 +442,10 @@ def prepare(
                 "bytes": st.bytes_seen,
                 "skipped": dict(sorted(st.skipped.items())),
                 "skipped_examples": st.skipped_examples,
+                "by_language": {
+                    lang: dict(sorted(c.items()))
+                    for lang, c in sorted(st.files_by_language.items())
+                },
             },
             "functions": {
                 "extracted": st.functions,
@@ -431,6 +456,10 @@ def prepare(
                 "mutation": dict(sorted(st.per_mutation.items())),
                 "split": dict(sorted(st.per_split.items())),
                 "task_split": dict(sorted(st.per_task_split.items())),
+                "language_task": dict(sorted(st.per_language_task.items())),
+                "language_mutation": {
+                    f"{lang}/{op}": n for (lang, op), n in sorted(st.per_language_mutation.items())
+                },
             },
             "tokens": {t: _token_stats(v) for t, v in st.tokens.items()},
             "durations": durations,
@@ -446,13 +475,15 @@ def _check_outcome(codebase: Path, cfg: PrepareConfig, st: _Stats) -> None:
         if not any(codebase.iterdir()):
             raise CodetuneError(f"--codebase {codebase}: the directory is empty")
         raise CodetuneError(
-            f"--codebase {codebase}: no file matches include={cfg.include} (skipped: "
-            f"{dict(st.skipped)}); change include/exclude/exclude_dirs with --set"
+            f"--codebase {codebase}: no file matches languages={list(cfg.language_names())} "
+            f"include={cfg.include} (skipped: {dict(st.skipped)}); change "
+            "languages/include/exclude/exclude_dirs with --set"
         )
     if st.files_used == 0:
         raise CodetuneError(
             f"--codebase {codebase}: none of the {st.files_seen} matching files could be used "
-            f"(skipped: {dict(st.skipped)}); is it Python 3 source?"
+            f"(skipped: {dict(st.skipped)}); is it source of "
+            f"{', '.join(cfg.language_names())} that parses?"
         )
     if not sum(st.per_task.values()):
         raise CodetuneError(
@@ -486,6 +517,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
     per_task: Counter = Counter()
     per_split: Counter = Counter()
     per_mutation: Counter = Counter()
+    per_language_task: Counter = Counter()
     dropped: Counter = Counter()
 
     with atomic_dir(out) as tmp:
@@ -497,8 +529,10 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
                         continue
                     for rec in read_jsonl(f):
                         key = (rec["meta"]["path"], rec["meta"]["symbol"])
+                        lang = rec["meta"].get("language") or "python"
                         if key not in owner:
-                            norm = worker.normalize(extract_code(rec["messages"][-1]["content"]))
+                            code = extract_code(rec["messages"][-1]["content"])
+                            norm = worker.normalize(code, lang)
                             digest = hashlib.blake2b(norm.encode(), digest_size=16).digest()
                             sketch = worker.minhash_of(norm)
                             keep = index.add(digest, sketch) is None
@@ -511,6 +545,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
                         written.add(rec["id"])
                         fh.write(orjson.dumps(rec, option=orjson.OPT_SORT_KEYS) + b"\n")
                         counts[f"{rec['task']}/{split}"] += 1
+                        per_language_task[f"{lang}/{rec['task']}"] += 1
                         per_task[rec["task"]] += 1
                         per_split[split] += 1
                         if rec["meta"].get("mutation"):
@@ -537,6 +572,7 @@ def merge(shards: list[Path], out: Path, cfg: PrepareConfig) -> dict:
                 "mutation": dict(sorted(per_mutation.items())),
                 "split": dict(sorted(per_split.items())),
                 "task_split": dict(sorted(counts.items())),
+                "language_task": dict(sorted(per_language_task.items())),
             },
             "dropped_duplicates": dict(sorted(dropped.items())),
             "durations": {"merge_s": round(time.time() - t0, 2)},
