@@ -69,22 +69,39 @@ def _table_rows(report: dict) -> list[tuple[str, ...]]:
     extra = compare_names(report)
     rows = [("suite", "metric", "n", "base", *extra, "candidate", "change")]
     for suite, s in report["suites"].items():
-        for metric, base in s["base"].items():
-            if not isinstance(base, (int, float)):
-                continue
-            cand = s["candidate"].get(metric, 0.0)
-            more = [s.get("compare", {}).get(n, {}).get(metric) for n in extra]
-            rows.append(
+        parts = [(suite, s["n"], s["base"], s["candidate"], s.get("compare", {}))]
+        langs = s.get("languages") or {}
+        if set(langs) - {"python"}:  # a breakdown per language (bugfix beyond Python)
+            parts += [
                 (
-                    suite,
-                    metric,
-                    str(s["n"]),
-                    f"{base:.3f}",
-                    *("-" if v is None else f"{v:.3f}" for v in more),
-                    f"{cand:.3f}",
-                    f"{cand - base:+.3f}",
+                    f"{suite}[{lang}]",
+                    n,
+                    s["base"].get("by_language", {}).get(lang, {}),
+                    s["candidate"].get("by_language", {}).get(lang, {}),
+                    {
+                        c: m.get("by_language", {}).get(lang, {})
+                        for c, m in s.get("compare", {}).items()
+                    },
                 )
-            )
+                for lang, n in langs.items()
+            ]
+        for name, n, base_m, cand_m, comp in parts:
+            for metric, base in base_m.items():
+                if not isinstance(base, (int, float)):
+                    continue
+                cand = cand_m.get(metric, 0.0)
+                more = [comp.get(c, {}).get(metric) for c in extra]
+                rows.append(
+                    (
+                        name,
+                        metric,
+                        str(n),
+                        f"{base:.3f}",
+                        *("-" if v is None else f"{v:.3f}" for v in more),
+                        f"{cand:.3f}",
+                        f"{cand - base:+.3f}",
+                    )
+                )
     return rows
 
 

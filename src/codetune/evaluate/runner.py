@@ -57,6 +57,7 @@ class Row:
     prompt: str
     max_new_tokens: int
     prompt_len: int = 0
+    prefix: str = S.ANSWER_PREFIX  # the pre-filled opening fence (the answer's language)
 
 
 # ---------------------------------------------------------------- inputs
@@ -333,7 +334,7 @@ def run_evaluation(
         from codetune.generation import load_model
 
         lm = load_model(base_path, quantization=quantization)
-        from codetune.prompts import render_chat
+        from codetune.prompts import answer_prefix, render_chat
 
         tokenizer = lm.tokenizer
 
@@ -348,12 +349,13 @@ def run_evaluation(
                     for k in range(samples):
                         rows.append(Row(suite, p.task_id, side, k, prompt, max_new_tokens))
         for item in bug:
-            prompt = chat(S.bugfix_messages(item))
+            prefix = answer_prefix(item.language)
+            prompt = render_chat(tokenizer, S.bugfix_messages(item)) + prefix
             ref_len = len(lm.tokenizer(item.reference, add_special_tokens=False)["input_ids"])
             cap = min(bugfix_max_new_tokens, math.ceil(ref_len * 1.25) + BUGFIX_MARGIN)
             for side in sides:
                 for k in range(samples):
-                    rows.append(Row("bugfix", item.id, side, k, prompt, cap))
+                    rows.append(Row("bugfix", item.id, side, k, prompt, cap, prefix=prefix))
         gens, gen_stats = _generate_sides(
             lm,
             rows,
@@ -374,7 +376,7 @@ def run_evaluation(
                 "task_id": r.task_id,
                 "side": r.side,
                 "sample": r.sample,
-                "completion": S.ANSWER_PREFIX + g.text,
+                "completion": r.prefix + g.text,
                 "prompt_tokens": g.prompt_tokens,
                 "completion_tokens": g.completion_tokens,
                 "finish_reason": g.finish_reason,
@@ -399,9 +401,11 @@ def run_evaluation(
     refs = {item.id: item for item in bug}
     for rec in records:
         if rec["suite"] == "bugfix":
+            ref = refs[rec["task_id"]]
             code = S.extract_code(rec["completion"])
-            rec.update(S.score_bugfix_answer(code, refs[rec["task_id"]].reference))
-            rec["mutation"] = refs[rec["task_id"]].mutation
+            rec.update(S.score_bugfix_answer(code, ref.reference, ref.language))
+            rec["mutation"] = ref.mutation
+            rec["language"] = ref.language
 
     report_suites: dict = {}
     for suite, problems_list in (("humaneval", he), ("custom", custom)):
@@ -421,6 +425,7 @@ def run_evaluation(
     if bug:
         counts = Counter(item.mutation for item in bug)
         entry = {"n": len(bug), "mutations": dict(sorted(counts.items()))}
+        entry["languages"] = dict(sorted(Counter(item.language for item in bug).items()))
         for side in sides:
             recs = [x for x in records if x["suite"] == "bugfix" and x["side"] == side]
             by_mut: dict[str, list[bool]] = defaultdict(list)
@@ -430,6 +435,7 @@ def run_evaluation(
                 "exact_fix": round(sum(x["exact_fix"] for x in recs) / len(recs), 6),
                 "parses": round(sum(x["parses"] for x in recs) / len(recs), 6),
                 "by_mutation": {m: round(sum(v) / len(v), 6) for m, v in sorted(by_mut.items())},
+                "by_language": _by_language(recs),
             }
             _put_side(entry, side, metrics)
         report_suites["bugfix"] = entry
@@ -475,6 +481,22 @@ def run_evaluation(
     if print_summary:
         print(summary_table(report))
     return report
+
+
+def _by_language(recs: list[dict]) -> dict:
+    """Per language: exact-fix and parse rates, and the exact-fix rate per operator."""
+    out = {}
+    for lang in sorted({x["language"] for x in recs}):
+        mine = [x for x in recs if x["language"] == lang]
+        by_mut: dict[str, list[bool]] = defaultdict(list)
+        for x in mine:
+            by_mut[x["mutation"]].append(x["exact_fix"])
+        out[lang] = {
+            "exact_fix": round(sum(x["exact_fix"] for x in mine) / len(mine), 6),
+            "parses": round(sum(x["parses"] for x in mine) / len(mine), 6),
+            "by_mutation": {m: round(sum(v) / len(v), 6) for m, v in sorted(by_mut.items())},
+        }
+    return out
 
 
 def _put_side(entry: dict, side: str, metrics: dict) -> None:

@@ -2,9 +2,10 @@
 
 HumanEval (and the custom suite, which uses the same record shape) is scored by executing
 ``prompt + completion + test + check(entry_point)`` in the sandbox. The bugfix suite is
-scored without execution: exact fix = the answer's AST equals the original function's after
-normalization (:func:`codetune.train.rewards.normalized_ast`: layout, comments and docstrings
-ignored — the same rule the GRPO reward uses, so training and evaluation agree).
+scored without execution: exact fix = the answer's tree equals the original function's after
+normalization in the record's language (:func:`codetune.train.rewards.normalized_tree`: Python's
+AST without docstrings, or the tree-sitter tree without comments; layout ignored — the same rule
+the GRPO reward uses, so training and evaluation agree).
 
 Prompting an instruct (chat) model on HumanEval: the problem's prompt (imports, helpers,
 signature, docstring) is rendered as a ``complete`` task with :mod:`codetune.prompts` — the
@@ -27,9 +28,9 @@ from pathlib import Path
 
 from codetune.errors import CodetuneError
 from codetune.io import read_jsonl
-from codetune.prompts import FENCE, extract_code, messages
+from codetune.prompts import FENCE, answer_prefix, extract_code, messages
 
-ANSWER_PREFIX = f"{FENCE}python\n"
+ANSWER_PREFIX = answer_prefix("python")
 STOP = [f"\n{FENCE}"]
 HUMANEVAL_SUITES = ("humaneval", "custom")
 SUITES = ("humaneval", "bugfix", "custom")
@@ -54,6 +55,7 @@ class BugfixItem:
     reference: str  # the correct function
     mutation: str
     meta: dict = field(default_factory=dict)
+    language: str = "python"
 
 
 # ---------------------------------------------------------------- loading
@@ -132,6 +134,7 @@ def load_bugfix(data_dir: str | Path, limit: int | None = None) -> list[BugfixIt
                 reference=extract_code(msgs[-1]["content"]),
                 mutation=str(meta.get("mutation") or "unknown"),
                 meta=meta,
+                language=str(meta.get("language") or "python"),
             )
         )
     if not items:
@@ -211,10 +214,10 @@ def pass_metrics(passed_by_task: dict[str, list[bool]], samples: int) -> dict[st
     return out
 
 
-def score_bugfix_answer(code: str, reference: str) -> dict:
-    """``{"exact_fix": bool, "parses": bool}`` for one answer's code."""
-    from codetune.train.rewards import normalized_ast
+def score_bugfix_answer(code: str, reference: str, language: str = "python") -> dict:
+    """``{"exact_fix": bool, "parses": bool}`` for one answer's code in ``language``."""
+    from codetune.train.rewards import normalized_tree
 
-    got = normalized_ast(code) if code.strip() else None
-    want = normalized_ast(reference)
+    got = normalized_tree(code, language) if code.strip() else None
+    want = normalized_tree(reference, language)
     return {"exact_fix": got is not None and got == want, "parses": got is not None}

@@ -60,7 +60,8 @@ _METRIC_KEYS = {
 
 
 def rl_prompts(train_records: list[dict]) -> list[dict]:
-    """GRPO dataset rows ``{"prompt": [user turn(s)], "reference": correct function}``.
+    """GRPO dataset rows ``{"prompt": [user turn(s)], "reference": correct function,
+    "language": its language}``.
 
     Only ``bugfix`` records are used. Raises :class:`CodetuneError` for a record from another
     split (validation, test) or a bugfix record without an assistant turn.
@@ -81,7 +82,14 @@ def rl_prompts(train_records: list[dict]) -> list[dict]:
                 f"bugfix record {rec.get('id')} has no assistant turn; GRPO needs the correct "
                 "function as its reward reference (re-run `codetune prepare`)"
             )
-        rows.append({"prompt": list(msgs[:-1]), "reference": extract_code(msgs[-1]["content"])})
+        rows.append(
+            {
+                "prompt": list(msgs[:-1]),
+                "reference": extract_code(msgs[-1]["content"]),
+                # the rewards parse the answer in its language (TRL passes this column)
+                "language": (rec.get("meta") or {}).get("language") or "python",
+            }
+        )
     return rows
 
 
