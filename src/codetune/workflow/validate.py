@@ -84,6 +84,14 @@ def validate_run_input(
     bad_paths = {p for p, _ in violations}
     doc = fill_defaults(copy.deepcopy(doc), schema)
     violations += _cross_field(doc, local=local, allowed=allowed)
+    prep = doc.get("prepare")
+    if isinstance(prep, dict) and "languages" in prep and isinstance(prep.get("config"), dict):
+        # prepare.languages is the prepare config's `languages` key, given a place of its own
+        if prep["config"].get("languages", prep["languages"]) != prep["languages"]:
+            violations.append(
+                ("$.prepare.languages", "differs from prepare.config.languages; give one")
+            )
+        prep["config"] = {**prep["config"], "languages": prep["languages"]}
     dep = doc.get("deployment")
     if (
         endpoint_name is not None
