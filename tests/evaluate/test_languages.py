@@ -16,10 +16,11 @@ pytestmark = pytest.mark.slow
 def mixed_data(bugfix_data, tmp_path_factory, repo_root):
     """The 3 Python bugfix records of ``bugfix_data`` and the 2 shortest Java ones prepared
     from the JDK's java.util (tests/data/corpora.py)."""
+    import importlib.util
+
     from codetune.config import load_config
     from codetune.data.config import PrepareConfig
     from codetune.data.pipeline import prepare
-    import importlib.util
 
     spec = importlib.util.spec_from_file_location("corpora", repo_root / "tests/data/corpora.py")
     corpora = importlib.util.module_from_spec(spec)
