@@ -11,10 +11,13 @@
     # under another build of the same Python (e.g. an optimized one, like the images ship):
     ... --python /usr/bin/python3.11
 
+    # another language: a tree of it, and prepare reading that language only
+    .venv/bin/python benchmarks/prepare_throughput.py --codebase /tmp/jdk --set 'languages=[java]'
+
 Runs `codetune prepare` as a subprocess, samples the RSS of its whole process tree (main +
 workers) every 0.2 s, and reads the bytes processed from the manifest. The baseline, run side
-by side on the same files, is the floor any AST-based preparation pays: `ast.parse` of every
-file in one process. Prints one JSON object; CPU seconds are reported too, because on a shared
+by side on the same files, is the floor any parsing preparation pays: a parse of every file in
+one process (`ast.parse` for Python, the language's tree-sitter grammar for the others). Prints one JSON object; CPU seconds are reported too, because on a shared
 machine wall-clock throughput mostly measures the other tenants (load average included).
 """
 
@@ -75,23 +78,31 @@ def run_prepare(codebase: Path, out: Path, sets: list[str], src: Path | None = N
         "mb_per_cpu_s": round(mb / cpu, 2),
         "peak_rss_mb": round(peak / 2**20),
         "examples": manifest["counts"]["task"],
+        "by_language": manifest["files"].get("by_language"),
     }
 
 
 def baseline(codebase: Path, sets: list[str]) -> dict:
-    """`ast.parse` of the same files (same discovery), one process."""
+    """A parse of each of the same files (same discovery), one process: `ast.parse` for
+    Python, tree-sitter for the other languages."""
     from codetune.config import load_config
+    from codetune.data import treesitter
     from codetune.data.config import PrepareConfig
     from codetune.data.discover import iter_files
+    from codetune.languages import language_of
 
     cfg = load_config(PrepareConfig, None, sets)
     t0, c0 = time.time(), time.process_time()
     nbytes = 0
-    for n, (_, path) in enumerate(iter_files(codebase, cfg, Counter())):
+    for n, (rel, path) in enumerate(iter_files(codebase, cfg, Counter())):
         if cfg.max_files and n >= cfg.max_files:
             break
         raw = Path(path).read_bytes()
         nbytes += len(raw)
+        lang = language_of(rel)
+        if lang != "python":
+            treesitter.parser(treesitter.grammar_of(lang, rel)).parse(raw)
+            continue
         try:
             ast.parse(raw)
         except (SyntaxError, ValueError):
@@ -235,9 +246,9 @@ def main() -> None:
                 result[name] = sorted(got, key=lambda x: x["wall_s"])[len(got) // 2]
                 if len(got) > 1:
                     result[f"{name}_rounds"] = [(x["wall_s"], x["cpu_s"]) for x in got]
-        result["baseline_ast_parse"] = baseline(args.codebase, sets)
+        result["baseline_parse"] = baseline(args.codebase, sets)
         result["load_avg_1m_after"] = round(os.getloadavg()[0], 1)
-    p, b = result["prepare"], result["baseline_ast_parse"]
+    p, b = result["prepare"], result["baseline_parse"]
     result["ratio_cpu_vs_baseline"] = round(p["mb_per_cpu_s"] / b["mb_per_cpu_s"], 2)
     if args.before_src:
         q = result["prepare_before"]
