@@ -85,7 +85,7 @@ def validate_run_input(
     doc = fill_defaults(copy.deepcopy(doc), schema)
     violations += _cross_field(doc, local=local, allowed=allowed)
     prep = doc.get("prepare")
-    if isinstance(prep, dict) and "languages" in prep and isinstance(prep.get("config"), dict):
+    if isinstance(prep, dict) and prep.get("languages") and isinstance(prep.get("config"), dict):
         # prepare.languages is the prepare config's `languages` key, given a place of its own
         if prep["config"].get("languages", prep["languages"]) != prep["languages"]:
             violations.append(
