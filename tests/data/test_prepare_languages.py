@@ -1,4 +1,4 @@
-"""`prepare` on a mixed tree: Python, TypeScript, Java and Go from real packages."""
+"""`prepare` on a mixed tree: Python, JavaScript, TypeScript, Java, Go and C++ from real packages."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from codetune.train.rewards import normalized_tree
 from .corpora import write_tree
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-MIXED = ("python", "typescript", "java", "go")
+MIXED = ("python", "javascript", "typescript", "java", "go", "cpp")
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 
 
@@ -37,7 +37,9 @@ def mixed(tmp_path_factory) -> Path:
     (root / "python").mkdir()
     for name in ("textwrap.py", "heapq.py", "shlex.py"):
         shutil.copy(STDLIB / name, root / "python" / name)
+    write_tree(root, "javascript", 12)
     write_tree(root, "typescript", 40)
+    write_tree(root, "cpp", 40)
     write_tree(root, "java", 12)
     write_tree(root, "go", 25)
     # the same Java file twice (the copy comes later in the walk): its functions are duplicates

@@ -133,6 +133,8 @@ def summary_table(manifest: dict, out: Path) -> str:
     for task in ("bugfix", "complete"):
         vals = [c["task_split"].get(f"{task}/{s}", 0) for s in ("train", "validation", "test")]
         rows.append(f"{task:<10} {vals[0]:>8} {vals[1]:>11} {vals[2]:>8}")
+    if c.get("language_task"):
+        rows.append("languages: " + ", ".join(f"{k}={v}" for k, v in c["language_task"].items()))
     if c["mutation"]:
         rows.append("mutations: " + ", ".join(f"{k}={v}" for k, v in c["mutation"].items()))
     if f["skipped"]:
