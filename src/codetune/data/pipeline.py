@@ -142,18 +142,20 @@ class _Overheads:
             self._error = e
 
     @staticmethod
-    def _cached(spec, tok_file: Path) -> dict[str, int]:
+    def _cached(spec, tok_file: Path) -> dict[str, dict[str, int]]:
         # Loading transformers costs 5-30 s on a busy 2-core box; the numbers depend only on
         # the tokenizer, its chat template and the prompt texts, so they are cached on disk
         # under a key made of exactly those.
         import inspect
 
-        from codetune import prompts
+        from codetune import languages, prompts
         from codetune.io import write_json_atomic
         from codetune.paths import codetune_home
 
         d = tok_file.parent
+        # the prompt texts: their templates and how they name each language
         h = hashlib.sha256(inspect.getsource(prompts).encode())
+        h.update(inspect.getsource(languages).encode())
         for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
             if (d / name).is_file():
                 h.update(name.encode() + (d / name).read_bytes())
