@@ -30,6 +30,7 @@ Verification as for Python: the mutant differs; a semantic mutant parses with no
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,49 +192,85 @@ GRAMMARS: dict[str, Grammar] = {
 }  # fmt: skip
 
 
-class _Tree:
-    """The function's tree walked once: nodes by type, and each identifier's position."""
+def _op_types(g: Grammar) -> set[str]:
+    """The node types some operator looks at."""
+    return {
+        *g.binary, *g.compound, *g.conditions, *g.loops, *g.indexes, *g.slices, *g.args,
+        g.returns, *g.semicolons, *g.blocks,
+    }  # fmt: skip
 
-    def __init__(self, fn: TSFunction, g: Grammar) -> None:
+
+@functools.cache
+def _query(language: str, grammar: str):
+    """One tree-sitter query (run in C) capturing what the operators need: ``@n`` every node
+    of an operator's types, ``@id`` every identifier, ``@decl`` those at a declaration
+    position (:attr:`Grammar.decl`, seen through :attr:`Grammar.through`), ``@skip`` those at a
+    position that is not a read (:attr:`Grammar.reads_not`)."""
+    from tree_sitter import Query, QueryError
+
+    g = GRAMMARS[language]
+    lang = parser(grammar).language
+    kind = lambda t: lang.id_for_node_kind(t, True) is not None  # noqa: E731
+    has_field = lambda f: f == "*" or f == "" or lang.field_id_for_name(f) is not None  # noqa: E731
+
+    def slot(parent: str, f: str, inner: str) -> str:
+        return f"({parent} {f}: {inner})" if f not in ("*", "") else f"({parent} {inner})"
+
+    def positions(pairs, capture: str) -> list[str]:
+        out = []
+        for p, f in sorted(pairs):
+            if not (kind(p) and has_field(f)):
+                continue
+            out.append(slot(p, f, f"({g.identifier}) @{capture}"))
+            for t, tf in sorted(g.through):
+                if kind(t) and has_field(tf):
+                    out.append(slot(p, f, slot(t, tf, f"({g.identifier}) @{capture}")))
+        return out
+
+    def possible(pattern: str) -> bool:  # the grammar can produce it (else QueryError)
+        try:
+            Query(lang, pattern)
+        except QueryError:
+            return False
+        return True
+
+    types = sorted(t for t in _op_types(g) if kind(t))
+    src = ["[" + " ".join(f"({t})" for t in types) + "] @n", f"({g.identifier}) @id"]
+    src += [p for p in positions(g.decl, "decl") + positions(g.reads_not, "skip") if possible(p)]
+    return Query(lang, "\n".join(src))
+
+
+class _Tree:
+    """The nodes of the function's tree the operators look at, by type, and each identifier
+    with whether it is declared there and whether it is read (one query over the code's
+    byte range)."""
+
+    def __init__(self, fn: TSFunction, language: str) -> None:
+        from tree_sitter import QueryCursor
+
+        lo = fn.offset
+        hi = lo + len(fn.code.encode("utf-8"))
+        cursor = QueryCursor(_query(language, fn.grammar))
+        cursor.set_byte_range(lo, hi)
+        caps = cursor.captures(fn.tree.root_node)
         self.by_type: dict[str, list] = {}
+        for n in caps.get("n", ()):
+            if n.start_byte < hi and n.end_byte > lo:
+                self.by_type.setdefault(n.type, []).append(n)
+        decl = {(n.start_byte, n.end_byte) for n in caps.get("decl", ())}
+        skip = {(n.start_byte, n.end_byte) for n in caps.get("skip", ())}
         self.idents: list[tuple[object, bool, bool]] = []  # (node, declared, read)
-        lo, hi = fn.offset, fn.offset + len(fn.code.encode("utf-8"))
-        cursor = fn.tree.walk()
-        stack: list[tuple[str, bool]] = []  # the open nodes' types
-        # per open node: (it is a declared name's position, it is not a read's position)
-        ctx = [(False, False)]
-        while True:
-            node = cursor.node
-            inside = node.end_byte > lo and node.start_byte < hi
-            if inside:
-                t = node.type
-                f = cursor.field_name or ""
-                parent_t = stack[-1][0] if stack else ""
-                pdecl, pnot = ctx[-1]
-                decl = (parent_t, f) in g.decl or (parent_t, "*") in g.decl
-                through = (parent_t, f) in g.through
-                decl = decl or (pdecl and through)
-                not_read = (parent_t, f) in g.reads_not or (parent_t, "*") in g.reads_not
-                not_read = not_read or (pnot and through)
-                if t == g.identifier and node.start_byte >= lo:
-                    self.idents.append((node, decl, not (decl or not_read)))
-                else:
-                    self.by_type.setdefault(t, []).append(node)
-                if node.child_count and cursor.goto_first_child():
-                    stack.append((t, True))
-                    ctx.append((decl, not_read))
-                    continue
-            while not cursor.goto_next_sibling():
-                if not cursor.goto_parent():
-                    return
-                stack.pop()
-                ctx.pop()
+        for n in sorted(caps.get("id", ()), key=lambda n: n.start_byte):  # source order
+            if lo <= n.start_byte and n.end_byte <= hi:
+                key = (n.start_byte, n.end_byte)
+                d = key in decl
+                self.idents.append((n, d, not d and key not in skip))
 
     def nodes(self, types) -> list:
         out = []
         for t in types:
             out += self.by_type.get(t, ())
-        out.sort(key=lambda n: n.start_byte)
+        out.sort(key=lambda n: (n.start_byte, -n.end_byte))  # preorder: outer nodes first
         return out
 
 
@@ -251,7 +288,7 @@ class TSMutator:
         self.t = self  # ``t.b``: the code's bytes, as the Python Mutator exposes them
         self.off = self.fn.offset
         self.src = self.fn.tree.root_node.text if self.fn.tree.root_node.text else b""
-        self.tree = _Tree(self.fn, self.g)
+        self.tree = _Tree(self.fn, self.language)
         syn = SYNTAX[self.language]
         self.body_types = syn.functions | syn.declared
 
