@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,40 @@ def test_zip_codebase_extracts_the_prefix_only(tmp_path) -> None:
         _zip_codebase(f"{archive}#nope/", tmp_path / "c2")
     with pytest.raises(CodetuneError, match="does not exist"):
         _zip_codebase(f"{tmp_path}/missing.zip", tmp_path / "c3")
+
+
+@pytest.mark.slow
+def test_java_codebase_runs_through_evaluate_and_the_gate(repo_root, tmp_path) -> None:
+    # Guards the local workflow on a non-Python codebase: the shipped Java input (the JDK's
+    # java.util from its src.zip) with a tiny schedule runs prepare, training, evaluation and
+    # the gate; the report's bugfix suite is Java, scored and broken down as Java.
+    from codetune.local import LocalRun, execute, stop_server
+
+    doc = json.loads((repo_root / "examples" / "run-input.local.java.json").read_text())
+    archive = doc["data"]["codebase"].partition("#")[0]
+    if not Path(archive).is_file():
+        pytest.skip(f"{archive} missing: `make setup` installs openjdk-17-source")
+    doc["prepare"]["config"] |= {"max_examples_per_task": 40, "workers": 1}
+    doc["training"]["overrides"] |= {"max_steps": 2, "per_device_batch_size": 2}
+    doc["training"]["overrides"] |= {"eval_max_examples": 2, "save_steps": 1}
+    doc["evaluation"] = {
+        "suites": ["bugfix"],
+        "limit": 2,
+        # the mechanics are under test, not the model: thresholds that cannot trigger
+        "thresholds": {"min_bugfix_gain": -1, "min_bugfix_exact_fix": 0, "min_bugfix_parses": 0},
+    }
+    doc["deployment"]["enabled"] = False
+    path = tmp_path / "input.json"
+    path.write_text(json.dumps(doc))
+    run = LocalRun(input_path=path, out=tmp_path / "out", run_name="java", log=print)
+    try:
+        summary = execute(run)
+    finally:
+        stop_server(run)
+    assert summary["gate"]["passed"]
+    report = json.loads((run.eval_dir / "report.json").read_text())
+    bug = report["suites"]["bugfix"]
+    assert bug["languages"] == {"java": bug["n"]} and bug["n"] == 2
+    assert set(bug["candidate"]["by_language"]) == {"java"}
+    samples = (run.eval_dir / "samples.jsonl").read_text().splitlines()
+    assert all(json.loads(s)["completion"].startswith("```java\n") for s in samples)
