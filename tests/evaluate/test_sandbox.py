@@ -1,23 +1,62 @@
-"""The sandbox: hostile programs are contained and scored as failures; only completed tests pass."""
+"""The sandbox: hostile programs are contained and scored as failures; only completed tests pass.
+
+Every hostile test runs under each combination of isolation layers that works on this machine
+(bubblewrap outermost where it works, the seccomp filter, Landlock; down to rlimits only).
+Where a combination has no layer that contains an attack, the test asserts that the attack
+does get through: a live negative control showing that the test can fail and which layer
+stops it.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
+import threading
 import time
 
 import pytest
 
-from codetune.evaluate.sandbox import Limits, Sandbox, detect_isolation
+from codetune.evaluate.sandbox import Limits, Sandbox, detect_layers
 
 CHECK_OK = "def f(x):\n    return x + 1\n\ndef check(c):\n    assert c(1) == 2\n\ncheck(f)\n"
 
+COMBOS = {
+    "bwrap+seccomp+landlock": ("bwrap", "seccomp", "landlock"),
+    "bwrap+seccomp": ("bwrap", "seccomp"),
+    "bwrap": ("bwrap",),
+    "seccomp+landlock": ("seccomp", "landlock"),  # what a SageMaker container offers
+    "seccomp": ("seccomp",),
+    "landlock": ("landlock",),
+    "rlimits-only": (),
+}
+LIMITS = Limits(timeout_s=2.0, memory_mb=512, disk_mb=8, file_size_mb=4, nproc=32)
 
-@pytest.fixture(scope="module")
-def sandbox():
-    if detect_isolation() is None:
-        # Not a skip: a green run without isolation would hide that nothing was tested.
-        pytest.fail("no OS isolation here: bubblewrap missing or blocked (run make setup)")
-    return Sandbox(Limits(timeout_s=3.0, memory_mb=512, disk_mb=8, file_size_mb=4, nproc=32))
+
+def _available(layers: tuple[str, ...]) -> str:
+    d = detect_layers()
+    missing = [f"{x}: {d.reasons[x]}" for x in layers if not d.available(x)]
+    return "; ".join(missing)
+
+
+@pytest.fixture(scope="module", params=list(COMBOS), ids=list(COMBOS))
+def sandbox(request):
+    layers = COMBOS[request.param]
+    if request.param == "bwrap+seccomp+landlock" and _available(layers):
+        # Not a skip: the full set is what `make setup` provides on this machine.
+        pytest.fail(f"no full isolation here ({_available(layers)}); run make setup")
+    if why := _available(layers):
+        pytest.skip(f"{request.param} does not work on this machine: {why}")
+    if layers:
+        sb = Sandbox(LIMITS, layers=layers, require=layers)
+    else:
+        sb = Sandbox(LIMITS, layers=(), allow_unsandboxed=True)
+    assert tuple(sb.layers) == layers  # the combination really is the one under test
+    return sb
+
+
+def _has(sb: Sandbox, *layers: str) -> bool:
+    return any(x in sb.layers for x in layers)
 
 
 def test_correct_program_passes(sandbox):
@@ -72,7 +111,9 @@ def test_infinite_loop_times_out(sandbox):
     t0 = time.perf_counter()
     r = sandbox.run("while True:\n    pass\n")
     assert r.status == "timeout"
-    assert time.perf_counter() - t0 < 3.0 + 5  # killed near the limit, not left running
+    assert (
+        time.perf_counter() - t0 < LIMITS.timeout_s + 5
+    )  # killed near the limit, not left running
 
 
 def test_fork_bomb_is_contained(sandbox):
@@ -91,16 +132,19 @@ def test_huge_allocation_fails(sandbox):
 
 
 def test_disk_filling_stops_at_limits(sandbox):
-    # Guards: the working directory is a small tmpfs and single files are size-limited.
+    # Guards: the working directory is limited (tmpfs size, or the watchdog without bwrap)
+    # and single files are size-limited.
     program = (
         "import os\nfor i in range(1000):\n"
         "    with open(f'f{i}', 'wb') as fh:\n        fh.write(os.urandom(1 << 20))\n"
     )
     r = sandbox.run(program)
-    assert r.status in ("fail", "error")
+    assert r.status in ("fail", "error"), r
 
 
 def test_cannot_write_outside_workdir(sandbox, tmp_path):
+    # Guards: the harness's files and the system's stay untouched (read-only mounts, the
+    # throwaway uid, Landlock: every combination has one of them).
     target = tmp_path / "owned"
     program = f"open({str(target)!r}, 'w').write('x')\n"
     assert sandbox.run(program).status == "error"
@@ -109,10 +153,29 @@ def test_cannot_write_outside_workdir(sandbox, tmp_path):
     assert not os.path.exists("/etc/codetune-owned")
 
 
+def test_cannot_write_world_writable_dir_outside_workdir(sandbox):
+    # Guards: a directory anyone may write (like /tmp, /var/tmp, /dev/shm) is still outside
+    # the program's reach: bubblewrap hides it, Landlock refuses the write. The uid switch
+    # and seccomp do not stop it (asserted below as the negative control).
+    shared = tempfile.mkdtemp(prefix="codetune-shared-", dir="/tmp")
+    try:
+        os.chmod(shared, 0o1777)
+        target = os.path.join(shared, "dropped")
+        r = sandbox.run(f"open({target!r}, 'w').write('x')\n")
+        if _has(sandbox, "bwrap", "landlock"):
+            assert r.status == "error" and not os.path.exists(target), r
+        else:
+            assert r.status == "pass" and os.path.exists(target), r
+    finally:
+        for name in os.listdir(shared):
+            os.unlink(os.path.join(shared, name))
+        os.rmdir(shared)
+
+
 def test_killing_parent_does_not_hurt_harness(sandbox):
     program = (
         "import os, signal\n"
-        "for pid in (os.getppid(), 1):\n"
+        f"for pid in (os.getppid(), 1, {os.getpid()}):\n"
         "    try: os.kill(pid, signal.SIGKILL)\n    except OSError: pass\n"
         "os.kill(0, signal.SIGKILL)\n"
     )
@@ -134,18 +197,122 @@ def test_env_secrets_are_invisible(sandbox, monkeypatch):
     assert r.status == "pass", r.detail
 
 
+class _Listeners:
+    """A TCP listener and a UDP socket on the host's loopback that record what reaches them."""
+
+    def __init__(self) -> None:
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.got: list[str] = []
+        self.tcp.settimeout(0.2)
+        self.udp.settimeout(0.2)
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            try:
+                c, _ = self.tcp.accept()
+                self.got.append("tcp")
+                c.close()
+            except OSError:
+                pass
+            try:
+                self.udp.recvfrom(100)
+                self.got.append("udp")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self._t.join()
+        self.tcp.close()
+        self.udp.close()
+
+
 def test_network_is_unreachable(sandbox):
+    # Guards: no packet from generated code reaches a server on the harness's network (a TCP
+    # connect and a UDP datagram to listeners on the host's loopback). bubblewrap's network
+    # namespace and the seccomp filter stop both; Landlock stops TCP only (UDP shown below).
+    srv = _Listeners()
+    try:
+        tport, uport = srv.tcp.getsockname()[1], srv.udp.getsockname()[1]
+        program = (
+            "import socket\n"
+            "reached = []\n"
+            "try:\n"
+            f"    socket.create_connection(('127.0.0.1', {tport}), timeout=1).close()\n"
+            "    reached.append('tcp')\n"
+            "except OSError as e:\n    print('tcp:', e)\n"
+            "try:\n"
+            "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"    s.sendto(b'x', ('127.0.0.1', {uport}))\n"
+            "except OSError as e:\n    print('udp:', e)\n"
+            "assert not reached, reached\n"
+        )
+        r = sandbox.run(program)
+        time.sleep(0.5)  # let the listener thread see a late datagram
+    finally:
+        srv.close()
+    if _has(sandbox, "bwrap", "seccomp"):
+        assert srv.got == [], srv.got
+        assert r.status == "pass", r.detail
+    elif _has(sandbox, "landlock"):
+        assert srv.got == ["udp"], srv.got  # negative control: Landlock has no UDP rule
+    else:
+        assert sorted(srv.got) == ["tcp", "udp"], srv.got  # negative control
+
+
+def test_cannot_trace_the_harness(sandbox):
+    # Guards: generated code cannot attach to the harness (another uid / outside its PID
+    # namespace, and ptrace denied by seccomp).
     program = (
-        "import socket\n"
-        "try:\n"
-        "    socket.create_connection(('1.1.1.1', 80), timeout=2)\n"
-        "except OSError:\n"
-        "    pass\n"
-        "else:\n"
-        "    raise AssertionError('connected')\n"
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"assert libc.ptrace(16, {os.getpid()}, 0, 0) == -1, 'attached'\n"  # PTRACE_ATTACH
     )
     r = sandbox.run(program)
     assert r.status == "pass", r.detail
+
+
+DENIED_CALLS = """
+import ctypes, errno, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+got = {}
+def call(key, name, *args):
+    ctypes.set_errno(0)
+    r = getattr(libc, name)(*args)
+    got[key] = r if r >= 0 else errno.errorcode.get(ctypes.get_errno())
+call("ptrace", "ptrace", 0, 0, 0, 0)            # PTRACE_TRACEME
+call("unshare", "unshare", 0x10000000)          # CLONE_NEWUSER
+call("bpf", "syscall", 321, 0, 0, 0)            # bpf(BPF_MAP_CREATE, NULL, 0)
+call("keyctl", "syscall", 250, 0, -1, 0)        # keyctl(KEYCTL_GET_KEYRING_ID, thread ring)
+call("io_uring", "syscall", 425, 1, 0)          # io_uring_setup(1, NULL)
+call("personality", "personality", 0x0040000)  # ADDR_NO_RANDOMIZE
+call("mount", "mount", b"none", b"/tmp", b"tmpfs", 0, None)
+for fam in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET):
+    try:
+        socket.socket(fam, socket.SOCK_RAW if fam == socket.AF_PACKET else socket.SOCK_DGRAM).close()
+        got[f"socket{fam}"] = 0
+    except OSError as e:
+        got[f"socket{fam}"] = errno.errorcode.get(e.errno)
+a, b = socket.socketpair()  # AF_UNIX stays usable (multiprocessing, asyncio)
+print(sorted(got.items()))
+assert all(v == "EPERM" for v in got.values()), got
+"""
+
+
+def test_seccomp_denies_dangerous_calls(sandbox):
+    # Guards: the filter answers EPERM to ptrace, namespaces, bpf, keyrings, io_uring,
+    # personality tricks, mount and non-unix sockets, while AF_UNIX socketpairs work. Without
+    # the filter some of them get through (negative control: e.g. PTRACE_TRACEME).
+    r = sandbox.run(DENIED_CALLS)
+    if _has(sandbox, "seccomp"):
+        assert r.status == "pass", r.detail
+    else:
+        assert r.status == "fail" and "'ptrace': 0" in r.detail, r.detail
 
 
 def test_run_many_keeps_order(sandbox):

@@ -21,9 +21,13 @@ In a SageMaker Processing job every path has a default under ``/opt/ml/processin
 ``input/adapter``, the dataset from ``input/dataset``, an optional base model from
 ``input/model``, output to ``output/eval``.
 
-Generated code runs only inside an OS sandbox (bubblewrap: no network, read-only file
-system, rlimits, clean environment). Where that is unavailable the command refuses to run
-code unless ``--allow-unsandboxed`` is given.
+Generated code runs only inside the sandbox: rlimits, a clean environment and a throwaway
+uid always; bubblewrap (namespaces), a seccomp filter and Landlock wherever they work. The
+command refuses to run code before anything else starts when a layer of the minimum
+(``--sandbox-require``, ``$CODETUNE_SANDBOX_REQUIRE``, default ``seccomp``) does not work
+here, unless ``--allow-unsandboxed`` is given; report.json records the layers used::
+
+    codetune evaluate ... --sandbox-require seccomp,landlock
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         workers=args.workers,
         allow_unsandboxed=args.allow_unsandboxed,
+        sandbox_require=_sandbox_require(args),
         seed=args.seed,
         print_summary=True,
         compare_adapters=_compare(args.compare_adapter),
@@ -147,9 +152,21 @@ def _score(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         workers=args.workers,
         allow_unsandboxed=args.allow_unsandboxed,
+        sandbox_require=_sandbox_require(args),
     )
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
+
+
+def _sandbox_require(args: argparse.Namespace) -> str | None:
+    from codetune.errors import CodetuneError
+
+    if args.allow_unsandboxed and args.sandbox_require:
+        raise CodetuneError(
+            "--allow-unsandboxed drops the sandbox minimum; it contradicts --sandbox-require "
+            f"{args.sandbox_require}: pass one of them"
+        )
+    return args.sandbox_require
 
 
 def _sandbox_args(p: argparse.ArgumentParser) -> None:
@@ -158,8 +175,15 @@ def _sandbox_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-unsandboxed",
         action="store_true",
-        help="execute generated code even when OS isolation (bubblewrap) is unavailable: "
-        "only rlimits and a clean environment then protect this machine",
+        help="execute generated code even when a required sandbox layer does not work here: "
+        "the layers that do work still apply (none: only rlimits, a clean environment and, "
+        "as root, a throwaway uid protect this machine)",
+    )
+    p.add_argument(
+        "--sandbox-require",
+        metavar="LAYERS",
+        help="comma list of sandbox layers that must work, else nothing runs: bwrap, seccomp, "
+        "landlock (default: $CODETUNE_SANDBOX_REQUIRE, else seccomp)",
     )
     p.add_argument("--custom-suite", help="JSONL of {task_id, prompt, test, entry_point?}")
 

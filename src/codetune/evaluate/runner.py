@@ -37,7 +37,7 @@ from codetune.errors import CodetuneError
 from codetune.evaluate import suites as S
 from codetune.evaluate.gate import decide, resolve_thresholds
 from codetune.evaluate.report import summary_table, write_report
-from codetune.evaluate.sandbox import Limits, Sandbox
+from codetune.evaluate.sandbox import Limits, Sandbox, required_layers
 from codetune.io import read_jsonl, write_json_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -277,6 +277,7 @@ def run_evaluation(
     timeout_s: float = 6.0,
     workers: int = 2,
     allow_unsandboxed: bool = False,
+    sandbox_require: str | None = None,
     seed: int = 0,
     print_summary: bool = False,
     compare_adapters: dict[str, str | Path] | None = None,
@@ -294,7 +295,8 @@ def run_evaluation(
     about as long as the original), at most ``bugfix_max_new_tokens``.
     Returns the report (as written to ``report.json``). Raises CodetuneError for bad input
     (missing adapter, base model or test split, unknown suite, samples without temperature)
-    and SandboxUnavailable when code would run without OS isolation and that was not allowed.
+    and SandboxUnavailable when code would run with fewer sandbox layers than
+    ``sandbox_require`` (see ``sandbox.required_layers``) and that was not allowed.
     """
     t_start = time.perf_counter()
     suites = list(dict.fromkeys(suites))
@@ -321,9 +323,14 @@ def run_evaluation(
         raise CodetuneError("the bugfix suite needs --data (a prepared dataset directory)")
     bug = S.load_bugfix(data_dir, lim["bugfix"]) if "bugfix" in suites else []
     sandbox = None
+    if not allow_unsandboxed:
+        required_layers(sandbox_require)  # a typo fails even when no suite executes code
     if he or custom:
         sandbox = Sandbox(
-            Limits(timeout_s=timeout_s), allow_unsandboxed=allow_unsandboxed, workers=workers
+            Limits(timeout_s=timeout_s),
+            allow_unsandboxed=allow_unsandboxed,
+            require=sandbox_require,
+            workers=workers,
         )
 
     with tempfile.TemporaryDirectory(prefix="codetune-eval-") as work:
@@ -457,7 +464,7 @@ def run_evaluation(
             "bugfix_cap": f"min(bugfix_max_new_tokens, ceil(1.25 * reference tokens) + {BUGFIX_MARGIN})",
             "quantization": quantization,
             "seed": seed,
-            "sandbox": sandbox.isolation if sandbox else None,
+            "sandbox": sandbox.describe() if sandbox else None,
             "timeout_s": timeout_s,
             "prompting": "codetune.prompts chat turn + assistant prefilled with ```python; "
             "stop at the closing fence",
@@ -519,6 +526,7 @@ def score_completions(
     timeout_s: float = 6.0,
     workers: int = 2,
     allow_unsandboxed: bool = False,
+    sandbox_require: str | None = None,
 ) -> dict:
     """Execute completions (JSONL ``{"task_id", "completion"}``, several per task allowed)
     against ``suite`` (humaneval or custom). Writes ``results.jsonl`` and ``summary.json`` to
@@ -551,7 +559,10 @@ def score_completions(
             f"{', '.join(unknown[:5])} (e.g. HumanEval/0)"
         )
     sandbox = Sandbox(
-        Limits(timeout_s=timeout_s), allow_unsandboxed=allow_unsandboxed, workers=workers
+        Limits(timeout_s=timeout_s),
+        allow_unsandboxed=allow_unsandboxed,
+        require=sandbox_require,
+        workers=workers,
     )
     programs = [S.assemble_program(problems[r["task_id"]], r["completion"]) for r in rows]
     results = sandbox.run_many(programs)
@@ -575,7 +586,7 @@ def score_completions(
         "completions": len(rows),
         "samples_min": min_samples,
         "status": dict(sorted(Counter(x["status"] for x in out).items())),
-        "sandbox": sandbox.isolation,
+        "sandbox": sandbox.describe(),
         **S.pass_metrics(by_task, min_samples),
     }
     out_dir = Path(out_dir)

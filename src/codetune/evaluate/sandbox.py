@@ -1,18 +1,34 @@
 """Run untrusted Python programs (model-generated code + tests) in an OS sandbox.
 
-Each program runs in its own process tree with:
+Each program runs in its own process tree. Always applied:
 
 - a wall-clock timeout (the whole process tree is killed) and ``RLIMIT_CPU``;
 - ``RLIMIT_AS`` (memory), ``RLIMIT_FSIZE`` (file size), ``RLIMIT_NPROC`` (fork bombs) and
-  ``RLIMIT_NOFILE``; the program runs as a fresh, random, unprivileged uid so the process
-  limit counts only its own processes, and it cannot signal anything else on the machine;
-- a clean environment (``PATH=/usr/bin:/bin``, nothing else: no AWS or other credentials);
-- bubblewrap isolation: new network namespace (no interfaces but loopback: connects fail),
-  new PID namespace (it sees only its own processes; killing its "parent" kills nothing of
-  ours), the host file system read-only, ``/root``, ``/home``, ``/tmp``, ``/run`` hidden behind
-  empty tmpfs mounts, and a fresh size-limited tmpfs as its working directory — the only
-  place it can write;
-- no new privileges, an empty capability bounding set.
+  ``RLIMIT_NOFILE``; when the harness is root the program runs as a fresh, random,
+  unprivileged uid with no capabilities, so the process limit counts only its own processes
+  and it cannot signal, trace or write anything of ours;
+- a clean environment (``PATH=/usr/bin:/bin``, ``HOME``, ``LANG``: no AWS or other credentials).
+
+Isolation layers, each used where it works here (``detect_layers``):
+
+- ``bwrap`` (bubblewrap, outermost): new network (loopback only), PID, IPC and UTS
+  namespaces, the host file system read-only, ``/root``, ``/home``, ``/tmp``, ``/run`` hidden
+  behind empty tmpfs mounts and a fresh size-limited tmpfs as the working directory. It needs
+  user namespaces or CAP_SYS_ADMIN, which a SageMaker (Docker) container does not grant;
+- ``seccomp``: a seccomp-bpf filter (``syscall_filter.py``) that an unprivileged process
+  installs on itself under ``no_new_privs`` before exec: no sockets but AF_UNIX, no ptrace,
+  mount, namespaces, keyrings, bpf, io_uring, ... (EPERM);
+- ``landlock``: the wrapper confines itself before the program runs (``sandbox_wrapper.py``):
+  writes only beneath the working directory (and ``/dev/null``); no TCP, abstract unix
+  sockets or signals outside, as far as the kernel's Landlock ABI offers.
+
+Without ``bwrap`` the working directory is a host directory; a watchdog kills the program
+when it grows past ``Limits.disk_mb`` (a tmpfs quota needs a mount).
+
+A configured minimum (``require``, CLI ``--sandbox-require``, env ``CODETUNE_SANDBOX_REQUIRE``,
+default ``seccomp``) makes ``Sandbox()`` raise ``SandboxUnavailable`` naming each missing
+layer and how to get it, before anything expensive starts. ``allow_unsandboxed=True``
+(``--allow-unsandboxed``) drops the minimum: every layer that works is still used.
 
 A program passes only when the harness observes that the tests ran to completion: the
 trusted wrapper reads a random nonce from stdin before the program starts and writes it to
@@ -21,10 +37,6 @@ early with status 0 (``os._exit(0)``, ``sys.exit(0)``, patched ``exit``) is a fa
 limit: the nonce lives in the same interpreter as the program, so a program written to
 search the interpreter's memory for it could forge a pass; the guard is against code that
 exits early or patches builtins, which is what generated code actually does.
-
-Without working bubblewrap the sandbox refuses to run (``SandboxUnavailable``) unless the
-caller passes ``allow_unsandboxed=True`` (CLI: ``--allow-unsandboxed``); then only the
-rlimits, clean environment, temp directory and — when running as root — the uid switch apply.
 """
 
 from __future__ import annotations
@@ -45,45 +57,45 @@ from functools import lru_cache
 from pathlib import Path
 
 from codetune.errors import CodetuneError
+from codetune.evaluate import sandbox_wrapper, syscall_filter
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("pass", "fail", "timeout", "error")
 # Exit codes the wrapper uses (anything else, including 0 without the nonce, is a fail).
-EXIT_ASSERTION = 1
-EXIT_EXCEPTION = 2
+EXIT_ASSERTION = sandbox_wrapper.EXIT_ASSERTION
+EXIT_EXCEPTION = sandbox_wrapper.EXIT_EXCEPTION
+EXIT_SANDBOX = sandbox_wrapper.EXIT_SANDBOX
 # Random uids come from a range no real account uses (Debian reserves < 65536).
 UID_RANGE = (200_000, 900_000)
 HIDDEN_DIRS = ("/root", "/home", "/tmp", "/var/tmp", "/run")
 SANDBOX_DIR = "/run/codetune"  # read-only: wrapper + program (under a tmpfs: / is read-only)
 WORK_DIR = "/tmp/work"  # fresh tmpfs: the program's cwd and only writable place
 
+# Isolation layers, outermost first. rlimits, the clean environment and (as root) the uid
+# switch always apply and are reported as "rlimits", "clean-env", "uid-switch".
+LAYERS = ("bwrap", "seccomp", "landlock")
+DEFAULT_REQUIRE = ("seccomp",)
+REQUIRE_ENV = "CODETUNE_SANDBOX_REQUIRE"
+HOW_TO_GET = {
+    "bwrap": "install bubblewrap (apt-get install bubblewrap) and run where it may create "
+    "namespaces (user namespaces or CAP_SYS_ADMIN; a SageMaker/Docker container allows neither)",
+    "seccomp": "install libseccomp2 (apt-get install libseccomp2) and pyseccomp "
+    "(pip install 'codetune[train]')",
+    "landlock": "run on Linux >= 5.13 with Landlock enabled (CONFIG_SECURITY_LANDLOCK=y and "
+    "'landlock' in the kernel's lsm= list)",
+}
+
 # Probe: inside, the network namespace has only "lo" (2 header lines + lo in /proc/net/dev).
 PROBE = 'test "$(wc -l < /proc/net/dev)" -le 3'
-
-WRAPPER = r"""
-import os, sys, traceback
-def _main():
-    write, exit_, fd = os.write, os._exit, int(sys.argv[2])
-    nonce = sys.stdin.readline().strip().encode()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    with open(sys.argv[1], encoding="utf-8") as fh:
-        source = fh.read()
-    g = {"__name__": "__main__", "__file__": "program.py", "__builtins__": __builtins__}
-    try:
-        exec(compile(source, "program.py", "exec"), g)
-    except AssertionError:
-        traceback.print_exc()
-        exit_(@ASSERTION@)
-    except BaseException:
-        # SystemExit included: a program that exits before its tests finish did not pass.
-        traceback.print_exc()
-        exit_(@EXCEPTION@)
-    write(fd, nonce)
-    exit_(0)
-_main()
-""".replace("@ASSERTION@", str(EXIT_ASSERTION)).replace("@EXCEPTION@", str(EXIT_EXCEPTION))
+# Probe: under the filter an AF_INET socket must be refused with EPERM.
+SECCOMP_PROBE = (
+    "import errno, socket\n"
+    "try:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "except PermissionError:\n    raise SystemExit(0)\n"
+    "raise SystemExit('socket(AF_INET) was allowed')\n"
+)
+WRAPPER = Path(sandbox_wrapper.__file__).read_text(encoding="utf-8")
 
 
 class SandboxUnavailable(CodetuneError):
@@ -130,7 +142,9 @@ def _python_binds() -> list[str]:
     return out
 
 
-def _bwrap_argv(host_dir: str, limits: Limits, uid: int | None) -> list[str]:
+def _bwrap_argv(
+    host_dir: str, limits: Limits, uid: int | None, seccomp_fd: int | None
+) -> list[str]:
     argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     for d in HIDDEN_DIRS:
         if os.path.isdir(d):
@@ -142,6 +156,10 @@ def _bwrap_argv(host_dir: str, limits: Limits, uid: int | None) -> list[str]:
     argv += ["--die-with-parent", "--new-session", "--clearenv"]
     argv += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", WORK_DIR]
     argv += ["--setenv", "LANG", "C.UTF-8"]
+    if seccomp_fd is not None:
+        # bwrap loads it after its own setup, right before exec (its mounts need the calls
+        # the filter denies).
+        argv += ["--seccomp", str(seccomp_fd)]
     if uid is not None:
         # Root outside: bwrap sets up mounts privileged, then setpriv drops to the random
         # uid with no capabilities and no_new_privs before Python starts.
@@ -166,6 +184,10 @@ def _setpriv(uid: int) -> list[str]:
     ]
 
 
+def _random_uid() -> int:
+    return secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+
+
 def _user_process_count() -> int:
     uid = os.getuid()
     n = 0
@@ -179,7 +201,7 @@ def _user_process_count() -> int:
     return n
 
 
-def _preexec(limits: Limits, nproc: int):
+def _preexec(limits: Limits, nproc: int, seccomp: syscall_filter.Loader | None):
     def setup() -> None:
         cpu = int(limits.timeout_s) + 2
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
@@ -190,6 +212,10 @@ def _preexec(limits: Limits, nproc: int):
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile, limits.nofile))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if seccomp is not None:
+            # Last: from here on setpriv and Python start under the filter. A failure
+            # raises in the child and Popen re-raises it here as SubprocessError.
+            seccomp.load()
 
     return setup
 
@@ -198,57 +224,174 @@ def _preexec(limits: Limits, nproc: int):
 def detect_isolation() -> str | None:
     """``"bwrap-root"`` / ``"bwrap-userns"`` when a probe sandbox really runs here (network
     namespace included), else ``None``. Cached for the process."""
+    return _probe_bwrap()[0]
+
+
+def _probe_bwrap() -> tuple[str | None, str]:
     if not shutil.which("bwrap"):
-        return None
+        return None, "bwrap is not on PATH"
     root = _is_root()
     if root and not shutil.which("setpriv"):
-        return None
+        return None, "setpriv (util-linux) is not on PATH"
     with tempfile.TemporaryDirectory(prefix="codetune-probe-") as d:
         os.chmod(d, 0o755)
-        uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0] if root else None
-        argv = _bwrap_argv(d, Limits(), uid) + ["/bin/sh", "-c", PROBE]
+        uid = _random_uid() if root else None
+        argv = _bwrap_argv(d, Limits(), uid, None) + ["/bin/sh", "-c", PROBE]
         try:
             r = subprocess.run(argv, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as e:
-            log.warning("bubblewrap probe failed: %s", e)
-            return None
+            return None, f"bubblewrap probe failed: {e}"
     if r.returncode != 0:
-        log.warning("bubblewrap probe failed (%d): %s", r.returncode, r.stderr.decode()[-300:])
-        return None
-    return "bwrap-root" if root else "bwrap-userns"
+        return None, f"bubblewrap probe failed ({r.returncode}): {r.stderr.decode()[-300:].strip()}"
+    return ("bwrap-root" if root else "bwrap-userns"), ""
+
+
+def _probe_seccomp() -> str:
+    """ "" when the filter builds, loads and refuses AF_INET in a child here, else why not."""
+    try:
+        loader = syscall_filter.Loader(syscall_filter.compiled_filter())
+    except syscall_filter.SeccompUnavailable as e:
+        return str(e)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-I", "-B", "-c", SECCOMP_PROBE],
+            capture_output=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=loader.load,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"loading the seccomp filter failed: {e}"
+    if r.returncode != 0:
+        return f"seccomp probe failed ({r.returncode}): {r.stderr.decode()[-300:].strip()}"
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Detected:
+    """What works on this machine: ``reasons[layer]`` is "" when it does, else why not."""
+
+    reasons: dict
+    bwrap_mode: str | None  # "bwrap-root" | "bwrap-userns"
+    landlock_abi: int
+
+    def available(self, layer: str) -> bool:
+        return self.reasons.get(layer) == ""
+
+
+@lru_cache(maxsize=1)
+def detect_layers() -> Detected:
+    """Probe every isolation layer for real (a bubblewrap sandbox with its network namespace,
+    a child under the seccomp filter, the kernel's Landlock ABI). Cached for the process."""
+    mode, bwrap_why = _probe_bwrap()
+    abi, landlock_why = sandbox_wrapper.landlock_abi()
+    reasons = {"bwrap": bwrap_why, "seccomp": _probe_seccomp(), "landlock": landlock_why}
+    for layer, why in reasons.items():
+        if why:
+            log.info("sandbox layer %s unavailable: %s", layer, why)
+    return Detected(reasons, mode, abi)
+
+
+def parse_layers(text: str | list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``"seccomp,landlock"`` (or a list) -> validated layer names; CodetuneError naming
+    ``what`` (the flag or variable) for an unknown one."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [x.strip() for x in items if x.strip()]
+    unknown = [x for x in names if x not in LAYERS]
+    if unknown:
+        raise CodetuneError(
+            f"{what}: unknown sandbox layer(s) {', '.join(unknown)}; choose from {', '.join(LAYERS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def required_layers(require: str | list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The configured minimum: ``require`` if given, else ``$CODETUNE_SANDBOX_REQUIRE``, else
+    ``DEFAULT_REQUIRE``. Raises CodetuneError for unknown names or an empty list."""
+    if require is not None:
+        names, what = parse_layers(require, "--sandbox-require"), "--sandbox-require"
+    elif os.environ.get(REQUIRE_ENV, "").strip():
+        names, what = parse_layers(os.environ[REQUIRE_ENV], REQUIRE_ENV), REQUIRE_ENV
+    else:
+        return DEFAULT_REQUIRE
+    if not names:
+        raise CodetuneError(f"{what} names no layer; use --allow-unsandboxed to run without one")
+    return names
 
 
 class Sandbox:
-    """Executes programs; ``run`` one, ``run_many`` in parallel (``workers`` processes)."""
+    """Executes programs; ``run`` one, ``run_many`` in parallel (``workers`` processes).
+
+    ``layers`` restricts which isolation layers may be used (default: all that work here);
+    ``require`` is the minimum (see ``required_layers``). Raises SandboxUnavailable when a
+    required layer does not work here and ``allow_unsandboxed`` is false.
+    """
 
     def __init__(
         self,
         limits: Limits | None = None,
         *,
         allow_unsandboxed: bool = False,
+        require: str | list[str] | tuple[str, ...] | None = None,
+        layers: list[str] | tuple[str, ...] | None = None,
         workers: int = 2,
         python: str | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.workers = max(1, workers)
         self.python = python or sys.executable
-        self.isolation = detect_isolation()
-        if self.isolation is None:
-            if not allow_unsandboxed:
-                raise SandboxUnavailable(
-                    "refusing to execute generated code: OS isolation (bubblewrap with network "
-                    "and PID namespaces) does not work on this machine. Install it "
-                    "(apt-get install bubblewrap) or, if you trust the code, pass "
-                    "--allow-unsandboxed (only rlimits and a clean environment then apply)"
-                )
+        detected = detect_layers()
+        wanted = LAYERS if layers is None else parse_layers(layers, "layers")
+        self.required = () if allow_unsandboxed else required_layers(require)
+        self.layers = tuple(x for x in LAYERS if x in wanted and detected.available(x))
+        self.bwrap_mode = detected.bwrap_mode if "bwrap" in self.layers else None
+        self.landlock_abi = detected.landlock_abi if "landlock" in self.layers else 0
+        missing = [x for x in self.required if x not in self.layers]
+        if missing:
+            lines = [
+                f"- {x}: "
+                + (detected.reasons[x] or "switched off for this run")
+                + f"; to get it: {HOW_TO_GET[x]}"
+                for x in missing
+            ]
+            raise SandboxUnavailable(
+                "refusing to execute generated code: the required sandbox layer(s) "
+                f"{', '.join(missing)} (--sandbox-require / {REQUIRE_ENV}: "
+                f"{','.join(self.required)}) do not work here:\n" + "\n".join(lines) + "\n"
+                "Require fewer layers or, if you trust the code, pass --allow-unsandboxed "
+                f"(then only {', '.join(self.layers) or 'rlimits and a clean environment'} apply)"
+            )
+        if not self.layers:
             log.warning("executing generated code WITHOUT OS isolation (--allow-unsandboxed)")
-            self.isolation = "none"
+        elif allow_unsandboxed:
+            log.warning(
+                "--allow-unsandboxed: executing generated code with %s", ", ".join(self.layers)
+            )
+        self._seccomp = (
+            syscall_filter.Loader(syscall_filter.compiled_filter())
+            if "seccomp" in self.layers
+            else None
+        )
+        # Still the isolation string older reports carry ("none" without bubblewrap).
+        self.isolation = self.bwrap_mode or ("none" if not self.layers else "+".join(self.layers))
+
+    def describe(self) -> dict:
+        """What protected the programs, for report.json: the active layers (always-on
+        measures included), the required minimum, the Landlock ABI used."""
+        always = ["rlimits", "clean-env"] + (["uid-switch"] if _is_root() else [])
+        out = {"layers": [*self.layers, *always], "required": list(self.required)}
+        if self.bwrap_mode:
+            out["bwrap"] = self.bwrap_mode.removeprefix("bwrap-")
+        if self.landlock_abi:
+            out["landlock_abi"] = self.landlock_abi
+        return out
 
     def run(self, source: str) -> ExecResult:
         """Run ``source`` (program + tests, ending with its ``check(...)`` call)."""
         limits = self.limits
         root = _is_root()
-        uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0] if root else None
+        uid = _random_uid() if root else None
+        use_bwrap = self.bwrap_mode is not None
         with tempfile.TemporaryDirectory(prefix="codetune-exec-") as host:
             os.chmod(host, 0o755)
             for name, text in (("wrapper.py", WRAPPER), ("program.py", source)):
@@ -256,7 +399,10 @@ class Sandbox:
                 p.write_text(text, encoding="utf-8")
                 p.chmod(0o644)
             read_fd, write_fd = os.pipe()
-            if self.isolation == "none":
+            pass_fds = [write_fd]
+            seccomp_fd = None
+            work = None
+            if not use_bwrap:
                 work = Path(host) / "work"
                 work.mkdir()
                 if uid is not None:
@@ -264,12 +410,24 @@ class Sandbox:
                 prefix = _setpriv(uid) if uid is not None else []
                 argv = [*prefix, self.python, "-I", "-B", f"{host}/wrapper.py"]
                 argv += [f"{host}/program.py", str(write_fd)]
-                cwd, env = str(work), {"PATH": "/usr/bin:/bin", "HOME": str(work)}
+                cwd, env = (
+                    str(work),
+                    {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"},
+                )
+                preexec_seccomp = self._seccomp
             else:
-                argv = _bwrap_argv(host, limits, uid)
+                if self._seccomp is not None:
+                    seccomp_fd = os.memfd_create("codetune-seccomp", 0)
+                    os.write(seccomp_fd, syscall_filter.compiled_filter())
+                    os.lseek(seccomp_fd, 0, os.SEEK_SET)
+                    pass_fds.append(seccomp_fd)
+                argv = _bwrap_argv(host, limits, uid, seccomp_fd)
                 argv += [self.python, "-I", "-B", f"{SANDBOX_DIR}/wrapper.py"]
                 argv += [f"{SANDBOX_DIR}/program.py", str(write_fd)]
                 cwd, env = host, {"PATH": "/usr/bin:/bin"}
+                preexec_seccomp = None
+            if self.landlock_abi:
+                argv += ["--landlock", str(self.landlock_abi)]
             # A fresh uid owns no processes; without one, allow ours plus a margin.
             nproc = limits.nproc if uid is not None else _user_process_count() + limits.nproc
             err_path = Path(host) / "stderr.txt"
@@ -283,12 +441,16 @@ class Sandbox:
                         stderr=err,
                         cwd=cwd,
                         env=env,
-                        pass_fds=(write_fd,),
-                        preexec_fn=_preexec(limits, nproc),
+                        pass_fds=tuple(pass_fds),
+                        preexec_fn=_preexec(limits, nproc, preexec_seccomp),
                         start_new_session=True,
                     )
+                except subprocess.SubprocessError as e:
+                    raise CodetuneError(f"the sandbox failed to start: {e}") from e
                 finally:
                     os.close(write_fd)
+                    if seccomp_fd is not None:
+                        os.close(seccomp_fd)
                 try:
                     nonce = secrets.token_hex(16)
                     try:
@@ -296,17 +458,27 @@ class Sandbox:
                         proc.stdin.close()
                     except BrokenPipeError:
                         pass
-                    output, timed_out = _collect(proc, read_fd, t0 + limits.timeout_s)
+                    disk = (work, limits.disk_mb << 20) if work is not None else None
+                    output, timed_out, over_disk = _collect(
+                        proc, read_fd, t0 + limits.timeout_s, disk
+                    )
                 finally:
                     os.close(read_fd)
                     _kill_tree(proc, uid)
             duration = time.perf_counter() - t0
             detail = _tail(err_path)
-        if output == nonce.encode() and proc.returncode == 0:
+        if output == nonce.encode() and proc.returncode == 0 and not over_disk:
             return ExecResult("pass", duration, detail)
+        if over_disk:
+            detail = (
+                detail + f"\nkilled: working directory grew past {limits.disk_mb} MiB"
+            ).strip()
+            return ExecResult("fail", duration, detail)
         if timed_out:
             return ExecResult("timeout", duration, detail)
         if proc.returncode == 1 and "bwrap:" in detail and "Traceback" not in detail:
+            raise CodetuneError(f"the sandbox failed to start: {detail}")
+        if proc.returncode == EXIT_SANDBOX and "codetune-sandbox:" in detail:
             raise CodetuneError(f"the sandbox failed to start: {detail}")
         if proc.returncode == EXIT_EXCEPTION:
             return ExecResult("error", duration, detail)
@@ -322,20 +494,30 @@ class Sandbox:
             return list(pool.map(self.run, sources))
 
 
-def _collect(proc: subprocess.Popen, fd: int, deadline: float) -> tuple[bytes, bool]:
+def _collect(
+    proc: subprocess.Popen, fd: int, deadline: float, disk: tuple[Path, int] | None = None
+) -> tuple[bytes, bool, bool]:
     """Read the result pipe until the program's main process exits or the deadline passes.
 
-    Returns (bytes read, timed out). Does not wait for EOF: a background child holding the
-    pipe open must not turn a finished program into a timeout.
+    Returns (bytes read, timed out, over disk). Does not wait for EOF: a background child
+    holding the pipe open must not turn a finished program into a timeout. With ``disk``
+    (a host working directory and its byte limit) the directory is measured every 0.1 s and
+    the program stopped once it is larger.
     """
     import select
 
     out = bytearray()
     eof = False
+    next_du = time.perf_counter() + 0.1
     while True:
-        left = deadline - time.perf_counter()
+        now = time.perf_counter()
+        left = deadline - now
         if left <= 0:
-            return bytes(out), True
+            return bytes(out), True, False
+        if disk is not None and now >= next_du:
+            next_du = now + 0.1
+            if _disk_usage(disk[0]) > disk[1]:
+                return bytes(out), False, True
         if not eof:
             ready, _, _ = select.select([fd], [], [], min(left, 0.05))
             if ready:
@@ -350,12 +532,36 @@ def _collect(proc: subprocess.Popen, fd: int, deadline: float) -> tuple[bytes, b
                     out += data
             except BlockingIOError:
                 pass
-            return bytes(out), False
+            return bytes(out), False, False
         if eof:
             try:
-                proc.wait(timeout=left)
+                proc.wait(timeout=min(left, 0.1))
             except subprocess.TimeoutExpired:
-                return bytes(out), True
+                pass
+
+
+def _disk_usage(root: Path) -> int:
+    """Bytes allocated beneath ``root`` (hard links counted once)."""
+    total, seen = 0, set()
+    stack = [str(root)]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+    return total
 
 
 def _kill_tree(proc: subprocess.Popen, uid: int | None) -> None:
