@@ -37,7 +37,9 @@ def report_dir(adapter_with_sft, bugfix_data, tmp_path_factory, embedded_model_d
         adapter_with_sft,
         bugfix_data,
         out,
-        suites=["humaneval", "bugfix"],
+        suites=["humaneval", "bugfix", "general"],
+        general_files=10,  # the gate's minimum; 48 tokens each: seconds on CPU
+        general_max_tokens=48,
         humaneval_ids=["HumanEval/53", "HumanEval/55"],  # the two shortest prompts
         max_new_tokens=10,  # CPU budget; scores are near zero either way
         bugfix_max_new_tokens=10,
@@ -69,6 +71,17 @@ def test_report_follows_schema_and_contract(report_dir, repo_root):
     assert set(bf["compare"]["sft"]["by_mutation"]) == set(bf["mutations"])
     assert report["generation"]["sides"]["sft"]["rows"] == 5
     assert report["generation"]["completion_tokens"] > 0
+    # The gate's evidence: paired counts over the same problems, and per-suite throughput.
+    for suite, n in (("humaneval", 2), ("bugfix", 3)):
+        assert sum(report["suites"][suite]["paired"].values()) == n
+        assert report["generation"]["suites"][suite]["candidate"]["rows"] == n
+    # The forgetting guard: per-file losses for each side; the zero-delta sft side's loss is
+    # the base's, the random adapter's is not.
+    gen = report["suites"]["general"]
+    assert gen["n"] == len(gen["files"]) == 10
+    assert gen["compare"]["sft"]["loss"] == pytest.approx(gen["base"]["loss"], abs=1e-5)
+    assert all(f["base"] != f["candidate"] for f in gen["files"])
+    assert any(r.startswith(("PASS general", "FAIL general")) for r in report["gate"]["reasons"])
 
 
 def test_samples_saved_per_problem_and_side(report_dir):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 from math import comb
 
 import pytest
@@ -110,3 +112,52 @@ def test_custom_suite_validation(tmp_path):
     bad.write_text(json.dumps({"task_id": "t1", "prompt": "x"}) + "\n")
     with pytest.raises(CodetuneError, match="test"):
         S.load_custom(bad)
+
+
+def _split(counts: dict[str, int]) -> list[S.BugfixItem]:
+    """A test split like the demo's: skewed operator counts, ids in no particular order."""
+    items = []
+    for op, n in counts.items():
+        items += [S.BugfixItem(f"{op}-{i:03d}", "u", "r", op) for i in range(n)]
+    random.Random(1).shuffle(items)
+    return items
+
+
+DEMO_LIKE = {
+    "wrong_return": 40,
+    "arith_op": 30,
+    "unbalanced_bracket": 20,
+    "swap_args": 12,
+    "off_by_one": 6,
+    "negate_cond": 3,
+    "wrong_name": 2,
+    "drop_call": 1,
+}
+
+
+def test_stratified_draw_gives_every_operator_its_share():
+    # Guards: a limited bugfix suite covers every operator of the split (the old draw, the
+    # first N records, left three operators out of the demo's 20 problems), as evenly as the
+    # strata allow, and deterministically for a seed.
+    items = _split(DEMO_LIKE)
+    got = Counter(i.mutation for i in S.stratified_draw(items, 20, seed=0))
+    assert set(got) == set(DEMO_LIKE)
+    assert sum(got.values()) == 20
+    # equal allocation: small strata give all they have, the rest is split evenly
+    assert got["drop_call"] == 1 and got["wrong_name"] == 2 and got["negate_cond"] == 3
+    assert max(got.values()) - min(v for k, v in got.items() if DEMO_LIKE[k] > 3) <= 1
+    again = S.stratified_draw(list(reversed(items)), 20, seed=0)
+    assert [i.id for i in again] == [i.id for i in S.stratified_draw(items, 20, seed=0)]
+    other = S.stratified_draw(items, 20, seed=1)
+    assert {i.id for i in other} != {i.id for i in again}  # the seed really draws
+    assert len(S.stratified_draw(items, 1000)) == len(items)  # more than there is: all
+
+
+def test_small_strata_are_marked_in_report_and_chart(tmp_path):
+    # Guards: a stratum under 5 problems is reported as small and marked on the chart,
+    # never shown as a plain rate over one problem.
+    from codetune.evaluate.report import mutation_labels
+
+    bug = {"mutations": {"arith_op": 12, "drop_call": 1}, "small_strata": ["drop_call"]}
+    labels = mutation_labels(bug, ["arith_op", "drop_call"])
+    assert labels == ["arith_op\n(n=12)", "drop_call\n(n=1, too few)"]

@@ -72,7 +72,12 @@ def test_java_codebase_runs_through_evaluate_and_the_gate(repo_root, tmp_path) -
         "suites": ["bugfix"],
         "limit": 2,
         # the mechanics are under test, not the model: thresholds that cannot trigger
-        "thresholds": {"min_bugfix_gain": -1, "min_bugfix_exact_fix": 0, "min_bugfix_parses": 0},
+        "thresholds": {
+            "min_bugfix_gain": -1,
+            "max_p_value": 1,
+            "min_bugfix_exact_fix": 0,
+            "min_bugfix_parses": 0,
+        },
     }
     doc["deployment"]["enabled"] = False
     path = tmp_path / "input.json"

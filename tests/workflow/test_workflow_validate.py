@@ -51,7 +51,7 @@ def test_minimal_input_resolves_with_defaults(fake_planner, base_input):
     validate_against(RUN_REQUEST, doc, "request")
     assert req.training.instance_type == PLANNED and req.training.instance_type_source == "auto"
     assert req.evaluation.instance_type == PLANNED  # evaluation "auto" follows training
-    assert req.evaluation.suites == ["humaneval", "bugfix"]
+    assert req.evaluation.suites == ["humaneval", "bugfix", "general"]
     assert req.deployment.endpoint_name == "codetune"
     assert req.deployment.adapter_name == req.run_id
     assert req.paths.run_prefix == f"s3://{BUCKET}/runs/{req.run_id}/"

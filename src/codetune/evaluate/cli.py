@@ -3,7 +3,7 @@
 Evaluate an adapter (writes report.json, report.html, *.png, samples.jsonl; prints a table)::
 
     codetune evaluate --adapter out/adapter --data out/dataset --out out/eval \\
-        --suites humaneval,bugfix --humaneval-limit 20 --bugfix-limit 100
+        --suites humaneval,bugfix,general --humaneval-limit 20 --bugfix-limit 100
 
 Also evaluate the SFT-only adapter that a run with a GRPO stage keeps in ``<adapter>/sft/``
 (or any other adapter): the report gets a column per extra side; the gate still compares
@@ -36,6 +36,8 @@ import argparse
 import json
 import os
 from pathlib import Path
+
+DEFAULT_SUITES = "humaneval,bugfix,general"
 
 
 def _sm_default(kind: str, name: str) -> Path | None:
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
     # In a Processing job the run's settings arrive in the environment; flags win.
     env_suites = jobenv.json_env(jobenv.EVAL_SUITES)
-    suites = _suites(args.suites or (",".join(env_suites) if env_suites else "humaneval,bugfix"))
+    suites = _suites(args.suites or (",".join(env_suites) if env_suites else DEFAULT_SUITES))
     limit = args.limit if args.limit is not None else jobenv.json_env(jobenv.EVAL_LIMIT)
     run_id = args.run_id or os.environ.get(jobenv.RUN_ID) or None
     compare_sft = args.compare_sft or jobenv.json_env(jobenv.EVAL_COMPARE_SFT) is True
@@ -203,7 +205,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--suites",
         default=None,
-        help="comma list: humaneval,bugfix,custom (default: humaneval,bugfix)",
+        help="comma list: humaneval,bugfix,custom,general (default: humaneval,bugfix,general; "
+        "general = the forgetting guard, per-token loss on held-out standard-library code)",
     )
     p.add_argument("--limit", type=int, help="at most N problems per suite")
     p.add_argument("--humaneval-limit", type=int, help="override --limit for HumanEval")

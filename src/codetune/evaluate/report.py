@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from codetune.errors import CodetuneError
+from codetune.evaluate.suites import SMALL_STRATUM
 from codetune.io import temp_file, write_json_atomic, write_text_atomic
 
 SCHEMA_NAME = "report.schema.json"
@@ -105,6 +106,25 @@ def _table_rows(report: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def throughput_lines(report: dict) -> list[str]:
+    """One line per suite and side: rows, new tokens, wall time, tokens/s (or files scored)."""
+    out = []
+    for suite, sides in (report.get("generation", {}).get("suites") or {}).items():
+        for side, st in sides.items():
+            if "rows" in st:
+                out.append(
+                    f"{suite} {side}: {st['rows']} rows, {st['completion_tokens']} new tokens "
+                    f"in {st['seconds']:.1f} s ({st['tokens_per_s']:.1f} tokens/s"
+                    + (f", {st['engine']})" if st.get("engine") else ")")
+                )
+            else:
+                out.append(
+                    f"{suite} {side}: {st['files']} files, {st['tokens']} tokens scored in "
+                    f"{st['seconds']:.1f} s"
+                )
+    return out
+
+
 def _side_metrics(suite_entry: dict, side: str) -> dict:
     """One side's metrics in a suite entry: base / candidate, else ``compare.<side>``."""
     if side in ("base", "candidate"):
@@ -118,11 +138,29 @@ def summary_table(report: dict) -> str:
     rows = _table_rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    speed = throughput_lines(report)
+    if speed:
+        lines += ["", "generation:", *(f"  {x}" for x in speed)]
     gate = report.get("gate", {})
     lines.append("")
     lines.append(f"gate: {'PASSED' if gate.get('passed') else 'FAILED'}")
     lines += [f"  {r}" for r in gate.get("reasons", [])]
     return "\n".join(lines)
+
+
+def mutation_small_strata(bug: dict) -> list[str]:
+    """Operators of a bugfix suite entry with fewer than SMALL_STRATUM problems."""
+    if "small_strata" in bug:
+        return list(bug["small_strata"])
+    return sorted(m for m, c in bug.get("mutations", {}).items() if c < SMALL_STRATUM)
+
+
+def mutation_labels(bug: dict, ops: list[str]) -> list[str]:
+    """The per-operator chart's tick labels: operator, problem count, and "too few" for a
+    stratum under SMALL_STRATUM problems."""
+    counts = bug.get("mutations", {})
+    small = set(mutation_small_strata(bug))
+    return [f"{o}\n(n={counts.get(o, '?')}" + (", too few)" if o in small else ")") for o in ops]
 
 
 def _save_png(fig, path: Path) -> bytes:
@@ -143,7 +181,7 @@ def write_charts(report: dict, out_dir: Path) -> dict[str, bytes]:
 
     charts: dict[str, bytes] = {}
     suites = report["suites"]
-    names = list(suites)
+    names = [n for n in suites if n in HEADLINE]  # fractions; the general-code loss is not
     labels = [f"{n}\n{HEADLINE.get(n, '')}" for n in names]
     sides = ["base", *compare_names(report), "candidate"]
     palette = ("#e0a040", "#7fb17f", "#b07fc0")
@@ -170,15 +208,27 @@ def write_charts(report: dict, out_dir: Path) -> dict[str, bytes]:
         ops = sorted(bug["base"]["by_mutation"])
         b = [bug["base"]["by_mutation"][o] for o in ops]
         c = [bug["candidate"].get("by_mutation", {}).get(o, 0.0) for o in ops]
-        counts = bug.get("mutations", {})
+        small = set(mutation_small_strata(bug))
         fig, ax = plt.subplots(figsize=(1.8 + 1.1 * len(ops), 3.4))
         xs = range(len(ops))
-        ax.bar([x - 0.2 for x in xs], b, width=0.4, label="base", color="#9aa5b1")
-        ax.bar([x + 0.2 for x in xs], c, width=0.4, label="candidate", color="#2f6fbb")
-        ax.set_xticks(list(xs), [f"{o}\n(n={counts.get(o, '?')})" for o in ops], fontsize=8)
+        # A stratum under SMALL_STRATUM problems is drawn faded and hatched and labelled
+        # "too few": its bar is a count of one or two problems, not a rate to compare.
+        for offset, vals, label, color in (
+            (-0.2, b, "base", "#9aa5b1"),
+            (0.2, c, "candidate", "#2f6fbb"),
+        ):
+            bars = ax.bar([x + offset for x in xs], vals, width=0.4, label=label, color=color)
+            for bar, o in zip(bars, ops, strict=True):
+                if o in small:
+                    bar.set_alpha(0.35)
+                    bar.set_hatch("//")
+        ax.set_xticks(list(xs), mutation_labels(bug, ops), fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("exact-fix rate")
-        ax.set_title("bugfix: exact fix per mutation operator")
+        title = "bugfix: exact fix per mutation operator"
+        if small:
+            title += f"\n(hatched: fewer than {SMALL_STRATUM} problems, not a rate to read)"
+        ax.set_title(title)
         ax.legend(loc="upper right", fontsize=8)
         charts["mutations.png"] = _save_png(fig, out_dir / "mutations.png")
         plt.close(fig)
@@ -207,6 +257,9 @@ def render_html(report: dict, charts: dict[str, bytes]) -> str:
         for name, data in charts.items()
     )
     settings = esc(json.dumps(report.get("settings", {}), sort_keys=True))
+    speed = "".join(f"<li>{esc(x)}</li>" for x in throughput_lines(report))
+    if speed:
+        speed = f"<h2>Generation</h2><ul>{speed}</ul>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>codetune evaluation {esc(report["runId"])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:960px}}
@@ -222,6 +275,7 @@ adapter <code>{esc(report["adapter"])}</code></p>
 {"".join(rows)}</table>
 {compared}
 {imgs}
+{speed}
 <h2>Settings</h2><p><code>{settings}</code></p>
 <p>Per-problem answers and outcomes: <code>samples.jsonl</code>.</p>
 </body></html>

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codetune.errors import CodetuneError
+from codetune.evaluate import general as G
 from codetune.evaluate import suites as S
 from codetune.evaluate.gate import decide, resolve_thresholds
 from codetune.evaluate.report import summary_table, write_report
@@ -46,6 +47,10 @@ CANDIDATE = "candidate"  # adapter name inside the loaded model
 SIDES = ("base", "candidate")
 COMPARE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 BUGFIX_MARGIN = 24  # tokens beyond the reference's length (closing fence, small rewrites)
+# The forgetting guard's sample: 32 files is enough for a bootstrap interval of the mean
+# (the gate needs >= 10), 384 tokens each keeps both sides' forward passes to seconds on CPU.
+GENERAL_FILES = 32
+GENERAL_MAX_TOKENS = 384
 
 
 @dataclass
@@ -175,11 +180,21 @@ def _order(rows: list[Row]) -> list[Row]:
 
 
 def _generate_sides(
-    lm, rows: list[Row], side_adapters: dict[str, Path], *, batch_size, temperature, seed, merge
+    lm,
+    rows: list[Row],
+    side_adapters: dict[str, Path],
+    *,
+    batch_size,
+    temperature,
+    seed,
+    merge,
+    general_ids=None,
 ):
-    """Generate every row, one side at a time (the base model, then base + each adapter),
-    with continuous batching of at most ``batch_size`` rows. Returns ({id(row): Generation},
-    stats)."""
+    """Generate every row, one side at a time (the base model, then base + each adapter) and
+    within a side one suite at a time, with continuous batching of at most ``batch_size``
+    rows; with ``general_ids`` (token ids per held-out file) also each side's per-file loss.
+    Returns ({id(row): Generation}, stats, {side: [loss per file]})."""
+    from codetune.evaluate.general import per_file_loss
     from codetune.generation import generate_continuous
 
     tok = lm.tokenizer
@@ -187,68 +202,91 @@ def _generate_sides(
         r.prompt_len = len(tok(r.prompt, add_special_tokens=False)["input_ids"])
     out: dict = {}
     per_side: dict = {}
+    per_suite: dict = defaultdict(dict)
+    losses: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     for side in ("base", *side_adapters):
-        part = _order([r for r in rows if r.side == side])
-        if not part:
+        part_side = [r for r in rows if r.side == side]
+        if not part_side and not general_ids:
             continue
         t_side = time.perf_counter()
         if side == "base":
             model, name, cleanup = lm, None, lambda: None
         else:
             model, name, cleanup = _side_model(lm, side_adapters[side], merge)
-        done = [0, 0]
-
-        def progress(i, g, side=side, n=len(part), t=t_side, done=done):
-            done[0] += 1
-            done[1] += g.completion_tokens
-            if done[0] % 10 == 0 or done[0] == n:
-                log.info(
-                    "%s: %d/%d rows, %d new tokens, %.1fs",
-                    side,
-                    done[0],
-                    n,
-                    done[1],
-                    time.perf_counter() - t,
-                )
-
         try:
-            gens = generate_continuous(
-                model,
-                [r.prompt for r in part],
-                adapters=name,
-                max_new_tokens=[r.max_new_tokens for r in part],
-                temperature=temperature,
-                stop=S.STOP,
-                seed=seed,
-                max_batch=batch_size,
-                on_finish=progress,
-            )
+            for suite in dict.fromkeys(r.suite for r in part_side):
+                part = _order([r for r in part_side if r.suite == suite])
+                t_suite = time.perf_counter()
+                done = [0, 0]
+
+                def progress(i, g, side=side, suite=suite, n=len(part), t=t_suite, done=done):
+                    done[0] += 1
+                    done[1] += g.completion_tokens
+                    if done[0] % 10 == 0 or done[0] == n:
+                        log.info(
+                            "%s %s: %d/%d rows, %d new tokens, %.1fs",
+                            side,
+                            suite,
+                            done[0],
+                            n,
+                            done[1],
+                            time.perf_counter() - t,
+                        )
+
+                gens = generate_continuous(
+                    model,
+                    [r.prompt for r in part],
+                    adapters=name,
+                    max_new_tokens=[r.max_new_tokens for r in part],
+                    temperature=temperature,
+                    stop=S.STOP,
+                    seed=seed,
+                    max_batch=batch_size,
+                    on_finish=progress,
+                )
+                for r, g in zip(part, gens, strict=True):
+                    out[id(r)] = g
+                per_suite[suite][side] = _throughput(
+                    len(part), sum(g.completion_tokens for g in gens), t_suite
+                )
+            if general_ids:
+                t_loss = time.perf_counter()
+                losses[side] = per_file_loss(
+                    model.model, general_ids, tok.pad_token_id or 0, batch_size=8
+                )
+                per_suite["general"][side] = {
+                    "files": len(general_ids),
+                    "tokens": sum(len(x) for x in general_ids),
+                    "seconds": round(time.perf_counter() - t_loss, 2),
+                }
         finally:
             cleanup()
             del model
-        for r, g in zip(part, gens, strict=True):
-            out[id(r)] = g
-        seconds = time.perf_counter() - t_side
-        tokens = sum(g.completion_tokens for g in gens)
-        per_side[side] = {
-            "rows": len(part),
-            "completion_tokens": tokens,
-            "seconds": round(seconds, 2),
-            "tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0,
-        }
-    seconds = time.perf_counter() - t0
-    tokens = sum(s["completion_tokens"] for s in per_side.values())
+        tokens = sum(
+            s[side]["completion_tokens"] for s in per_suite.values() if "rows" in s.get(side, {})
+        )
+        per_side[side] = _throughput(len(part_side), tokens, t_side)
+    stats = _throughput(len(rows), sum(s["completion_tokens"] for s in per_side.values()), t0)
     stats = {
         "rows": len(rows),
         "batch_size": batch_size,
         "mode": "continuous, adapters merged" if merge else "continuous, adapters attached",
+        **stats,
+        "sides": per_side,
+        "suites": dict(per_suite),
+    }
+    return out, stats, losses
+
+
+def _throughput(rows: int, tokens: int, since: float) -> dict:
+    seconds = time.perf_counter() - since
+    return {
+        "rows": rows,
         "completion_tokens": tokens,
         "seconds": round(seconds, 2),
         "tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0,
-        "sides": per_side,
     }
-    return out, stats
 
 
 # ---------------------------------------------------------------- the evaluation
@@ -259,7 +297,7 @@ def run_evaluation(
     data_dir: str | Path | None,
     out_dir: str | Path,
     *,
-    suites: tuple[str, ...] | list[str] = ("humaneval", "bugfix"),
+    suites: tuple[str, ...] | list[str] = ("humaneval", "bugfix", "general"),
     limit: int | None = None,
     humaneval_limit: int | None = None,
     bugfix_limit: int | None = None,
@@ -282,6 +320,8 @@ def run_evaluation(
     print_summary: bool = False,
     compare_adapters: dict[str, str | Path] | None = None,
     compare_sft: bool = False,
+    general_files: int = GENERAL_FILES,
+    general_max_tokens: int = GENERAL_MAX_TOKENS,
 ) -> dict:
     """Evaluate base vs base + adapter and write the report to ``out_dir``.
 
@@ -290,7 +330,11 @@ def run_evaluation(
     suite under ``compare.<name>``, not used by the gate.
 
     ``limit`` caps every suite; ``humaneval_limit`` / ``bugfix_limit`` override it per suite;
-    ``humaneval_ids`` picks HumanEval problems by task id. ``max_new_tokens`` caps HumanEval
+    ``humaneval_ids`` picks HumanEval problems by task id; a bugfix limit draws the problems
+    stratified by mutation operator (:func:`codetune.evaluate.suites.stratified_draw`, seeded
+    by ``seed``). The ``general`` suite (the forgetting guard) scores ``general_files``
+    held-out standard-library files, their first ``general_max_tokens`` tokens each
+    (:mod:`codetune.evaluate.general`). ``max_new_tokens`` caps HumanEval
     answers; a bugfix answer is capped at ``ceil(1.25 * reference tokens) + 24`` (a fix is
     about as long as the original), at most ``bugfix_max_new_tokens``.
     Returns the report (as written to ``report.json``). Raises CodetuneError for bad input
@@ -321,7 +365,8 @@ def run_evaluation(
     custom = S.load_custom(custom_suite, lim["custom"]) if "custom" in suites else []
     if "bugfix" in suites and not data_dir:
         raise CodetuneError("the bugfix suite needs --data (a prepared dataset directory)")
-    bug = S.load_bugfix(data_dir, lim["bugfix"]) if "bugfix" in suites else []
+    bug = S.load_bugfix(data_dir, lim["bugfix"], seed) if "bugfix" in suites else []
+    general = G.held_out_files(general_files, data_dir) if "general" in suites else []
     sandbox = None
     if not allow_unsandboxed:
         required_layers(sandbox_require)  # a typo fails even when no suite executes code
@@ -363,7 +408,8 @@ def run_evaluation(
             for side in sides:
                 for k in range(samples):
                     rows.append(Row("bugfix", item.id, side, k, prompt, cap, prefix=prefix))
-        gens, gen_stats = _generate_sides(
+        general_ids = G.encode(tokenizer, general, general_max_tokens) if general else None
+        gens, gen_stats, losses = _generate_sides(
             lm,
             rows,
             {CANDIDATE: adapter_path} | extra,
@@ -371,6 +417,7 @@ def run_evaluation(
             temperature=temperature,
             seed=seed if temperature > 0 else None,
             merge=quantization == "none",
+            general_ids=general_ids,
         )
         del lm
 
@@ -419,6 +466,7 @@ def run_evaluation(
         if not problems_list:
             continue
         entry: dict = {"n": len(problems_list), "samples": samples, "status": {}}
+        per_task: dict[str, dict[str, list[bool]]] = {}
         for side in sides:
             by_task: dict[str, list[bool]] = defaultdict(list)
             status = Counter()
@@ -428,11 +476,16 @@ def run_evaluation(
                     status[rec["status"]] += 1
             _put_side(entry, side, S.pass_metrics(by_task, samples))
             entry["status"][side] = dict(sorted(status.items()))
+            per_task[side] = by_task
+        entry["paired"] = paired_cells(per_task["base"], per_task["candidate"])
         report_suites[suite] = entry
     if bug:
         counts = Counter(item.mutation for item in bug)
         entry = {"n": len(bug), "mutations": dict(sorted(counts.items()))}
+        # Strata too small for a rate of their own: shown, marked, never read as a rate.
+        entry["small_strata"] = sorted(m for m, c in counts.items() if c < S.SMALL_STRATUM)
         entry["languages"] = dict(sorted(Counter(item.language for item in bug).items()))
+        by_task_side: dict[str, dict[str, list[bool]]] = {}
         for side in sides:
             recs = [x for x in records if x["suite"] == "bugfix" and x["side"] == side]
             by_mut: dict[str, list[bool]] = defaultdict(list)
@@ -445,7 +498,14 @@ def run_evaluation(
                 "by_language": _by_language(recs),
             }
             _put_side(entry, side, metrics)
+            by_task_side[side] = {
+                t: [x["exact_fix"] for x in recs if x["task_id"] == t]
+                for t in {x["task_id"] for x in recs}
+            }
+        entry["paired"] = paired_cells(by_task_side["base"], by_task_side["candidate"])
         report_suites["bugfix"] = entry
+    if general:
+        report_suites["general"] = _general_entry(general, general_ids, losses, sides)
 
     report = {
         "schemaVersion": "1",
@@ -462,6 +522,17 @@ def run_evaluation(
             "max_new_tokens": max_new_tokens,
             "bugfix_max_new_tokens": bugfix_max_new_tokens,
             "bugfix_cap": f"min(bugfix_max_new_tokens, ceil(1.25 * reference tokens) + {BUGFIX_MARGIN})",
+            "bugfix_draw": "stratified by mutation operator, equal allocation, seeded"
+            if lim["bugfix"]
+            else "the whole test split",
+            "general": {
+                "files": general_files,
+                "max_tokens": general_max_tokens,
+                "packages": list(G.PACKAGES),
+                "source": "this interpreter's standard library, minus the dataset's files",
+            }
+            if general
+            else None,
             "quantization": quantization,
             "seed": seed,
             "sandbox": sandbox.describe() if sandbox else None,
@@ -488,6 +559,41 @@ def run_evaluation(
     if print_summary:
         print(summary_table(report))
     return report
+
+
+def paired_cells(base: dict[str, list[bool]], cand: dict[str, list[bool]]) -> dict[str, int]:
+    """Paired outcome counts over the problems both sides answered (the gate's evidence):
+    ``improved`` (the candidate passes, the base not), ``regressed``, ``both``, ``neither``.
+    With several samples a problem's outcome is its pass rate: improved / regressed when the
+    rates differ, else both (rate >= 0.5) or neither."""
+    cells = dict.fromkeys(("improved", "regressed", "both", "neither"), 0)
+    for task in base.keys() & cand.keys():
+        b = sum(base[task]) / len(base[task])
+        c = sum(cand[task]) / len(cand[task])
+        key = "improved" if c > b else "regressed" if c < b else "both" if b >= 0.5 else "neither"
+        cells[key] += 1
+    return cells
+
+
+def _general_entry(files, ids, losses: dict[str, list[float]], sides) -> dict:
+    """The forgetting guard's suite entry: per-token loss per file and side, and each side's
+    token-weighted mean."""
+    tokens = [max(1, len(x) - 1) for x in ids]  # predicted tokens per file
+    total = sum(tokens)
+    entry: dict = {"n": len(files), "tokens": total}
+    for side in sides:
+        mean = math.fsum(x * t for x, t in zip(losses[side], tokens, strict=True)) / total
+        _put_side(entry, side, {"loss": round(mean, 6)})
+    entry["files"] = [
+        {
+            "path": f.path,
+            "tokens": t,
+            "base": round(losses["base"][i], 6),
+            "candidate": round(losses[CANDIDATE][i], 6),
+        }
+        for i, (f, t) in enumerate(zip(files, tokens, strict=True))
+    ]
+    return entry
 
 
 def _by_language(recs: list[dict]) -> dict:

@@ -33,7 +33,7 @@ from codetune.prompts import FENCE, answer_prefix, extract_code, messages
 ANSWER_PREFIX = answer_prefix("python")
 STOP = [f"\n{FENCE}"]
 HUMANEVAL_SUITES = ("humaneval", "custom")
-SUITES = ("humaneval", "bugfix", "custom")
+SUITES = ("humaneval", "bugfix", "custom", "general")  # general: the forgetting guard (loss)
 
 
 @dataclass
@@ -110,8 +110,12 @@ def load_custom(path: str | Path, limit: int | None = None) -> list[Problem]:
     return problems[:limit] if limit else problems
 
 
-def load_bugfix(data_dir: str | Path, limit: int | None = None) -> list[BugfixItem]:
-    """``task == "bugfix"`` records of ``test.jsonl`` in the dataset directory."""
+SMALL_STRATUM = 5  # an operator with fewer problems than this gets no rate of its own
+
+
+def load_bugfix(data_dir: str | Path, limit: int | None = None, seed: int = 0) -> list[BugfixItem]:
+    """``task == "bugfix"`` records of ``test.jsonl`` in the dataset directory: all of them,
+    or with ``limit`` a draw stratified by mutation operator (:func:`stratified_draw`)."""
     path = Path(data_dir) / "test.jsonl"
     if not path.is_file():
         raise CodetuneError(f"dataset {data_dir} has no test.jsonl (run codetune prepare)")
@@ -142,7 +146,33 @@ def load_bugfix(data_dir: str | Path, limit: int | None = None) -> list[BugfixIt
             f"{path} has no bugfix records: the test split is empty; prepare more data or "
             "drop the bugfix suite (--suites humaneval)"
         )
-    return items[:limit] if limit else items
+    return stratified_draw(items, limit, seed) if limit else items
+
+
+def stratified_draw(items: list[BugfixItem], limit: int, seed: int = 0) -> list[BugfixItem]:
+    """At most ``limit`` items, every mutation operator of ``items`` getting its share.
+
+    Equal allocation: the operators take one item each in turn (an operator with nothing
+    left drops out) until ``limit`` — so every operator is present when ``limit`` is at least
+    the number of operators, and the smallest strata are as large as the split allows,
+    which a proportional draw would not give a rare operator. Within an operator the items
+    are shuffled with ``seed`` (by id, so the draw does not depend on the file's order):
+    the same split and seed give the same problems."""
+    import random
+
+    groups: dict[str, list[BugfixItem]] = {}
+    for item in sorted(items, key=lambda x: x.id):
+        groups.setdefault(item.mutation, []).append(item)
+    for op, group in groups.items():
+        random.Random(f"{seed}:{op}").shuffle(group)
+    out: list[BugfixItem] = []
+    depth = 0
+    while len(out) < min(limit, len(items)):
+        for op in sorted(groups):
+            if depth < len(groups[op]) and len(out) < limit:
+                out.append(groups[op][depth])
+        depth += 1
+    return out
 
 
 # ---------------------------------------------------------------- prompts
