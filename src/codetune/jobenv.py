@@ -22,7 +22,18 @@ EVAL_LIMIT = "CODETUNE_EVAL_LIMIT"  # JSON integer or null
 ADAPTER_URI = "CODETUNE_ADAPTER_URI"  # informational: where the adapter came from
 # JSON boolean: also evaluate the SFT-only adapter kept in the adapter's sft/ (GRPO runs)
 EVAL_COMPARE_SFT = "CODETUNE_EVAL_COMPARE_SFT"
-ALL = (RUN_ID, BASE_MODEL, PREPARE_CONFIG, EVAL_SUITES, EVAL_LIMIT, ADAPTER_URI, EVAL_COMPARE_SFT)
+# comma list of sandbox layers evaluate must have, e.g. "seccomp" (codetune.evaluate.sandbox)
+SANDBOX_REQUIRE = "CODETUNE_SANDBOX_REQUIRE"
+ALL = (
+    RUN_ID,
+    BASE_MODEL,
+    PREPARE_CONFIG,
+    EVAL_SUITES,
+    EVAL_LIMIT,
+    ADAPTER_URI,
+    EVAL_COMPARE_SFT,
+    SANDBOX_REQUIRE,
+)
 
 
 def json_env(name: str) -> Any:

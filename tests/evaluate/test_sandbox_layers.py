@@ -78,10 +78,12 @@ def test_allow_unsandboxed_drops_the_minimum_but_keeps_working_layers(no_bwrap):
     assert box.required == () and "seccomp" in box.layers
 
 
+@pytest.mark.parametrize("via", ["flag", "env"])
 def test_cli_missing_layer_fails_before_the_model_loads(
-    no_bwrap, tmp_path, capsys, monkeypatch, random_adapter_stub
+    via, no_bwrap, tmp_path, capsys, monkeypatch, random_adapter_stub
 ):
-    # Guards: the step fails before any generation work when the minimum is not met.
+    # Guards: the step fails before any generation work when the minimum is not met, set by
+    # the flag or by the variable the state machine gives a Processing job.
     import codetune.generation
 
     def boom(*a, **k):
@@ -92,7 +94,13 @@ def test_cli_missing_layer_fails_before_the_model_loads(
 
     out = tmp_path / "o"
     args = ["evaluate", "--adapter", str(random_adapter_stub), "--out", str(out)]
-    rc = main([*args, "--suites", "humaneval", "--limit", "1", "--sandbox-require", "bwrap"])
+    if via == "flag":
+        args += ["--sandbox-require", "bwrap"]
+    else:
+        from codetune import jobenv
+
+        monkeypatch.setenv(jobenv.SANDBOX_REQUIRE, "bwrap")
+    rc = main([*args, "--suites", "humaneval", "--limit", "1"])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "required sandbox layer(s) bwrap" in err and "bwrap is not on PATH" in err

@@ -56,6 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
+from codetune import jobenv
 from codetune.errors import CodetuneError
 from codetune.evaluate import sandbox_wrapper, syscall_filter
 
@@ -76,7 +77,7 @@ WORK_DIR = "/tmp/work"  # fresh tmpfs: the program's cwd and only writable place
 # switch always apply and are reported as "rlimits", "clean-env", "uid-switch".
 LAYERS = ("bwrap", "seccomp", "landlock")
 DEFAULT_REQUIRE = ("seccomp",)
-REQUIRE_ENV = "CODETUNE_SANDBOX_REQUIRE"
+REQUIRE_ENV = jobenv.SANDBOX_REQUIRE
 HOW_TO_GET = {
     "bwrap": "install bubblewrap (apt-get install bubblewrap) and run where it may create "
     "namespaces (user namespaces or CAP_SYS_ADMIN; a SageMaker/Docker container allows neither)",
@@ -99,7 +100,8 @@ WRAPPER = Path(sandbox_wrapper.__file__).read_text(encoding="utf-8")
 
 
 class SandboxUnavailable(CodetuneError):
-    """No OS isolation here and the caller did not allow unsandboxed execution."""
+    """A required sandbox layer does not work here and the caller did not allow running
+    without it."""
 
 
 @dataclasses.dataclass
@@ -220,14 +222,9 @@ def _preexec(limits: Limits, nproc: int, seccomp: syscall_filter.Loader | None):
     return setup
 
 
-@lru_cache(maxsize=1)
-def detect_isolation() -> str | None:
-    """``"bwrap-root"`` / ``"bwrap-userns"`` when a probe sandbox really runs here (network
-    namespace included), else ``None``. Cached for the process."""
-    return _probe_bwrap()[0]
-
-
 def _probe_bwrap() -> tuple[str | None, str]:
+    """(``"bwrap-root"`` / ``"bwrap-userns"``, "") when a probe sandbox really runs here
+    (network namespace included), else (None, why not)."""
     if not shutil.which("bwrap"):
         return None, "bwrap is not on PATH"
     root = _is_root()
@@ -372,8 +369,6 @@ class Sandbox:
             if "seccomp" in self.layers
             else None
         )
-        # Still the isolation string older reports carry ("none" without bubblewrap).
-        self.isolation = self.bwrap_mode or ("none" if not self.layers else "+".join(self.layers))
 
     def describe(self) -> dict:
         """What protected the programs, for report.json: the active layers (always-on

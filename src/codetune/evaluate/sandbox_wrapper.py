@@ -14,11 +14,12 @@ Standard library only: the sandbox writes this file's source next to the program
 ``landlock_abi()`` is also the harness's probe (imported by ``sandbox.py``).
 """
 
-import ctypes
 import errno
 import os
 import sys
 import traceback
+
+# ctypes is imported only when Landlock is used: a program without it starts ~5 ms sooner.
 
 EXIT_ASSERTION = 1
 EXIT_EXCEPTION = 2
@@ -57,24 +58,15 @@ WHY = {
 }
 
 
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [
-        ("handled_access_fs", ctypes.c_uint64),
-        ("handled_access_net", ctypes.c_uint64),
-        ("scoped", ctypes.c_uint64),
-    ]
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1  # the kernel's struct is __attribute__((packed))
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
 def _libc():
+    import ctypes
+
     return ctypes.CDLL(None, use_errno=True)
 
 
 def _syscall(libc, *args):
+    import ctypes
+
     libc.syscall.restype = ctypes.c_long
     ctypes.set_errno(0)
     r = libc.syscall(*args)
@@ -113,8 +105,21 @@ def landlock_confine(writable_dir, abi):
     """Restrict this process (and what it starts) for good: modifications only beneath
     ``writable_dir`` and to ``/dev/null``; no TCP (ABI >= 4); no abstract unix sockets or
     signals to processes outside (ABI >= 6). Raises OSError when the kernel refuses."""
+    import ctypes
+
+    class RulesetAttr(ctypes.Structure):
+        _fields_ = [
+            ("handled_access_fs", ctypes.c_uint64),
+            ("handled_access_net", ctypes.c_uint64),
+            ("scoped", ctypes.c_uint64),
+        ]
+
+    class PathBeneathAttr(ctypes.Structure):
+        _pack_ = 1  # the kernel's struct is __attribute__((packed))
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
     libc = _libc()
-    attr = _RulesetAttr(write_rights(abi), 0, 0)
+    attr = RulesetAttr(write_rights(abi), 0, 0)
     size = 8
     if abi >= 4:
         attr.handled_access_net = NET_BIND_TCP | NET_CONNECT_TCP
@@ -128,7 +133,7 @@ def landlock_confine(writable_dir, abi):
         for path, rights in ((writable_dir, attr.handled_access_fs), ("/dev/null", file_rights)):
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             try:
-                rule = _PathBeneathAttr(rights, fd)
+                rule = PathBeneathAttr(rights, fd)
                 _syscall(
                     libc,
                     SYS_LANDLOCK_ADD_RULE,
