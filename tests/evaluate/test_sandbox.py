@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -194,6 +196,34 @@ def test_env_secrets_are_invisible(sandbox, monkeypatch):
         "assert set(os.environ) <= {'HOME', 'LANG', 'LC_CTYPE', 'PATH', 'PWD'}, sorted(os.environ)\n"
     )
     r = sandbox.run(program)
+    assert r.status == "pass", r.detail
+
+
+def test_harness_environment_is_unreadable_through_proc(sandbox):
+    # Guards: credentials in a harness-side process's environment are not readable through
+    # /proc/<pid>/environ either (another uid, or outside the PID namespace).
+    env = dict(os.environ, AWS_SECRET_ACCESS_KEY="sekrit-value")
+    helper = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert helper.stdout.readline() == b"up\n"  # exec'd: its environ is readable
+        environ = f"/proc/{helper.pid}/environ"
+        with open(environ, "rb") as fh:
+            assert b"sekrit-value" in fh.read()  # there is something to leak
+        program = (
+            "leaked = False\n"
+            "try:\n"
+            f"    leaked = b'sekrit' in open({environ!r}, 'rb').read()\n"
+            "except OSError as e:\n    print(e)\n"
+            "assert not leaked, 'read the harness environment'\n"
+        )
+        r = sandbox.run(program)
+    finally:
+        helper.kill()
+        helper.wait()
     assert r.status == "pass", r.detail
 
 
