@@ -103,14 +103,17 @@ class Loader:
             raise SeccompUnavailable(f"compiled filter has {len(bpf)} bytes, not a multiple of 8")
         self._buf = ctypes.create_string_buffer(bpf, len(bpf))
         self._prog = _SockFprog(len(bpf) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
-        self._libc = ctypes.CDLL(None, use_errno=True)
+        # Resolved here, in the parent: dlsym in a child forked from a threaded process
+        # could wait on a loader lock that another thread held at fork time.
+        self._prctl = ctypes.CDLL(None, use_errno=True).prctl
+        self._prog_ref = ctypes.byref(self._prog)
 
     def load(self) -> None:
         """Set no_new_privs and install the filter; raises OSError if the kernel refuses."""
-        libc = self._libc
-        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        prctl = self._prctl
+        if prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             e = ctypes.get_errno()
             raise OSError(e, f"prctl(PR_SET_NO_NEW_PRIVS): {errno.errorcode.get(e, e)}")
-        if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._prog), 0, 0) != 0:
+        if prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self._prog_ref, 0, 0) != 0:
             e = ctypes.get_errno()
             raise OSError(e, f"prctl(PR_SET_SECCOMP): {errno.errorcode.get(e, e)}")
