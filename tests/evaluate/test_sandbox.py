@@ -144,6 +144,24 @@ def test_disk_filling_stops_at_limits(sandbox):
     assert r.status in ("fail", "error"), r
 
 
+def test_filling_tmp_stops_at_limits_and_is_cleaned_up(sandbox):
+    # Guards: a program filling /tmp (world-writable) is stopped like one filling its work
+    # dir, and leaves nothing there: bubblewrap's /tmp is a small tmpfs of its own, Landlock
+    # refuses the writes, and without either the watchdog counts and deletes what the
+    # throwaway uid created in /tmp.
+    target = f"/tmp/codetune-fill-{os.getpid()}-{time.monotonic_ns()}"
+    program = (
+        f"import os\nos.mkdir({target!r})\nfor i in range(1000):\n"
+        f"    with open(os.path.join({target!r}, f'f{{i}}'), 'wb') as fh:\n"
+        "        fh.write(os.urandom(1 << 20))\n"
+    )
+    r = sandbox.run(program)
+    assert r.status in ("fail", "error"), r
+    assert not os.path.exists(target)
+    if not _has(sandbox, "bwrap", "landlock"):
+        assert "grew past" in r.detail, r.detail
+
+
 def test_cannot_write_outside_workdir(sandbox, tmp_path):
     # Guards: the harness's files and the system's stay untouched (read-only mounts, the
     # throwaway uid, Landlock: every combination has one of them).

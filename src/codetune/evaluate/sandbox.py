@@ -23,7 +23,9 @@ Isolation layers, each used where it works here (``detect_layers``):
   sockets or signals outside, as far as the kernel's Landlock ABI offers.
 
 Without ``bwrap`` the working directory is a host directory; a watchdog kills the program
-when it grows past ``Limits.disk_mb`` (a tmpfs quota needs a mount).
+when it, together with what the program's uid created directly in ``/tmp``, ``/var/tmp`` and
+``/dev/shm``, grows past ``Limits.disk_mb`` (a tmpfs quota needs a mount); those entries are
+deleted after the run.
 
 A configured minimum (``require``, CLI ``--sandbox-require``, env ``CODETUNE_SANDBOX_REQUIRE``,
 default ``seccomp``) makes ``Sandbox()`` raise ``SandboxUnavailable`` naming each missing
@@ -41,6 +43,7 @@ exits early or patches builtins, which is what generated code actually does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -52,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -72,6 +76,9 @@ UID_RANGE = (200_000, 900_000)
 HIDDEN_DIRS = ("/root", "/home", "/tmp", "/var/tmp", "/run")
 SANDBOX_DIR = "/run/codetune"  # read-only: wrapper + program (under a tmpfs: / is read-only)
 WORK_DIR = "/tmp/work"  # fresh tmpfs: the program's cwd and only writable place
+# Without bwrap (which hides them) a program may write where anyone may: what its throwaway
+# uid creates directly in these counts against Limits.disk_mb and is deleted after the run.
+SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 # Isolation layers, outermost first. rlimits, the clean environment and (as root) the uid
 # switch always apply and are reported as "rlimits", "clean-env", "uid-switch".
@@ -453,21 +460,26 @@ class Sandbox:
                         proc.stdin.close()
                     except BrokenPipeError:
                         pass
-                    disk = (work, limits.disk_mb << 20) if work is not None else None
+                    disk = None
+                    if work is not None:
+                        disk = (
+                            lambda: _disk_usage(work) + _shared_usage(uid),
+                            limits.disk_mb << 20,
+                        )
                     output, timed_out, over_disk = _collect(
                         proc, read_fd, t0 + limits.timeout_s, disk
                     )
                 finally:
                     os.close(read_fd)
                     _kill_tree(proc, uid)
+                    if work is not None:
+                        _remove_shared(uid)
             duration = time.perf_counter() - t0
             detail = _tail(err_path)
         if output == nonce.encode() and proc.returncode == 0 and not over_disk:
             return ExecResult("pass", duration, detail)
         if over_disk:
-            detail = (
-                detail + f"\nkilled: working directory grew past {limits.disk_mb} MiB"
-            ).strip()
+            detail = (detail + f"\nkilled: its files grew past {limits.disk_mb} MiB").strip()
             return ExecResult("fail", duration, detail)
         if timed_out:
             return ExecResult("timeout", duration, detail)
@@ -490,14 +502,17 @@ class Sandbox:
 
 
 def _collect(
-    proc: subprocess.Popen, fd: int, deadline: float, disk: tuple[Path, int] | None = None
+    proc: subprocess.Popen,
+    fd: int,
+    deadline: float,
+    disk: tuple[Callable[[], int], int] | None = None,
 ) -> tuple[bytes, bool, bool]:
     """Read the result pipe until the program's main process exits or the deadline passes.
 
     Returns (bytes read, timed out, over disk). Does not wait for EOF: a background child
     holding the pipe open must not turn a finished program into a timeout. With ``disk``
-    (a host working directory and its byte limit) the directory is measured every 0.1 s and
-    the program stopped once it is larger.
+    (a function measuring the program's bytes on disk and its limit) the usage is measured
+    every 0.1 s and the program stopped once it is larger.
     """
     import select
 
@@ -511,7 +526,7 @@ def _collect(
             return bytes(out), True, False
         if disk is not None and now >= next_du:
             next_du = now + 0.1
-            if _disk_usage(disk[0]) > disk[1]:
+            if disk[0]() > disk[1]:
                 return bytes(out), False, True
         if not eof:
             ready, _, _ = select.select([fd], [], [], min(left, 0.05))
@@ -533,6 +548,48 @@ def _collect(
                 proc.wait(timeout=min(left, 0.1))
             except subprocess.TimeoutExpired:
                 pass
+
+
+def _shared_entries(uid: int | None) -> list[os.DirEntry]:
+    """What the throwaway ``uid`` created directly in the world-writable ``SHARED_DIRS``."""
+    if uid is None:
+        return []
+    out = []
+    for d in SHARED_DIRS:
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    try:
+                        if e.stat(follow_symlinks=False).st_uid == uid:
+                            out.append(e)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return out
+
+
+def _shared_usage(uid: int | None) -> int:
+    total = 0
+    for e in _shared_entries(uid):
+        if e.is_dir(follow_symlinks=False):
+            total += _disk_usage(Path(e.path))
+        else:
+            try:
+                total += e.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def _remove_shared(uid: int | None) -> None:
+    """Delete what the throwaway ``uid`` left in ``SHARED_DIRS`` (its processes are dead)."""
+    for e in _shared_entries(uid):
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
 
 
 def _disk_usage(root: Path) -> int:
