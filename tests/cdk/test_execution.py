@@ -408,11 +408,23 @@ def _report(candidate_exact_fix: float) -> dict:
         "baseModel": BASE,
         "adapter": "s3://artifacts/runs/run-1/output/model.tar.gz",
         "suites": {
-            "humaneval": {"n": 164, "base": {"pass@1": 0.40}, "candidate": {"pass@1": 0.40}},
+            "humaneval": {
+                "n": 164,
+                "base": {"pass@1": 0.40},
+                "candidate": {"pass@1": 0.40},
+                "paired": {"improved": 0, "regressed": 0, "both": 66, "neither": 98},
+            },
             "bugfix": {
                 "n": 200,
                 "base": {"exact_fix": 0.10, "parses": 0.95},
                 "candidate": {"exact_fix": candidate_exact_fix, "parses": 0.97},
+                # the base fixes 20 of 200, the candidate those and `gained` more
+                "paired": {
+                    "improved": (gained := round(200 * candidate_exact_fix) - 20),
+                    "regressed": 0,
+                    "both": 20,
+                    "neither": 180 - gained,
+                },
             },
         },
         "gate": {"passed": True, "reasons": []},
