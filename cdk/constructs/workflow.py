@@ -47,6 +47,10 @@ SAGEMAKER_TRANSIENT_ERRORS = [
     "SageMaker.ThrottlingException",
     "SageMaker.CapacityError",
 ]
+# The sandbox minimum of the evaluation job: `codetune evaluate` refuses to run generated
+# code without a seccomp filter (it works in any container; Landlock needs a newer kernel
+# than every SageMaker host may have, bubblewrap namespaces SageMaker does not allow).
+EVAL_SANDBOX_REQUIRE = "seccomp"
 # Retries of a job state; the attempt number is one digit of the job name's "-r<n>" suffix.
 SAGEMAKER_MAX_ATTEMPTS = 4
 # Where the VolumeKey? choices put each job's resource block (`.training`, `.prepare`,
@@ -626,6 +630,7 @@ class TrainingWorkflow(Construct):
                     "States.JsonToString($.request.evaluation.compareSft)"
                 ),
                 "CODETUNE_ADAPTER_URI.$": "$.training.modelDataUrl",
+                "CODETUNE_SANDBOX_REQUIRE": EVAL_SANDBOX_REQUIRE,
             },
             timeout=self._jobs.evaluation_timeout,
             result_path="$.evaluation",

@@ -294,3 +294,20 @@ def test_training_ends_before_the_execution_times_out(synth):
         if "ARTIFACT_BUCKET" in f["Properties"]["Environment"]["Variables"]
     ]
     assert int(validate_env["MAX_TRAINING_SECONDS"]) < train
+
+
+def test_evaluation_requires_the_seccomp_sandbox(states):
+    # guards: both evaluation states tell `codetune evaluate` its sandbox minimum, so the job
+    # refuses to run generated code where the seccomp filter does not work (not a default
+    # that a change elsewhere could weaken)
+    from codetune import jobenv
+    from codetune.evaluate import sandbox
+
+    assert jobenv.SANDBOX_REQUIRE == sandbox.REQUIRE_ENV
+    evals = {
+        n: s for n, s in states.items() if n.startswith("EvaluateAdapter") and "Parameters" in s
+    }
+    assert set(evals) == {"EvaluateAdapter", "EvaluateAdapterS3Model"}
+    for name, s in evals.items():
+        value = s["Parameters"]["Environment"][jobenv.SANDBOX_REQUIRE]
+        assert sandbox.parse_layers(value, name) == ("seccomp",), name
