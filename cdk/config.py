@@ -17,6 +17,14 @@ RUNS_PREFIX = "runs/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 DATASETS_PREFIX = "datasets/"
 BASE_MODELS_PREFIX = "base-models/"
+CODEBASES_PREFIX = "codebases/"  # codebases uploaded to the artifact bucket (read by prepare)
+EVAL_KEYS = "runs/*/eval/*"  # what the evaluation job writes, and nothing else
+
+# Task timeouts of the jobs other than training, and what the Lambdas/deploy loop need: the
+# training task gets the rest of the state machine's timeout.
+PREPARE_HOURS = 6
+EVALUATION_HOURS = 12
+OTHER_STEPS_HOURS = 1
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -71,19 +79,39 @@ class StageConfig:
     error_alarm_threshold: int = field(
         default=5, metadata={"help": "endpoint Invocation5XXErrors per minute alarm threshold"}
     )
-    endpoint_name: str = field(
-        default="codetune",
-        metadata={"help": "endpoint the rollback alarms watch (run input deployment.endpointName)"},
-    )
-    manage_registry_scanning: bool = field(
-        default=True,
+    endpoint_name: str | None = field(
+        default=None,
         metadata={
-            "help": "set ECR basic scan-on-push for the CDK asset repositories (registry-wide)"
+            "help": "endpoint the rollback alarms watch (run input deployment.endpointName); "
+            "None = codetune-<stage>, so stages sharing an account never share one"
         },
     )
-    lambda_reserved_concurrency: int = field(
-        default=5, metadata={"help": "reserved concurrency of each glue Lambda"}
+    manage_registry_scanning: bool = field(
+        default=False,
+        metadata={
+            "help": "set ECR basic scan-on-push for the CDK asset repositories (registry-wide "
+            "singleton: at most one stage per account may set it)"
+        },
     )
+    lambda_reserved_concurrency: int | None = field(
+        default=None,
+        metadata={
+            "help": "reserved concurrency of each glue Lambda; None = unreserved (new accounts "
+            "often have a concurrency limit of 10, and Lambda keeps 10 unreserved)"
+        },
+    )
+
+    @property
+    def endpoint(self) -> str:
+        """The stage's endpoint name (``endpoint_name``, else ``codetune-<stage>``)."""
+        return self.endpoint_name or f"codetune-{self.stage}"
+
+    @property
+    def training_timeout_hours(self) -> int:
+        """The training task's timeout: the state machine's, less the other steps'."""
+        return (
+            self.state_machine_timeout_hours - PREPARE_HOURS - EVALUATION_HOURS - OTHER_STEPS_HOURS
+        )
 
     def validate(self) -> None:
         """Raise StageConfigError when values contradict each other."""
@@ -94,10 +122,25 @@ class StageConfig:
             "access_log_expiry_days",
             "log_retention_days",
             "state_machine_timeout_hours",
-            "lambda_reserved_concurrency",
         ):
             if getattr(self, name) < 1:
                 raise StageConfigError(f"stage {self.stage!r}: {name} must be >= 1")
+        if self.lambda_reserved_concurrency is not None and self.lambda_reserved_concurrency < 1:
+            raise StageConfigError(
+                f"stage {self.stage!r}: lambdaReservedConcurrency must be >= 1 or null"
+            )
+        if self.training_timeout_hours < 1:
+            least = PREPARE_HOURS + EVALUATION_HOURS + OTHER_STEPS_HOURS + 1
+            raise StageConfigError(
+                f"stage {self.stage!r}: stateMachineTimeoutHours must be >= {least} (prepare "
+                f"{PREPARE_HOURS} h, evaluation {EVALUATION_HOURS} h, the other steps "
+                f"{OTHER_STEPS_HOURS} h, and at least 1 h of training)"
+            )
+        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", self.endpoint):
+            raise StageConfigError(
+                f"stage {self.stage!r}: endpointName {self.endpoint!r} is not a valid "
+                "SageMaker name"
+            )
         if bool(self.vpc_subnet_ids) != bool(self.vpc_security_group_ids):
             raise StageConfigError(
                 f"stage {self.stage!r}: set both vpcSubnetIds and vpcSecurityGroupIds, or neither"
@@ -144,6 +187,7 @@ def _type_ok(value: Any, annotation: str) -> bool:
     # Annotations are strings (from __future__ import annotations); the set used here is small.
     checks = {
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
         "bool": lambda v: isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "str | None": lambda v: v is None or isinstance(v, str),

@@ -44,6 +44,21 @@ def allow_objects(
     )
 
 
+def allow_put(grantee: iam.IGrantable, bucket: s3.Bucket, pattern: str, *, reason: str) -> None:
+    """Upload objects matching ``pattern`` (a key with ``*``); no reads, no deletes."""
+    iam.Grant.add_to_principal(
+        grantee=grantee,
+        actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+        resource_arns=[bucket.arn_for_objects(pattern)],
+    )
+    logical_id = Stack.of(bucket).get_logical_id(bucket.node.default_child)
+    acknowledge(
+        grantee.grant_principal.node.find_child("DefaultPolicy"),
+        f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>/{pattern}]",
+        reason,
+    )
+
+
 def allow_key(grantee: iam.IGrantable, key: kms.IKey, *, encrypt: bool) -> None:
     """Decrypt with `key` (and with `encrypt`, encrypt/generate data keys)."""
     actions = ["kms:Decrypt", "kms:DescribeKey"]

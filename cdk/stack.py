@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sagemaker as sagemaker
@@ -13,7 +13,11 @@ from constructs import Construct
 from cdk.config import (
     BASE_MODELS_PREFIX,
     CHECKPOINTS_PREFIX,
+    CODEBASES_PREFIX,
     DATASETS_PREFIX,
+    EVAL_KEYS,
+    EVALUATION_HOURS,
+    PREPARE_HOURS,
     RUNS_PREFIX,
     StageConfig,
 )
@@ -23,7 +27,7 @@ from cdk.constructs.monitoring import EndpointAlarms, FailureTopic
 from cdk.constructs.roles import SageMakerRoles
 from cdk.constructs.storage import ArtifactStorage, EncryptionKey
 from cdk.constructs.workflow import JobSettings, TrainingWorkflow
-from cdk.grants import allow_key, allow_objects
+from cdk.grants import allow_key, allow_objects, allow_put
 from cdk.nag import acknowledge
 from codetune.metrics import metric_definitions
 from codetune.train import remote as train_remote
@@ -60,6 +64,13 @@ class CodetuneStack(Stack):
         )
         if config.manage_registry_scanning:
             RegistryScanOnPush(self, "ImageScanning", repository_filter="cdk-*-container-assets-*")
+        alarms = EndpointAlarms(
+            self,
+            "EndpointAlarms",
+            endpoint_name=config.endpoint,
+            error_threshold=config.error_alarm_threshold,
+            latency_threshold_microseconds=config.latency_alarm_microseconds,
+        )
         roles = SageMakerRoles(
             self,
             "SageMakerRoles",
@@ -67,22 +78,52 @@ class CodetuneStack(Stack):
             repositories=images.repositories,
             vpc_subnet_ids=config.vpc_subnet_ids,
             vpc_security_group_ids=config.vpc_security_group_ids,
+            rollback_alarm_arns=[a.alarm_arn for a in alarms.alarms],
         )
-        # Jobs: read/write only the run prefixes; read base models and codebases.
-        for prefix in (RUNS_PREFIX, CHECKPOINTS_PREFIX, DATASETS_PREFIX):
+        # Jobs write what they produce and delete nothing but checkpoints (SageMaker's
+        # checkpoint sync removes what the trainer removed); they read base models and
+        # codebases. The evaluation job has a role of its own (below).
+        allow_objects(
+            roles.job_role,
+            bucket,
+            CHECKPOINTS_PREFIX,
+            write=True,
+            reason="Spot training syncs /opt/ml/checkpoints with checkpoints/<runId>/ both ways.",
+        )
+        for prefix in (RUNS_PREFIX, DATASETS_PREFIX):
             allow_objects(
                 roles.job_role,
                 bucket,
                 prefix,
-                write=True,
-                reason=f"Jobs read and write the objects of every run under {prefix} (keys per run).",
+                write=False,
+                reason=f"Jobs read the run's objects under {prefix} (keys per run).",
             )
-        allow_objects(
-            roles.job_role,
+            allow_put(
+                roles.job_role,
+                bucket,
+                f"{prefix}*",
+                reason=f"Jobs upload their outputs under {prefix} (keys per run); no deletes.",
+            )
+        for prefix, reason in (
+            (BASE_MODELS_PREFIX, "Training/evaluation read base-model weights under base-models/."),
+            (CODEBASES_PREFIX, "PrepareDataset reads codebases uploaded under codebases/."),
+        ):
+            allow_objects(roles.job_role, bucket, prefix, write=False, reason=reason)
+        # Evaluation runs generated code: its role reads the adapter, dataset and base model
+        # and writes only eval/ prefixes; nothing of the input bucket, no deletes.
+        for prefix in (RUNS_PREFIX, DATASETS_PREFIX, BASE_MODELS_PREFIX):
+            allow_objects(
+                roles.evaluation_role,
+                bucket,
+                prefix,
+                write=False,
+                reason=f"Evaluation reads the adapter, dataset or base model under {prefix}.",
+            )
+        allow_put(
+            roles.evaluation_role,
             bucket,
-            BASE_MODELS_PREFIX,
-            write=False,
-            reason="Training/evaluation read base-model weights uploaded under base-models/.",
+            EVAL_KEYS,
+            reason="Evaluation uploads its report to runs/<runId>/eval/ only.",
         )
         allow_objects(
             roles.endpoint_role,
@@ -108,13 +149,6 @@ class CodetuneStack(Stack):
             )
 
         topic = FailureTopic(self, "Failures", key=key).topic
-        alarms = EndpointAlarms(
-            self,
-            "EndpointAlarms",
-            endpoint_name=config.endpoint_name,
-            error_threshold=config.error_alarm_threshold,
-            latency_threshold_microseconds=config.latency_alarm_microseconds,
-        )
         package_group = sagemaker.CfnModelPackageGroup(
             self,
             "ModelPackageGroup",
@@ -148,7 +182,10 @@ class CodetuneStack(Stack):
                         "ALLOWED_BUCKETS": allowed_buckets,
                         "MODEL_PACKAGE_GROUP": config.model_package_group,
                         # the rollback alarms watch this endpoint only: other names are refused
-                        "ENDPOINT_NAME": config.endpoint_name,
+                        "ENDPOINT_NAME": config.endpoint,
+                        # the training task's timeout less an hour for SageMaker to start
+                        # the job and upload the model after MaxRuntime/MaxWait
+                        "MAX_TRAINING_SECONDS": str((config.training_timeout_hours - 1) * 3600),
                     },
                 ),
                 FunctionSpec(name="quality_gate", timeout=Duration.seconds(60), environment=common),
@@ -165,12 +202,14 @@ class CodetuneStack(Stack):
                     name="deploy_endpoint",
                     timeout=Duration.seconds(120),
                     wildcard_reason="Application Auto Scaling targets have no ARN before they "
-                    "are registered.",
+                    "are registered; cloudwatch:DescribeAlarms is not resource-scoped.",
                     environment={
                         **common,
                         "SAGEMAKER_ROLE_ARN": roles.endpoint_role.role_arn,
                         "KMS_KEY_ID": key.key_arn,
                         "ROLLBACK_ALARMS": ",".join(alarms.alarm_names),
+                        "VPC_SUBNET_IDS": ",".join(config.vpc_subnet_ids),
+                        "VPC_SECURITY_GROUP_IDS": ",".join(config.vpc_security_group_ids),
                     },
                 ),
                 FunctionSpec(name="smoke_test", timeout=Duration.seconds(120), environment=common),
@@ -183,8 +222,9 @@ class CodetuneStack(Stack):
         )
         fns = functions.functions
         self._grant_functions(
-            fns, config=config, storage=storage, roles=roles, images=images, key=key
-        )
+            fns, config=config, storage=storage, roles=roles, images=images, key=key,
+            alarms=alarms,
+        )  # fmt: skip
         iam.Grant.add_to_principal(
             grantee=fns["notify_failure"], actions=["sns:Publish"], resource_arns=[topic.topic_arn]
         )
@@ -200,15 +240,16 @@ class CodetuneStack(Stack):
             timeout=Duration.hours(config.state_machine_timeout_hours),
             jobs=JobSettings(
                 role_arn=roles.job_role.role_arn,
+                evaluation_role_arn=roles.evaluation_role.role_arn,
                 job_name_prefix=f"{config.stage}-",
                 training_image_uri=images.training_image.image_uri,
                 key_arn=key.key_arn,
                 subnet_ids=config.vpc_subnet_ids,
                 security_group_ids=config.vpc_security_group_ids,
                 metric_definitions=tuple(metric_definitions()),
-                prepare_timeout=Duration.hours(6),
-                training_timeout=Duration.hours(config.state_machine_timeout_hours),
-                evaluation_timeout=Duration.hours(12),
+                prepare_timeout=Duration.hours(PREPARE_HOURS),
+                training_timeout=Duration.hours(config.training_timeout_hours),
+                evaluation_timeout=Duration.hours(EVALUATION_HOURS),
             ),
         )
         package_group.node.add_dependency(functions)  # keep logical order stable; no data flow
@@ -270,7 +311,7 @@ class CodetuneStack(Stack):
             ),
         )
 
-    def _grant_functions(self, fns, *, config, storage, roles, images, key) -> None:
+    def _grant_functions(self, fns, *, config, storage, roles, images, key, alarms) -> None:
         """Each Lambda gets what its handler calls (codetune.workflow.*), on exact ARNs."""
         bucket = storage.artifact_bucket
         stage = config.stage
@@ -346,13 +387,15 @@ class CodetuneStack(Stack):
                     "sagemaker:CreateEndpoint",
                     "sagemaker:UpdateEndpoint",
                     "sagemaker:DescribeEndpoint",
+                    # the only operation on a Failed endpoint (then created anew)
+                    "sagemaker:DeleteEndpoint",
                     "sagemaker:AddTags",
                 ],
                 resources=[
                     sm("model", f"{stage}-*"),
                     sm("endpoint-config", f"{stage}-*"),
                     # ValidateRequest refuses any other deployment.endpointName
-                    sm("endpoint", config.endpoint_name),
+                    sm("endpoint", config.endpoint),
                 ],
             )
         )
@@ -377,8 +420,39 @@ class CodetuneStack(Stack):
                     "application-autoscaling:PutScalingPolicy",
                     "application-autoscaling:DescribeScalingPolicies",
                     "application-autoscaling:DeleteScalingPolicy",
+                    "application-autoscaling:DeregisterScalableTarget",
                 ],
                 resources=["*"],  # scalable targets have no ARN before registration
+            )
+        )
+        # Application Auto Scaling checks these as the caller of RegisterScalableTarget /
+        # PutScalingPolicy ("Required permissions for automatic scaling", SageMaker docs).
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:UpdateEndpointWeightsAndCapacities",
+                ],
+                resources=[sm("endpoint", config.endpoint)],
+            )
+        )
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
+                resources=[
+                    self.format_arn(
+                        service="cloudwatch",
+                        resource="alarm",
+                        resource_name=f"TargetTracking-endpoint/{config.endpoint}/*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=["*"],  # listing alarms is not resource-scoped
             )
         )
         deploy.add_to_role_policy(
@@ -409,7 +483,7 @@ class CodetuneStack(Stack):
         fns["smoke_test"].add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:InvokeEndpoint"],
-                resources=[sm("endpoint", config.endpoint_name)],
+                resources=[sm("endpoint", config.endpoint)],
             )
         )
         sm_finding = "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{}]"
@@ -424,6 +498,12 @@ class CodetuneStack(Stack):
             deploy_policy,
             sm_finding.format(f"model-package/{config.model_package_group}/*"),
             packages_reason,
+        )
+        acknowledge(
+            deploy_policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
+            f"<AWS::AccountId>:alarm:TargetTracking-endpoint/{config.endpoint}/*]",
+            "Application Auto Scaling names the target-tracking alarms of this endpoint itself.",
         )
         for kind in ("model", "endpoint-config"):
             acknowledge(

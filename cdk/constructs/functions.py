@@ -75,7 +75,7 @@ class WorkflowFunctions(Construct):
         specs: list[FunctionSpec],
         key: kms.IKey,
         log_retention: logs.RetentionDays,
-        reserved_concurrency: int,
+        reserved_concurrency: int | None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not (deps_dir / "jsonschema").is_dir():

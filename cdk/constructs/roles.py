@@ -27,7 +27,8 @@ def _log_groups(stack: Stack, *names: str) -> list[str]:
 
 
 class SageMakerRoles(Construct):
-    """`job_role` (processing + training jobs) and `endpoint_role` (the hosted model).
+    """`job_role` (prepare + training jobs), `evaluation_role` (the evaluation job, which runs
+    generated code) and `endpoint_role` (the hosted model).
 
     Permissions are exact: run prefixes of the artifact bucket, the stack's key, the image
     repositories, and SageMaker's own log groups. Grants to buckets happen in the stack.
@@ -42,6 +43,7 @@ class SageMakerRoles(Construct):
         repositories: list[ecr.IRepository],
         vpc_subnet_ids: tuple[str, ...],
         vpc_security_group_ids: tuple[str, ...],
+        rollback_alarm_arns: list[str],
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -51,25 +53,48 @@ class SageMakerRoles(Construct):
             assumed_by=SAGEMAKER,
             description="codetune SageMaker processing and training jobs",
         )
+        self.evaluation_role = iam.Role(
+            self,
+            "EvaluationRole",
+            assumed_by=SAGEMAKER,
+            description="codetune SageMaker evaluation job (runs generated code)",
+        )
         self.endpoint_role = iam.Role(
             self,
             "EndpointRole",
             assumed_by=SAGEMAKER,
             description="codetune SageMaker endpoint (model container)",
         )
+        job_roles = (self.job_role, self.evaluation_role)
         for role, groups in (
             (
                 self.job_role,
                 ("/aws/sagemaker/ProcessingJobs", "/aws/sagemaker/TrainingJobs"),
             ),
+            (self.evaluation_role, ("/aws/sagemaker/ProcessingJobs",)),
             (self.endpoint_role, ("/aws/sagemaker/Endpoints/*",)),
         ):
             allow_key(role, key, encrypt=True)
+            if role in job_roles:
+                # Volume encryption with VolumeKmsKeyId: SageMaker creates a grant on the key
+                # for the job's instances (CreateProcessingJob/CreateTrainingJob docs).
+                role.add_to_policy(
+                    iam.PolicyStatement(
+                        actions=["kms:CreateGrant"],
+                        resources=[key.key_arn],
+                        conditions={"Bool": {"kms:GrantIsForAWSResource": True}},
+                    )
+                )
             for repository in repositories:
                 repository.grant_pull(role)
             role.add_to_policy(
                 iam.PolicyStatement(
-                    actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                    actions=[
+                        "logs:CreateLogGroup",
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ],
                     resources=_log_groups(stack, *groups),
                 )
             )
@@ -80,9 +105,16 @@ class SageMakerRoles(Construct):
                     conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
                 )
             )
-        if vpc_subnet_ids:
-            # Jobs in a VPC: SageMaker creates ENIs in the given subnets/security groups.
-            self.job_role.add_to_policy(
+        # Deployment guardrails: SageMaker reads the rollback alarms as the endpoint's role.
+        self.endpoint_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"], resources=rollback_alarm_arns
+            )
+        )
+        vpc_roles = (self.job_role, self.evaluation_role, self.endpoint_role)
+        for role in vpc_roles if vpc_subnet_ids else ():
+            # Jobs and the endpoint in a VPC: SageMaker creates ENIs in the subnets/groups.
+            role.add_to_policy(
                 iam.PolicyStatement(
                     actions=[
                         "ec2:DescribeNetworkInterfaces",
@@ -94,7 +126,7 @@ class SageMakerRoles(Construct):
                     resources=["*"],  # Describe* actions have no resource-level permissions
                 )
             )
-            self.job_role.add_to_policy(
+            role.add_to_policy(
                 iam.PolicyStatement(
                     actions=[
                         "ec2:CreateNetworkInterface",
@@ -119,15 +151,16 @@ class SageMakerRoles(Construct):
                     ],
                 )
             )
-        if vpc_subnet_ids:
+        for role in vpc_roles if vpc_subnet_ids else ():
             acknowledge(
-                self.job_role.node.find_child("DefaultPolicy"),
+                role.node.find_child("DefaultPolicy"),
                 "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:"
                 "<AWS::AccountId>:network-interface/*]",
-                "SageMaker creates the job's ENIs with generated ids in the configured subnets.",
+                "SageMaker creates the ENIs with generated ids in the configured subnets.",
             )
         for role, groups in (
             (self.job_role, ("ProcessingJobs", "TrainingJobs")),
+            (self.evaluation_role, ("ProcessingJobs",)),
             (self.endpoint_role, ("Endpoints/*",)),
         ):
             policy = role.node.find_child("DefaultPolicy")
@@ -141,10 +174,6 @@ class SageMakerRoles(Construct):
                 policy,
                 "AwsSolutions-IAM5[Resource::*]",
                 "cloudwatch:PutMetricData has no resource type; limited by a namespace condition"
-                + (
-                    "; ec2:Describe* have no resource-level permissions"
-                    if vpc_subnet_ids and role is self.job_role
-                    else ""
-                )
+                + ("; ec2:Describe* have no resource-level permissions" if vpc_subnet_ids else "")
                 + "; ecr:GetAuthorizationToken is account-wide by design.",
             )

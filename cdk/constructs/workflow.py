@@ -40,12 +40,17 @@ LAMBDA_TRANSIENT_ERRORS = [
 # deterministic per execution; later states read the actual name and artifacts from the task
 # result ($.training.jobName, $.training.modelDataUrl). A job that started and then failed
 # (States.TaskFailed: bad data, OOM, algorithm error) is not retried; the Catch reports it.
+# "SageMaker.AmazonSageMakerException" is not among them: Step Functions reports every other
+# service error under that name, ValidationException included, which no retry fixes.
 SAGEMAKER_TRANSIENT_ERRORS = [
-    "SageMaker.AmazonSageMakerException",
     "SageMaker.ResourceLimitExceededException",
     "SageMaker.ThrottlingException",
     "SageMaker.CapacityError",
 ]
+# The sandbox minimum of the evaluation job: `codetune evaluate` refuses to run generated
+# code without a seccomp filter (it works in any container; Landlock needs a newer kernel
+# than every SageMaker host may have, bubblewrap namespaces SageMaker does not allow).
+EVAL_SANDBOX_REQUIRE = "seccomp"
 # Retries of a job state; the attempt number is one digit of the job name's "-r<n>" suffix.
 SAGEMAKER_MAX_ATTEMPTS = 4
 # Where the VolumeKey? choices put each job's resource block (`.training`, `.prepare`,
@@ -62,6 +67,7 @@ class JobSettings:
     """What the SageMaker job states need from the stack (ARNs and names, no logic)."""
 
     role_arn: str
+    evaluation_role_arn: str  # the evaluation job's: it runs generated code
     job_name_prefix: str  # SageMaker job names start with it (naming.job_names: "<stage>-")
     training_image_uri: str
     key_arn: str
@@ -141,10 +147,10 @@ class TrainingWorkflow(Construct):
             result_path="$",
             timeout=Duration.minutes(2),
         )
-        prepare_env = {
-            "CODETUNE_RUN_ID.$": "$.request.runId",
-            "CODETUNE_PREPARE_CONFIG.$": "States.JsonToString($.request.prepare.config)",
-        }
+        # The prepare config reaches the jobs as `--set key=value` container arguments
+        # (ValidateRequest renders them): SageMaker caps an environment value at 256
+        # characters, a realistic config as one JSON value exceeds it.
+        prepare_env = {"CODETUNE_RUN_ID.$": "$.request.runId"}
         # Scale-out (prepare.instanceCount > 1): each instance gets its part of the codebase's
         # objects (ShardedByS3Key) and writes its shard under <datasetShards><host>/; a
         # one-instance MergeDataset job then removes duplicates across shards into the dataset.
@@ -154,6 +160,7 @@ class TrainingWorkflow(Construct):
             "resources_path": f"{JOB_RESOURCES}.prepare",
             "inputs": [("code", "$.request.data.codebaseS3Uri")],
             "environment": prepare_env,
+            "arguments_path": "$.request.prepare.arguments",
             "timeout": jobs.prepare_timeout,
             "result_path": "$.prepare",
         }
@@ -170,7 +177,7 @@ class TrainingWorkflow(Construct):
             "MergeDataset",
             job_name_path="$.request.jobs.merge",
             entrypoint="prepare",
-            arguments=["--merge", "/opt/ml/processing/input/shards", "--no-progress"],
+            arguments_path="$.request.prepare.mergeArguments",
             resources_path=f"{JOB_RESOURCES}.merge",
             inputs=[("shards", "$.request.paths.datasetShards")],
             output=("dataset", "$.request.paths.dataset"),
@@ -551,18 +558,19 @@ class TrainingWorkflow(Construct):
         resources_path: str,
         isolate: bool = False,
         distribution: str = "FullyReplicated",
-        arguments: list[str] | None = None,
+        arguments_path: str | None = None,
+        role_arn: str | None = None,
     ) -> sfn.CustomState:
         jobs = self._jobs
         app: dict = {"ImageUri": jobs.training_image_uri, "ContainerEntrypoint": [entrypoint]}
-        if arguments:
-            app["ContainerArguments"] = list(arguments)
+        if arguments_path:
+            app["ContainerArguments.$"] = arguments_path
         return self._custom(
             name,
             "sagemaker:createProcessingJob.sync",
             {
                 "ProcessingJobName.$": attempt_job_name(job_name_path),
-                "RoleArn": jobs.role_arn,
+                "RoleArn": role_arn or jobs.role_arn,
                 "AppSpecification": app,
                 # Built by the <Job>VolumeKey? choice before the job (volume_key_choice).
                 "ProcessingResources": {"ClusterConfig.$": resources_path},
@@ -622,9 +630,11 @@ class TrainingWorkflow(Construct):
                     "States.JsonToString($.request.evaluation.compareSft)"
                 ),
                 "CODETUNE_ADAPTER_URI.$": "$.training.modelDataUrl",
+                "CODETUNE_SANDBOX_REQUIRE": EVAL_SANDBOX_REQUIRE,
             },
             timeout=self._jobs.evaluation_timeout,
             result_path="$.evaluation",
+            role_arn=self._jobs.evaluation_role_arn,
             # Generated code is untrusted; without internet it cannot exfiltrate. Only
             # possible when the base model comes from S3 (no hub download needed).
             isolate=s3_model,
@@ -709,6 +719,7 @@ class TrainingWorkflow(Construct):
                     "sagemaker:DescribeProcessingJob",
                     "sagemaker:StopProcessingJob",
                     "sagemaker:AddTags",
+                    "sagemaker:ListTags",
                 ],
                 resources=job_arns,
             )
@@ -716,7 +727,7 @@ class TrainingWorkflow(Construct):
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["iam:PassRole"],
-                resources=[self._jobs.role_arn],
+                resources=[self._jobs.role_arn, self._jobs.evaluation_role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             )
         )

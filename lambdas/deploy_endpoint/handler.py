@@ -2,7 +2,7 @@
 
 Event ``{"request", "registration": {"modelPackageArn"}, "previous": optional (this state's
 last output), "rollbackAlarms": optional}``; environment SAGEMAKER_ROLE_ARN, optional
-KMS_KEY_ID, ROLLBACK_ALARMS. Returns ``{"endpointName", "endpointConfigName", "action",
+KMS_KEY_ID, ROLLBACK_ALARMS, VPC_SUBNET_IDS, VPC_SECURITY_GROUP_IDS. Returns ``{"endpointName", "endpointConfigName", "action",
 "status", "autoscaling"}``; the state machine waits and calls again until status is
 InService. Logic: codetune.workflow.deploy.
 """
@@ -34,6 +34,9 @@ def lambda_handler(event, context):
             sagemaker=client("sagemaker"),
             autoscaling=client("application-autoscaling"),
             previous=ev.previous,
+            vpc={"Subnets": env.subnet_ids, "SecurityGroupIds": env.security_group_ids}
+            if env.subnet_ids
+            else None,
         )
     except WorkflowError:
         logger.exception("deployment step failed")

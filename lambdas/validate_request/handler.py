@@ -1,7 +1,8 @@
 """ValidateRequest: the execution input -> the resolved run request (or InvalidRunInput).
 
 Event ``{"input": <run input>, "executionName": "$$.Execution.Name"}``; environment
-ARTIFACT_BUCKET, MODEL_PACKAGE_GROUP, optional ALLOWED_BUCKETS, STAGE, ENDPOINT_NAME. Returns
+ARTIFACT_BUCKET, MODEL_PACKAGE_GROUP, optional ALLOWED_BUCKETS, STAGE, ENDPOINT_NAME,
+MAX_TRAINING_SECONDS. Returns
 ``RunRequest.to_dict()`` (schemas/run-request.schema.json). Logic: codetune.workflow.validate.
 """
 
@@ -35,6 +36,7 @@ def lambda_handler(event, context):
             stage=env.stage,
             codebase_fingerprint=lambda uri: codebase_fingerprint(uri, s3),
             endpoint_name=env.endpoint_name,
+            max_training_seconds=env.max_training_seconds,
         )
         check_inputs_exist(request, s3)
         # Step caching: the same codebase contents + prepare config -> the same dataset.

@@ -151,10 +151,8 @@ def test_sharded_prepare_then_merge(states):
     assert out["S3Uri.$"] == "$.request.paths.datasetShards"
     assert states["PrepareDatasetSharded"]["Next"] == "MergeVolumeKey?"
     merge = states["MergeDataset"]["Parameters"]
-    assert merge["AppSpecification"]["ContainerArguments"][:2] == [
-        "--merge",
-        "/opt/ml/processing/input/shards",
-    ]
+    # ValidateRequest renders ["--merge", "/opt/ml/processing/input/shards", ...]
+    assert merge["AppSpecification"]["ContainerArguments.$"] == "$.request.prepare.mergeArguments"
     (shards,) = merge["ProcessingInputs"]
     assert shards["S3Input"]["S3Uri.$"] == "$.request.paths.datasetShards"
     assert shards["S3Input"]["LocalPath"] == "/opt/ml/processing/input/shards"
@@ -263,3 +261,53 @@ def test_later_states_read_the_actual_training_artifact(states):
             if i["InputName"] == "adapter"
         ]
         assert adapter == "$.training.modelDataUrl", name
+
+
+def test_job_states_do_not_retry_validation_errors(states):
+    # guards: Step Functions reports SageMaker's ValidationException (and every other error
+    # without its own class) as SageMaker.AmazonSageMakerException; retrying it made new jobs
+    # that failed the same way three more times
+    for name, s in states.items():
+        if "sagemaker:" not in str(s.get("Resource")):
+            continue
+        retried = {e for r in s.get("Retry", []) for e in r["ErrorEquals"]}
+        assert "SageMaker.AmazonSageMakerException" not in retried, name
+        assert "SageMaker.ThrottlingException" in retried, name
+
+
+def test_training_ends_before_the_execution_times_out(synth):
+    # guards: the training task's timeout leaves room for prepare and evaluation inside the
+    # state machine's, and ValidateRequest refuses jobs that may outlast the training task
+    definition = rendered_definition(synth.template)
+    states = definition["States"]
+    train = states["TrainAdapter"]["TimeoutSeconds"]
+    others = (
+        states["PrepareDataset"]["TimeoutSeconds"] + states["EvaluateAdapter"]["TimeoutSeconds"]
+    )
+    assert train + others < definition["TimeoutSeconds"], (train, others)
+    functions = [
+        r for r in synth.template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+    ]
+    (validate_env,) = [
+        f["Properties"]["Environment"]["Variables"]
+        for f in functions
+        if "ARTIFACT_BUCKET" in f["Properties"]["Environment"]["Variables"]
+    ]
+    assert int(validate_env["MAX_TRAINING_SECONDS"]) < train
+
+
+def test_evaluation_requires_the_seccomp_sandbox(states):
+    # guards: both evaluation states tell `codetune evaluate` its sandbox minimum, so the job
+    # refuses to run generated code where the seccomp filter does not work (not a default
+    # that a change elsewhere could weaken)
+    from codetune import jobenv
+    from codetune.evaluate import sandbox
+
+    assert jobenv.SANDBOX_REQUIRE == sandbox.REQUIRE_ENV
+    evals = {
+        n: s for n, s in states.items() if n.startswith("EvaluateAdapter") and "Parameters" in s
+    }
+    assert set(evals) == {"EvaluateAdapter", "EvaluateAdapterS3Model"}
+    for name, s in evals.items():
+        value = s["Parameters"]["Environment"][jobenv.SANDBOX_REQUIRE]
+        assert sandbox.parse_layers(value, name) == ("seccomp",), name

@@ -55,6 +55,7 @@ class Scenario:
     )  # state -> (Error, Cause)
     smoke_answers: list | None = None
     deploy_error: Exception | None = None
+    objects: dict[str, bytes] = field(default_factory=dict)  # s3 URI -> body, put before
 
 
 # -- the definition under test --------------------------------------------------------------
@@ -310,6 +311,9 @@ def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1
         s3.put_object(
             Bucket=inputs, Key="codebases/my-service/app.py", Body=b"def f():\n    return 1\n"
         )
+        for uri, body in scenario.objects.items():
+            bucket, key = uri.removeprefix("s3://").split("/", 1)
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
         boto3.client("sagemaker", region_name=REGION).create_model_package_group(
             ModelPackageGroupName=env["validate_request"]["MODEL_PACKAGE_GROUP"]
         )
@@ -404,11 +408,23 @@ def _report(candidate_exact_fix: float) -> dict:
         "baseModel": BASE,
         "adapter": "s3://artifacts/runs/run-1/output/model.tar.gz",
         "suites": {
-            "humaneval": {"n": 164, "base": {"pass@1": 0.40}, "candidate": {"pass@1": 0.40}},
+            "humaneval": {
+                "n": 164,
+                "base": {"pass@1": 0.40},
+                "candidate": {"pass@1": 0.40},
+                "paired": {"improved": 0, "regressed": 0, "both": 66, "neither": 98},
+            },
             "bugfix": {
                 "n": 200,
                 "base": {"exact_fix": 0.10, "parses": 0.95},
                 "candidate": {"exact_fix": candidate_exact_fix, "parses": 0.97},
+                # the base fixes 20 of 200, the candidate those and `gained` more
+                "paired": {
+                    "improved": (gained := round(200 * candidate_exact_fix) - 20),
+                    "regressed": 0,
+                    "both": 20,
+                    "neither": 180 - gained,
+                },
             },
         },
         "gate": {"passed": True, "reasons": []},
@@ -439,7 +455,7 @@ def test_success_path_deploys_and_summarizes(synth, handlers, monkeypatch):
     assert out.lambda_calls[:3] == ["validate_request", "quality_gate", "register_adapter"]
     assert out.lambda_calls.count("deploy_endpoint") >= 2  # created, then polled to InService
     assert out.lambda_calls[-1] == "smoke_test"
-    assert out.output["endpointName"] == "codetune"
+    assert out.output["endpointName"] == "codetune-dev"  # cdk.json dev endpointName
     assert out.output["modelPackageArn"].startswith(
         f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/"
     )
@@ -625,3 +641,29 @@ def test_ebs_instance_jobs_send_the_volume_key(synth, handlers, monkeypatch):
         "VolumeKmsKeyId": volumes["TrainAdapter"][1],
     }
     assert volumes["EvaluateAdapter"][0]["InstanceType"] == "ml.m5.xlarge"
+
+
+def test_s3_base_model_reaches_the_s3_model_states(synth, handlers, monkeypatch):
+    # guards: an s3:// base model with an explicit instance type passes ValidateRequest with
+    # the real planner (it refused every s3:// model), and the run takes the S3-model branches:
+    # the model channel in training, the model input and network isolation in evaluation
+    artifact = _function_env(synth)["validate_request"]["ARTIFACT_BUCKET"]
+    model = f"s3://{artifact}/base-models/qwen-coder/"
+    run_input = _input(synth)
+    run_input["baseModel"] = model
+    run_input["training"]["instanceType"] = "ml.g5.2xlarge"
+    run_input["registration"] = {"autoApprove": False}
+    scenario = Scenario(run_input, _report(0.30), objects={model + "config.json": b"{}"})
+    out = execute(synth, handlers, scenario, monkeypatch)
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    assert "TrainAdapterS3Model" in out.states and "EvaluateAdapterS3Model" in out.states
+    assert "TrainAdapter" not in out.states and "EvaluateAdapter" not in out.states
+    train = out.job_requests["TrainAdapterS3Model"]
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in train["InputDataConfig"]
+    }
+    assert channels["model"] == model
+    evaluation = out.job_requests["EvaluateAdapterS3Model"]
+    assert evaluation["NetworkConfig"]["EnableNetworkIsolation"] is True
+    inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in evaluation["ProcessingInputs"]}
+    assert inputs["model"] == model

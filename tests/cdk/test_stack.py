@@ -18,6 +18,13 @@ def template(synth) -> Template:
     return Template.from_json(synth.template)
 
 
+@pytest.fixture(scope="module")
+def states(synth) -> dict:
+    from render import rendered_definition
+
+    return rendered_definition(synth.template)["States"]
+
+
 def _resources(synth, rtype: str) -> dict:
     return {k: v for k, v in synth.template["Resources"].items() if v["Type"] == rtype}
 
@@ -124,7 +131,8 @@ def test_no_wildcard_resource_on_write_actions(synth):
     # guards: every data/write action names its resources; "*" only for actions that have no
     # resource type (X-Ray, PutMetricData, GetAuthorizationToken, autoscaling, Describe*)
     allowed_star = re.compile(
-        r"^(xray:|cloudwatch:PutMetricData$|ecr:GetAuthorizationToken$|application-autoscaling:|"
+        r"^(xray:|cloudwatch:(PutMetricData|DescribeAlarms)$|ecr:GetAuthorizationToken$|"
+        r"application-autoscaling:|"
         r"ec2:Describe|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|"
         r"ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)$)"
     )
@@ -157,6 +165,37 @@ def test_sagemaker_job_role_limited_to_run_prefixes(synth):
         "checkpoints/",
         "datasets/",
     }
+
+
+def test_job_role_deletes_only_checkpoints(synth):
+    # guards: no job needs DeleteObject on runs/ or datasets/ (only spot's checkpoint sync)
+    deletes = [
+        json.dumps(r)
+        for st in _statements(synth, "SageMakerRolesJobRole")
+        if "s3:DeleteObject" in _as_list(st["Action"])
+        for r in _as_list(st["Resource"])
+    ]
+    assert deletes and all("/checkpoints/*" in r for r in deletes), deletes
+
+
+def test_evaluation_runs_under_a_role_that_writes_only_eval(synth, states):
+    # guards: the job that runs generated code can write only runs/*/eval/* of the artifact
+    # bucket, delete nothing, and read nothing of the input bucket; both evaluation states
+    # pass that role, every other job the job role
+    stmts = _statements(synth, "SageMakerRolesEvaluationRole")
+    writes = [
+        json.dumps(r)
+        for st in stmts
+        if {"s3:PutObject", "s3:DeleteObject"} & set(_as_list(st["Action"]))
+        for r in _as_list(st["Resource"])
+    ]
+    assert writes and all(w.endswith('/runs/*/eval/*"]]}') for w in writes), writes
+    assert not any("s3:DeleteObject" in _as_list(st["Action"]) for st in stmts)
+    assert "InputBucket" not in json.dumps(stmts)
+    for name, state in states.items():
+        if "createProcessingJob" in str(state.get("Resource")):
+            role = state["Parameters"]["RoleArn"]
+            assert ("evaluationrole" in role.lower()) == name.startswith("EvaluateAdapter"), name
 
 
 def test_state_machine_passes_only_the_job_role_to_sagemaker(synth):
@@ -200,14 +239,16 @@ def test_state_machine_logs_traces_and_times_out(template):
 
 
 def test_lambdas_latest_runtime_tracing_and_concurrency(synth):
-    # guards: python3.14, X-Ray active, reserved concurrency, own log group, encrypted env
+    # guards: python3.14, X-Ray active, no reserved concurrency by default (Lambda keeps 10
+    # unreserved and new accounts often have a limit of 10: `cdk deploy` would fail), own
+    # log group, encrypted env
     functions = _resources(synth, "AWS::Lambda::Function")
     assert len(functions) == 6
     for fn in functions.values():
         p = fn["Properties"]
         assert p["Runtime"] == "python3.14"
         assert p["TracingConfig"] == {"Mode": "Active"}
-        assert p["ReservedConcurrentExecutions"] == 5
+        assert "ReservedConcurrentExecutions" not in p
         assert "LoggingConfig" in p and "KmsKeyArn" in p
         assert len(p["Layers"]) == 1
 
@@ -245,9 +286,53 @@ def test_rollback_alarms_watch_endpoint_errors_and_latency(template, synth):
     assert all(a in env for a in alarms)
 
 
-def test_images_scanned_on_push(template):
+@pytest.fixture(scope="module")
+def both_stages(tmp_path_factory) -> dict:
+    """dev and prod from cdk.json synthesized into one app (one account): name -> template."""
+    import aws_cdk as cdk
+
+    import app as cdk_app
+    from cdk.config import load_stage
+
+    out = tmp_path_factory.mktemp("cdk.out.both")
+    # not conftest.cdk_context: with tests/workflow in the session "conftest" names its module
+    context = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
+    application = cdk.App(context=context, outdir=str(out))
+    stacks = [cdk_app.build(application, load_stage(context, s)) for s in ("dev", "prod")]
+    application.synth()
+    return {
+        st.stack_name: json.loads((out / f"{st.stack_name}.template.json").read_text())
+        for st in stacks
+    }
+
+
+def _named(template: dict, rtype: str, prop: str) -> list:
+    return [r["Properties"][prop] for r in template["Resources"].values() if r["Type"] == rtype]
+
+
+def test_dev_and_prod_share_an_account_without_collisions(both_stages):
+    # guards: both stages default to distinct endpoint names and package groups (dev cannot
+    # overwrite prod's endpoint), and only one manages the account-wide registry scanning
+    # configuration (a singleton: a second stack would replace or fail on the first's)
+    endpoints, groups, scanning = {}, {}, []
+    for name, template in both_stages.items():
+        for fn in _named(template, "AWS::Lambda::Function", "Environment"):
+            if "ENDPOINT_NAME" in fn["Variables"]:
+                endpoints[name] = fn["Variables"]["ENDPOINT_NAME"]
+        groups[name] = _named(
+            template, "AWS::SageMaker::ModelPackageGroup", "ModelPackageGroupName"
+        )
+        scanning += [name] * len(
+            _named(template, "AWS::ECR::RegistryScanningConfiguration", "Rules")
+        )
+    assert len(set(endpoints.values())) == 2, endpoints
+    assert len({g for v in groups.values() for g in v}) == 2, groups
+    assert scanning == ["CodetuneProdStack"]
+
+
+def test_images_scanned_on_push(both_stages):
     # guards: the CDK asset repositories get basic scan-on-push (registry scanning rule)
-    template.has_resource_properties(
+    Template.from_json(both_stages["CodetuneProdStack"]).has_resource_properties(
         "AWS::ECR::RegistryScanningConfiguration",
         {
             "ScanType": "BASIC",
@@ -308,7 +393,7 @@ def test_endpoint_name_pinned_to_the_alarmed_endpoint(synth):
     functions = _resources(synth, "AWS::Lambda::Function")
     envs = [f["Properties"].get("Environment", {}).get("Variables", {}) for f in functions.values()]
     [validate_env] = [e for e in envs if "ARTIFACT_BUCKET" in e]
-    assert validate_env["ENDPOINT_NAME"] == "codetune"  # cdk.json dev endpointName
+    assert validate_env["ENDPOINT_NAME"] == "codetune-dev"  # cdk.json dev endpointName
     alarms = _resources(synth, "AWS::CloudWatch::Alarm").values()
     for alarm in alarms:
         dims = {d["Name"]: d["Value"] for d in alarm["Properties"].get("Dimensions", [])}
@@ -319,7 +404,7 @@ def test_endpoint_name_pinned_to_the_alarmed_endpoint(synth):
         for r in _as_list(st["Resource"])
         if ":endpoint/" in json.dumps(r)
     ]
-    assert endpoint_arns and all(a.endswith(':endpoint/codetune"]]}') for a in endpoint_arns)
+    assert endpoint_arns and all(a.endswith(':endpoint/codetune-dev"]]}') for a in endpoint_arns)
 
 
 def test_outputs_are_what_train_remote_reads(synth, synth_vpc):

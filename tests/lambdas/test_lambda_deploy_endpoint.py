@@ -91,6 +91,27 @@ def test_endpoint_config_carries_timeouts_and_kms(deploy_env, context):
     assert endpoint_config_spec(req, "key-1")["KmsKeyId"] == "key-1"
 
 
+def test_gpu_variants_run_on_the_driver_580_ami(deploy_env):
+    # guards: the inference image's CUDA build needs NVIDIA driver 580, which only the
+    # al2023 GPU 4.1 inference AMI has; CPU variants take no AMI version (refused there)
+    from awscheck.limits import problems
+
+    doc = deploy_env["request"]
+    for instance_type, ami in (
+        ("ml.g5.2xlarge", "al2023-ami-sagemaker-inference-gpu-4-1"),
+        ("ml.g6e.xlarge", "al2023-ami-sagemaker-inference-gpu-4-1"),
+        ("ml.p4d.24xlarge", "al2023-ami-sagemaker-inference-gpu-4-1"),
+        ("ml.m5.xlarge", None),
+        ("ml.inf2.xlarge", None),
+    ):
+        req = RunRequest.from_dict(
+            {**doc, "deployment": {**doc["deployment"], "instanceType": instance_type}}
+        )
+        spec = endpoint_config_spec(req, "arn:aws:kms:us-east-1:123456789012:key/1")
+        assert spec["ProductionVariants"][0].get("InferenceAmiVersion") == ami, instance_type
+        assert problems("sagemaker", "CreateEndpointConfig", spec) == [], instance_type
+
+
 def _simulate_update_endpoint(updates: list[dict]):
     """moto lacks UpdateEndpoint: apply it to moto's endpoint and record the arguments."""
     from moto.sagemaker.models import sagemaker_backends
@@ -158,14 +179,52 @@ def test_existing_endpoint_is_updated_blue_green(deploy_env, request_doc, contex
 
 
 def test_failed_endpoint_is_deployment_failed(deploy_env, context):
-    # guards: a Failed endpoint ends the run with SageMaker's reason
+    # guards: the endpoint this run created going to Failed ends the run with SageMaker's reason
     from moto.sagemaker.models import sagemaker_backends
 
-    handler.lambda_handler(deploy_env, context)
+    first = handler.lambda_handler(deploy_env, context)
     ep = sagemaker_backends[ACCOUNT][REGION].endpoints["codetune-test"]
     ep.endpoint_status, ep.failure_reason = "Failed", "health check timed out"
     with pytest.raises(DeploymentFailed, match="health check timed out"):
-        handler.lambda_handler(deploy_env, context)
+        handler.lambda_handler({**deploy_env, "previous": first}, context)
+
+
+def _other_run(request_doc: dict) -> dict:
+    return dict(
+        request_doc,
+        runId="next-run",
+        jobs={k: v.replace("nightly", "next") for k, v in request_doc["jobs"].items()},
+    )
+
+
+def test_failed_endpoint_of_an_earlier_run_is_deleted_and_recreated(
+    deploy_env, request_doc, mutations, context
+):
+    # guards: an endpoint an earlier deployment left Failed no longer blocks every later one
+    # ("DeleteEndpoint is the only operation that can be performed on a failed endpoint"):
+    # the next run deletes it, waits for it to go, and creates it with its own config
+    from moto.sagemaker.models import sagemaker_backends
+
+    first = handler.lambda_handler(deploy_env, context)
+    handler.lambda_handler({**deploy_env, "previous": first}, context)  # autoscaling on
+    ep = sagemaker_backends[ACCOUNT][REGION].endpoints["codetune-test"]
+    ep.endpoint_status, ep.failure_reason = "Failed", "instance failed health checks"
+    nxt = {**deploy_env, "request": _other_run(request_doc)}
+    mutations.clear()
+    start = {"action": "start", "status": "NotStarted"}  # what StartDeployment passes
+    out = handler.lambda_handler({**nxt, "previous": start}, context)
+    assert (out["action"], out["status"]) == ("deleting", "Deleting")
+    assert "UpdateEndpoint" not in mutations and mutations[-1] == "DeleteEndpoint"
+    out = handler.lambda_handler({**nxt, "previous": out}, context)
+    assert (out["action"], out["status"]) == ("created", "Creating")
+    out = handler.lambda_handler({**nxt, "previous": out}, context)
+    assert (out["action"], out["status"], out["autoscaling"]) == (
+        "unchanged",
+        "InService",
+        "registered",
+    )
+    desc = client("sagemaker").describe_endpoint(EndpointName="codetune-test")
+    assert desc["EndpointConfigName"] == nxt["request"]["jobs"]["endpointConfig"]
 
 
 def test_event_without_package_is_invalid_event(deploy_env, context):

@@ -97,3 +97,34 @@ def test_event_without_gate_is_invalid_event(image, request_doc, context):
     del ev["gate"]["passed"]
     with pytest.raises(InvalidEvent, match=r"event\.gate\.passed is missing"):
         handler.lambda_handler(ev, context)
+
+
+def test_forty_character_run_id_registers_within_the_api_limits(image, context, fake_planner):
+    # guards: run ids reach 40 characters and CreateModelPackage.ClientToken allows at most
+    # 36 ([a-zA-Z0-9-]+); botocore does not check the maximum, the service would refuse it
+    # after training and evaluation are paid for
+    from awscheck.limits import problems
+    from awscheck.record import recording
+    from lambda_harness import BUCKET, event
+
+    from codetune.workflow import validate_run_input
+
+    name = "nightly-" + "x" * 32
+    doc = validate_run_input(
+        event("validate_request")["input"],
+        execution_name=name,
+        artifact_bucket=BUCKET,
+        model_package_group="codetune-test",
+        stage="test",
+    ).to_dict()
+    assert doc["runId"] == name and len(name) == 40
+    _manifest(doc)
+    with recording() as calls:
+        from codetune.workflow.aws import reset_clients
+
+        reset_clients()
+        out = handler.lambda_handler(with_request("register_adapter", doc), context)
+    assert out["created"]
+    (create,) = [c for c in calls if c.operation == "CreateModelPackage"]
+    assert problems("sagemaker", "CreateModelPackage", create.params) == []
+    assert len(create.params["ClientToken"]) <= 36

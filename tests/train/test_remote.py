@@ -344,3 +344,38 @@ def test_volume_key_decided_like_the_workflow(instance_type, monkeypatch):
     assert sends_key == workflow.training.volume_kms_key
     assert sends_key == (instance_type.split(".")[1] in ("p3",))
     assert req["OutputDataConfig"]["KmsKeyId"] == KEY
+
+
+def test_follow_prints_each_log_line_once(aws):
+    # guards: following a job prints every log event once, however many polls see it (the
+    # last page used to be printed again on every poll)
+    import time as _time
+
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=remote.LOG_GROUP)
+    logs.create_log_stream(logGroupName=remote.LOG_GROUP, logStreamName="job-1/algo-1-1")
+    clock = [int(_time.time() * 1000)]
+
+    def put(*lines):
+        events = []
+        for m in lines:
+            clock[0] += 1
+            events.append({"timestamp": clock[0], "message": m})
+        logs.put_log_events(
+            logGroupName=remote.LOG_GROUP, logStreamName="job-1/algo-1-1", logEvents=events
+        )
+
+    put("step 1", "step 2")
+    statuses = iter(["InProgress", "InProgress", "Completed"])
+
+    class SM:
+        def describe_training_job(self, TrainingJobName):
+            status = next(statuses)
+            if status == "Completed":
+                put("step 3")
+            return {"TrainingJobStatus": status, "SecondaryStatus": "Training"}
+
+    buf = io.StringIO()
+    remote.follow(SM(), logs, "job-1", out=buf, poll_s=0)
+    lines = [x for x in buf.getvalue().splitlines() if not x.startswith("[")]
+    assert lines == ["step 1", "step 2", "step 3"]

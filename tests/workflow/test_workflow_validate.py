@@ -511,3 +511,119 @@ def test_volume_kms_key_follows_each_jobs_instance_type(
     assert (doc["training"]["volumeKmsKey"], doc["evaluation"]["volumeKmsKey"]) == expected[:2]
     assert doc["prepare"]["volumeKmsKey"] is expected[2]
     assert RunRequest.from_dict(doc) == req  # the schema requires and accepts the flags
+
+
+def test_s3_base_model_with_an_explicit_instance_type_validates(base_input):
+    # guards: the real planner cannot size weights in S3 and refuses them; an explicit
+    # instance type is then the user's choice and must be accepted (the S3-model states of
+    # the state machine are otherwise unreachable). No planner stand-in here.
+    base_input["baseModel"] = f"s3://{BUCKET}/base-models/qwen/"
+    base_input["training"]["instanceType"] = "ml.g5.2xlarge"
+    req = _validate(base_input)
+    assert req.base_model.s3_uri == base_input["baseModel"]
+    assert req.training.instance_type == "ml.g5.2xlarge"
+    assert req.evaluation.instance_type == "ml.g5.2xlarge"
+
+
+def test_s3_base_model_with_auto_names_the_fix(base_input):
+    # guards: "auto" with weights in S3 is refused up front with what to give instead
+    base_input["baseModel"] = f"s3://{BUCKET}/base-models/qwen/"
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input)
+    assert e.value.violations[0][0] == "$.training.instanceType"
+    assert "give training.instanceType explicitly" in e.value.violations[0][1]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "words"),
+    [
+        # the endpoint role reads base-models/ of the artifact bucket only
+        ("baseModel", "s3://codetune-inputs/models/qwen/", "also read by the endpoint"),
+        ("baseModel", f"s3://{BUCKET}/models/qwen/", f"s3://{BUCKET}/base-models/"),
+        # RegisterAdapter reads the dataset's manifest: artifact bucket, datasets/ or runs/
+        ("data.dataset", "s3://codetune-inputs/ds/", "RegisterAdapter"),
+        ("data.dataset", f"s3://{BUCKET}/elsewhere/ds/", f"s3://{BUCKET}/datasets/"),
+        ("data.codebase", f"s3://{BUCKET}/src/", f"s3://{BUCKET}/codebases/"),
+    ],
+)
+def test_inputs_the_roles_cannot_read_are_refused(fake_planner, base_input, path, value, words):
+    # guards: what ValidateRequest accepts can be read by every role that reads it
+    base_input["data"] = {}
+    node = base_input
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    if path != "data.codebase":
+        base_input["data"].setdefault("dataset", f"s3://{BUCKET}/datasets/ok/")
+    if path == "baseModel":
+        base_input["training"]["instanceType"] = "ml.g5.2xlarge"
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input, allowed_buckets=["codetune-inputs"])
+    assert any(p == f"$.{path}" and words in m for p, m in e.value.violations), e.value
+
+
+def test_codebase_in_the_input_bucket_is_accepted(fake_planner, base_input):
+    # guards: the input bucket (read by the jobs) holds codebases anywhere
+    base_input["data"] = {"codebase": "s3://codetune-inputs/anything/svc/"}
+    req = _validate(base_input, allowed_buckets=["codetune-inputs"])
+    assert req.data.codebase_s3_uri == "s3://codetune-inputs/anything/svc/"
+
+
+def test_prepare_config_reaches_the_job_as_arguments(fake_planner, base_input, repo_root):
+    # guards: the shipped prepare.yaml as overrides (621 characters as one JSON value, over
+    # SageMaker's 256 per environment value) passes as --set arguments of <= 256 each
+    from codetune.config import read_yaml
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    shipped = dict(flat(read_yaml(repo_root / "training_image" / "prepare.yaml")))
+    shipped.pop("languages", None)
+    assert len(json.dumps(shipped)) > 256
+    base_input["prepare"] = {"config": shipped}
+    req = _validate(base_input)
+    args = req.prepare.arguments
+    assert args[0] == "--no-progress" and args.count("--set") == len(shipped)
+    assert max(len(a) for a in args) <= 256 and len(args) <= 256
+    assert req.prepare.merge_arguments[:2] == ["--merge", "/opt/ml/processing/input/shards"]
+    assert req.prepare.merge_arguments[2:] == args
+
+
+def test_prepare_override_over_the_argument_limit_is_refused(fake_planner, base_input):
+    # guards: one override longer than a container argument may be is refused naming the limit
+    base_input["prepare"] = {"config": {"exclude": ["x" * 40] * 7}}
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input)
+    ((path, msg),) = e.value.violations
+    assert path == "$.prepare.config.exclude" and "at most 256 per container argument" in msg
+
+
+@pytest.mark.parametrize(
+    ("training", "path"),
+    [
+        ({"maxRuntimeSeconds": 200_000}, "$.training.maxRuntimeSeconds"),
+        ({"spot": True, "maxRuntimeSeconds": 90_000}, "$.training.maxRuntimeSeconds"),
+        (
+            {"spot": True, "maxRuntimeSeconds": 3600, "maxWaitSeconds": 150_000},
+            "$.training.maxWaitSeconds",
+        ),
+    ],
+)
+def test_training_longer_than_the_training_step_is_refused(
+    fake_planner, base_input, training, path
+):
+    # guards: the state machine's training task would time out with the job still running
+    # (maxRuntimeSeconds may be 28 days); refused up front, naming the stack's limit
+    base_input["training"].update(training)
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input, max_training_seconds=100_000)
+    ((where, msg),) = e.value.violations
+    assert where == path and "<= 100000" in msg
+    base_input["training"].update(maxRuntimeSeconds=3600, maxWaitSeconds=None)
+    base_input["training"].pop("maxWaitSeconds")
+    assert _validate(base_input, max_training_seconds=100_000).training.max_runtime_seconds == 3600

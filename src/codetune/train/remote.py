@@ -414,7 +414,7 @@ def follow(sm, logs, job_name: str, out=None, poll_s: float = 15.0) -> dict:
     from botocore.exceptions import ClientError
 
     out = out or sys.stdout
-    last_status, token, start = None, None, 0
+    last_status, start, seen = None, 0, set()
     while True:
         desc = sm.describe_training_job(TrainingJobName=job_name)
         status = (desc["TrainingJobStatus"], desc.get("SecondaryStatus"))
@@ -422,18 +422,32 @@ def follow(sm, logs, job_name: str, out=None, poll_s: float = 15.0) -> dict:
             print(f"[{job_name}] {status[0]} / {status[1]}", file=out, flush=True)
             last_status = status
         try:
-            kw = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": job_name, "startTime": start}
-            if token:
-                kw["nextToken"] = token
-            page = logs.filter_log_events(**kw)
-            for ev in page.get("events", []):
-                print(ev["message"], file=out, flush=True)
-            token = page.get("nextToken") or token
+            start = _print_new_events(logs, job_name, start, seen, out)
         except ClientError:
             pass  # the log group appears only once the first instance starts
         if status[0] in TERMINAL:
             return desc
         time.sleep(poll_s)
+
+
+def _print_new_events(logs, job_name: str, start: int, seen: set, out) -> int:
+    """Print the job's log events not printed yet; returns where the next poll starts.
+
+    Each poll reads every page from the newest timestamp printed (inclusive: events sharing
+    it may arrive later) and skips the event ids already printed, so no line repeats.
+    """
+    kw = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": job_name, "startTime": start}
+    while True:
+        page = logs.filter_log_events(**kw)
+        for ev in page.get("events", []):
+            if ev["eventId"] in seen:
+                continue
+            seen.add(ev["eventId"])
+            print(ev["message"], file=out, flush=True)
+            start = max(start, ev["timestamp"])
+        if not page.get("nextToken"):
+            return start
+        kw["nextToken"] = page["nextToken"]
 
 
 def training_summary(s3, model_uri: str) -> dict | None:

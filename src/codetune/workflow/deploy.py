@@ -41,6 +41,19 @@ LOCAL_STORAGE_FAMILIES = frozenset(
 )
 
 
+# GPU hosting runs on this AMI (NVIDIA driver 580, CUDA 13) for the inference image's CUDA
+# build; SageMaker's default GPU AMI has an older driver. Only GPU families take it.
+GPU_INFERENCE_AMI = "al2023-ami-sagemaker-inference-gpu-4-1"
+GPU_FAMILY_PREFIXES = ("g", "p")
+
+
+def inference_ami(instance_type: str) -> str | None:
+    """The InferenceAmiVersion for ``instance_type`` (None for CPU/Inferentia families)."""
+    parts = instance_type.split(".")
+    family = parts[1] if len(parts) >= 3 else ""
+    return GPU_INFERENCE_AMI if family.startswith(GPU_FAMILY_PREFIXES) else None
+
+
 def supports_kms_volume(instance_type: str) -> bool:
     """False for instance types whose storage is local NVMe (KmsKeyId is rejected there)."""
     parts = instance_type.split(".")
@@ -76,6 +89,9 @@ def endpoint_config_spec(request, kms_key_id: str | None) -> dict:
     }
     if kms_key_id and supports_kms_volume(dep.instance_type):
         spec["KmsKeyId"] = kms_key_id
+    ami = inference_ami(dep.instance_type)
+    if ami:
+        spec["ProductionVariants"][0]["InferenceAmiVersion"] = ami
     return spec
 
 
@@ -93,11 +109,17 @@ def deployment_config(alarms: list[str]) -> dict:
     return cfg
 
 
-def _ensure_model(request, sm, model_package_arn: str, role_arn: str) -> bool:
-    """Create the run's SageMaker model from the registered package; False if it exists."""
+def _ensure_model(request, sm, model_package_arn: str, role_arn: str, vpc: dict | None) -> bool:
+    """Create the run's SageMaker model from the registered package; False if it exists.
+
+    With ``vpc`` (``{"Subnets", "SecurityGroupIds"}``) the model runs in the stage's VPC like
+    the jobs. Network isolation is not set: the container loads the base model itself (from
+    the Hugging Face Hub, or from S3 with its role), which an isolated container cannot.
+    """
     name = request.jobs.model
     if _describe(sm.describe_model, "sagemaker:DescribeModel", ModelName=name):
         return False
+    kw = {"VpcConfig": vpc} if vpc else {}
     call(
         "sagemaker:CreateModel",
         sm.create_model,
@@ -105,6 +127,7 @@ def _ensure_model(request, sm, model_package_arn: str, role_arn: str) -> bool:
         PrimaryContainer={"ModelPackageName": model_package_arn},
         ExecutionRoleArn=role_arn,
         Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
+        **kw,
     )
     return True
 
@@ -215,17 +238,20 @@ def deploy_endpoint(
     sagemaker,
     autoscaling,
     previous: dict | None = None,
+    vpc: dict | None = None,
 ) -> dict:
     """Create-or-update the endpoint towards this run's config; one step per call.
 
     Returns ``{"endpointName", "endpointConfigName", "action", "status", "autoscaling"}``
-    with action ``created`` | ``updated`` | ``unchanged`` | ``waiting`` and the endpoint's
-    status. Raises ``DeploymentFailed`` when the endpoint failed or SageMaker rolled this
-    run's update back; ``RetryableError`` when another update is in progress.
+    with action ``created`` | ``updated`` | ``unchanged`` | ``waiting`` | ``deleting`` and
+    the endpoint's status. An endpoint left ``Failed`` by an earlier deployment is deleted
+    (the only operation SageMaker allows on it) and created anew. Raises
+    ``DeploymentFailed`` when this run's endpoint failed or SageMaker rolled this run's update
+    back; ``RetryableError`` when another update is in progress.
     """
     dep = request.deployment
     name, cfg = dep.endpoint_name, request.jobs.endpoint_config
-    _ensure_model(request, sagemaker, model_package_arn, role_arn)
+    _ensure_model(request, sagemaker, model_package_arn, role_arn, vpc)
     _ensure_endpoint_config(request, sagemaker, kms_key_id)
     current = _describe(
         sagemaker.describe_endpoint, "sagemaker:DescribeEndpoint", EndpointName=name
@@ -243,6 +269,16 @@ def deploy_endpoint(
         return {**result, "action": "created", "status": "Creating"}
 
     status = current["EndpointStatus"]
+    ours = previous and previous.get("action") in ("created", "updated", "waiting")
+    if status == "Deleting":
+        return {**result, "action": "deleting", "status": status}
+    if status == "Failed" and not ours:
+        # Failed before this run's deployment started (an earlier run, or an earlier
+        # execution of this one): DeleteEndpoint is the only operation SageMaker allows on
+        # it; the next calls wait for it to go, then create it with this run's config.
+        _remove_autoscaling(request, autoscaling)
+        call("sagemaker:DeleteEndpoint", sagemaker.delete_endpoint, EndpointName=name)
+        return {**result, "action": "deleting", "status": "Deleting"}
     if current["EndpointConfigName"] == cfg:
         if status == "Failed":
             raise DeploymentFailed(

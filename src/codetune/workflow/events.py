@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -30,6 +30,9 @@ ENV_SAGEMAKER_ROLE_ARN = "SAGEMAKER_ROLE_ARN"
 ENV_KMS_KEY_ID = "KMS_KEY_ID"
 ENV_ROLLBACK_ALARMS = "ROLLBACK_ALARMS"  # comma-separated CloudWatch alarm names
 ENV_TOPIC_ARN = "TOPIC_ARN"
+ENV_MAX_TRAINING_SECONDS = "MAX_TRAINING_SECONDS"  # the training task's timeout
+ENV_VPC_SUBNET_IDS = "VPC_SUBNET_IDS"  # comma-separated; the endpoint's VpcConfig
+ENV_VPC_SECURITY_GROUP_IDS = "VPC_SECURITY_GROUP_IDS"
 
 
 def validate_against(schema_name: str, doc: Any, where: str) -> None:
@@ -93,10 +96,15 @@ class ValidateRequestEnv:
     model_package_group: str
     stage: str | None
     endpoint_name: str | None = None
+    max_training_seconds: int | None = None  # the TrainAdapter task's timeout
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ValidateRequestEnv:
+        limit = _env(ENV_MAX_TRAINING_SECONDS, environ, required=False)
+        if limit is not None and not limit.isdigit():
+            raise InvalidEvent(f"{ENV_MAX_TRAINING_SECONDS}={limit!r} is not a number of seconds")
         return cls(
+            max_training_seconds=int(limit) if limit else None,
             artifact_bucket=_env(ENV_ARTIFACT_BUCKET, environ),
             allowed_buckets=_names(environ.get(ENV_ALLOWED_BUCKETS)),
             model_package_group=_env(ENV_MODEL_PACKAGE_GROUP, environ),
@@ -202,10 +210,15 @@ class DeployEndpointEnv:
     sagemaker_role_arn: str
     kms_key_id: str | None
     rollback_alarms: list[str]
+    # the stage's VPC, where the endpoint runs like the jobs (empty: no VPC)
+    subnet_ids: list[str] = field(default_factory=list)
+    security_group_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> DeployEndpointEnv:
         return cls(
+            subnet_ids=_names(environ.get(ENV_VPC_SUBNET_IDS)),
+            security_group_ids=_names(environ.get(ENV_VPC_SECURITY_GROUP_IDS)),
             sagemaker_role_arn=_env(ENV_SAGEMAKER_ROLE_ARN, environ),
             kms_key_id=_env(ENV_KMS_KEY_ID, environ, required=False),
             rollback_alarms=_names(environ.get(ENV_ROLLBACK_ALARMS)),

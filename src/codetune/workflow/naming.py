@@ -56,6 +56,21 @@ def run_id(execution_name: str) -> str:
     return f"{slug}-{digest}"
 
 
+CLIENT_TOKEN_MAX = 36  # CreateModelPackage.ClientToken: [a-zA-Z0-9-]+, at most 36
+
+
+def client_token(rid: str) -> str:
+    """An idempotency token of the run for CreateModelPackage (``[a-zA-Z0-9-]{1,36}``).
+
+    A run id of up to 36 characters is the token; a longer one keeps its first 27 and adds
+    8 hex characters of its SHA-256, so two run ids never share a token.
+    """
+    if len(rid) <= CLIENT_TOKEN_MAX:
+        return rid
+    digest = hashlib.sha256(rid.encode("utf-8")).hexdigest()[:8]
+    return f"{rid[: CLIENT_TOKEN_MAX - 9].rstrip('-')}-{digest}"
+
+
 def job_names(rid: str, stage: str | None = None) -> dict[str, str]:
     """SageMaker resource names of one run, keyed like the resolved request's ``jobs``."""
     if stage is not None and not STAGE.match(stage):

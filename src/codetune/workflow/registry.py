@@ -7,6 +7,7 @@ import re
 
 from botocore.exceptions import ClientError
 
+from codetune.workflow import naming
 from codetune.workflow.aws import aws_call, call, classify, is_not_found
 from codetune.workflow.errors import AwsRequestFailed, InputNotFound, InvalidEvent
 from codetune.workflow.storage import read_bytes
@@ -141,7 +142,7 @@ def register_adapter(
             },
             CustomerMetadataProperties={k: str(v)[:256] for k, v in metadata.items()},
             ModelApprovalStatus=status,
-            ClientToken=request.run_id,
+            ClientToken=naming.client_token(request.run_id),
         )
         arn, created = resp["ModelPackageArn"], True
     return {

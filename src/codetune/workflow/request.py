@@ -75,6 +75,10 @@ class PrepareSpec:
     instance_count: int
     config: dict
     volume_kms_key: bool  # as TrainingSpec.volume_kms_key
+    # the prepare and MergeDataset jobs' ContainerArguments: the config as `--set key=value`
+    # flags (an environment value is capped at 256 characters, an argument each)
+    arguments: list = dataclasses.field(default_factory=list)
+    merge_arguments: list = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)

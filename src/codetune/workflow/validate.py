@@ -40,7 +40,23 @@ from codetune.workflow.schemas import RUN_INPUT, load_schema
 
 S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
 MAX_SECONDS = 2419200  # SageMaker's 28-day ceiling for MaxRuntime / MaxWait
+# Where each S3 input may live in the artifact bucket: the prefixes the roles that read it are
+# granted (cdk/stack.py). Base models are read by the jobs and the endpoint, datasets by the
+# jobs and RegisterAdapter (its manifest): neither may come from an input bucket, which only
+# the jobs read. Codebases are read by PrepareDataset only.
+ARTIFACT_PREFIXES = {
+    "$.baseModel": ("base-models/",),
+    "$.data.dataset": ("datasets/", "runs/"),
+    "$.data.codebase": ("codebases/",),
+}
+INPUT_BUCKET_REFS = ("$.data.codebase",)
+# SageMaker caps each ContainerArguments item at 256 characters and the list at 256 items
+# (API_AppSpecification); the prepare overrides reach the job as `--set key=value` arguments.
+CONTAINER_ARGUMENT_MAX = 256
+CONTAINER_ARGUMENTS_MAX = 256
+MERGE_INPUT = "/opt/ml/processing/input/shards"  # the MergeDataset job's `shards` input
 DEFAULT_MODEL_PACKAGE_GROUP = "codetune"
+DEFAULT_ENDPOINT_NAME = "codetune"  # a local run's, when the input names none
 
 
 def validate_run_input(
@@ -53,6 +69,7 @@ def validate_run_input(
     stage: str | None = None,
     codebase_fingerprint: Callable[[str], str] | None = None,
     endpoint_name: str | None = None,
+    max_training_seconds: int | None = None,
 ) -> RunRequest:
     """Validate a run input, fill defaults, resolve ``"auto"``, derive names.
 
@@ -63,7 +80,9 @@ def validate_run_input(
     never collide. ``codebase_fingerprint(uri)`` (the Lambda passes one that hashes the S3
     listing) makes the prepare cache key change when the codebase's contents change.
     ``endpoint_name``: the only ``deployment.endpointName`` allowed (the stack's rollback
-    alarms watch that one endpoint); None allows any (local runs).
+    alarms watch that one endpoint); None allows any (local runs). ``max_training_seconds``:
+    the state machine's timeout of the training task; a job that may run longer (max runtime,
+    or max wait with spot) is refused, since the task would time out with the job running.
 
     Returns the ``RunRequest``; raises ``InvalidRunInput`` listing every violation.
     """
@@ -83,7 +102,9 @@ def validate_run_input(
     ]
     bad_paths = {p for p, _ in violations}
     doc = fill_defaults(copy.deepcopy(doc), schema)
-    violations += _cross_field(doc, local=local, allowed=allowed)
+    violations += _cross_field(
+        doc, local=local, allowed=allowed, artifact=None if local else artifact_bucket
+    )
     prep = doc.get("prepare")
     if isinstance(prep, dict) and prep.get("languages") and isinstance(prep.get("config"), dict):
         # prepare.languages is the prepare config's `languages` key, given a place of its own
@@ -92,6 +113,8 @@ def validate_run_input(
                 ("$.prepare.languages", "differs from prepare.config.languages; give one")
             )
         prep["config"] = {**prep["config"], "languages": prep["languages"]}
+    if isinstance(prep, dict) and isinstance(prep.get("config"), dict):
+        violations += _check_prepare_arguments(prep["config"])
     dep = doc.get("deployment")
     if (
         endpoint_name is not None
@@ -107,6 +130,7 @@ def validate_run_input(
                 "another name, set endpointName in cdk.json and redeploy the stack)",
             )
         )
+    violations += _check_training_time(doc.get("training"), max_training_seconds)
     instance_type, source = None, "input"
     training_ok = not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations)
     if training_ok and not bad_paths:
@@ -127,6 +151,7 @@ def validate_run_input(
         instance_type,
         source,
         codebase_fingerprint,
+        endpoint_name,
     )
 
 
@@ -254,7 +279,9 @@ def _is_local_ref(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(("file://", "/", "stdlib:"))
 
 
-def _cross_field(doc: dict, *, local: bool, allowed: set[str] | None) -> list[tuple[str, str]]:
+def _cross_field(
+    doc: dict, *, local: bool, allowed: set[str] | None, artifact: str | None
+) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
     refs = {"$.baseModel": doc.get("baseModel")}
@@ -288,6 +315,8 @@ def _cross_field(doc: dict, *, local: bool, allowed: set[str] | None) -> list[tu
                     + ", ".join(sorted(allowed)),
                 )
             )
+        elif m and artifact is not None:
+            out += _readable(path, m.group(1), (m.group(2) or "/").lstrip("/"), artifact)
 
     tr = doc.get("training") if isinstance(doc.get("training"), dict) else {}
     if tr.get("maxWaitSeconds") is not None:
@@ -368,6 +397,91 @@ def _cross_field(doc: dict, *, local: bool, allowed: set[str] | None) -> list[tu
     return out
 
 
+def _check_training_time(tr: Any, limit: int | None) -> list[tuple[str, str]]:
+    """The training job ends (max runtime; with spot, max wait) within the task's timeout."""
+    if (
+        limit is None
+        or not isinstance(tr, dict)
+        or not isinstance(tr.get("maxRuntimeSeconds"), int)
+    ):
+        return []
+    key, seconds, why = "maxRuntimeSeconds", tr["maxRuntimeSeconds"], ""
+    if tr.get("spot") is True:
+        if isinstance(tr.get("maxWaitSeconds"), int):
+            key, seconds = "maxWaitSeconds", tr["maxWaitSeconds"]
+        else:
+            seconds = min(2 * seconds, MAX_SECONDS)
+            why = " (with spot it waits up to twice that when maxWaitSeconds is not given)"
+    if seconds <= limit:
+        return []
+    return [
+        (
+            f"$.training.{key}",
+            f"the job may run {seconds} s{why}, longer than this stack's training step "
+            f"allows; allowed: <= {limit} (or raise stateMachineTimeoutHours in cdk.json)",
+        )
+    ]
+
+
+def _readable(path: str, bucket: str, key: str, artifact: str) -> list[tuple[str, str]]:
+    """The input at ``s3://bucket/key`` can be read by every role that reads it."""
+    prefixes = ARTIFACT_PREFIXES[path]
+    where = ", ".join(f"s3://{artifact}/{p}" for p in prefixes)
+    if bucket == artifact:
+        if not key.startswith(prefixes):
+            return [
+                (
+                    path,
+                    f"s3://{bucket}/{key} is outside the prefixes its readers may read; "
+                    f"allowed: {where}...",
+                )
+            ]
+        return []
+    if path not in INPUT_BUCKET_REFS:
+        return [
+            (
+                path,
+                f"s3://{bucket}/{key}: only the SageMaker jobs read the input buckets, and "
+                f"this input is also read by the endpoint or RegisterAdapter; allowed: {where}...",
+            )
+        ]
+    return []
+
+
+def prepare_arguments(config: dict) -> list[str]:
+    """The prepare job's container arguments: ``--no-progress`` and one ``--set key=value``
+    per override (the CLI flags the environment's CODETUNE_PREPARE_CONFIG would give)."""
+    args = ["--no-progress"]
+    for k, v in sorted(config.items()):
+        args += ["--set", f"{k}={json.dumps(v)}"]
+    return args
+
+
+def _check_prepare_arguments(config: dict) -> list[tuple[str, str]]:
+    out = []
+    for k, v in sorted(config.items()):
+        arg = f"{k}={json.dumps(v)}"
+        if len(arg) > CONTAINER_ARGUMENT_MAX:
+            out.append(
+                (
+                    f"$.prepare.config.{k}",
+                    f"{len(arg)} characters as the argument --set {arg[:40]}...; SageMaker "
+                    f"allows at most {CONTAINER_ARGUMENT_MAX} per container argument "
+                    "(AppSpecification.ContainerArguments): shorten the value",
+                )
+            )
+    merge_args = 3  # --merge <dir> plus every prepare argument
+    if len(prepare_arguments(config)) + merge_args > CONTAINER_ARGUMENTS_MAX:
+        out.append(
+            (
+                "$.prepare.config",
+                f"{len(config)} overrides; SageMaker allows at most {CONTAINER_ARGUMENTS_MAX} "
+                "container arguments (two per override): give fewer",
+            )
+        )
+    return out
+
+
 def _rl_enabled(tr: dict) -> bool:
     """Whether training runs its GRPO stage: the input's ``rl.enabled``, else the shipped
     training config's (unknown when the configs are not here: then assumed on)."""
@@ -437,6 +551,16 @@ def _resolve_instance(doc: dict) -> tuple[str | None, str, str | None]:
             f'"auto" needs the planner (codetune.plan), which failed to import: {e}',
         )
     overrides = _training_overrides(tr)
+    if doc["baseModel"].startswith("s3://"):
+        # The planner reads a model's size from its id or config.json, never from S3.
+        if requested == "auto":
+            return (
+                None,
+                source,
+                '"auto" cannot size a base model in S3 (the planner reads no weights); give '
+                "training.instanceType explicitly, e.g. ml.g5.2xlarge",
+            )
+        return requested, source, None
     try:
         if requested == "auto":
             return recommend_instance(doc["baseModel"], tr["config"], overrides), source, None
@@ -484,6 +608,7 @@ def _build(
     instance_type: str,
     source: str,
     codebase_fingerprint: Callable[[str], str] | None = None,
+    endpoint_name: str | None = None,
 ) -> RunRequest:
     if local:
         root = (
@@ -565,6 +690,12 @@ def _build(
             instance_count=doc["prepare"]["instanceCount"],
             config=doc["prepare"]["config"],
             volume_kms_key=supports_kms_volume(doc["prepare"]["instanceType"]),
+            arguments=prepare_arguments(doc["prepare"]["config"]),
+            merge_arguments=[
+                "--merge",
+                MERGE_INPUT,
+                *prepare_arguments(doc["prepare"]["config"]),
+            ],
         ),
         evaluation=EvaluationSpec(
             suites=list(ev["suites"]),
@@ -580,7 +711,7 @@ def _build(
         ),
         deployment=DeploymentSpec(
             enabled=dep["enabled"],
-            endpoint_name=dep["endpointName"],
+            endpoint_name=dep["endpointName"] or endpoint_name or DEFAULT_ENDPOINT_NAME,
             adapter_name=dep["adapterName"] or rid,
             instance_type=dep["instanceType"],
             instance_count=dep["instanceCount"],
