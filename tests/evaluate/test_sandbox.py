@@ -67,6 +67,20 @@ def test_correct_program_passes(sandbox):
     assert r.status == "pass", r.detail
 
 
+def test_threads_and_subprocesses_work(sandbox):
+    # Guards against over-restriction: threads (glibc tries clone3, which the filter answers
+    # ENOSYS, then clone), fork + exec and AF_UNIX pipes still work for ordinary programs.
+    program = (
+        "import concurrent.futures as cf, socket, subprocess\n"
+        "with cf.ThreadPoolExecutor(4) as ex:\n"
+        "    assert list(ex.map(lambda x: x * 2, range(8))) == [0, 2, 4, 6, 8, 10, 12, 14]\n"
+        "assert subprocess.run(['/bin/echo', 'hi'], capture_output=True).stdout == b'hi\\n'\n"
+        "a, b = socket.socketpair()\na.sendall(b'x')\nassert b.recv(1) == b'x'\n"
+    )
+    r = sandbox.run(program)
+    assert r.status == "pass", r.detail
+
+
 def test_failing_assertion_is_fail(sandbox):
     r = sandbox.run(CHECK_OK.replace("x + 1", "x + 2"))
     assert r.status == "fail" and "AssertionError" in r.detail
