@@ -29,6 +29,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from awscheck.record import as_principal
 from render import ACCOUNT, REGION, rendered_definition
 
 from codetune.workflow.errors import DeploymentFailed
@@ -218,7 +219,8 @@ class Dispatcher:
         try:
             if name == "deploy_endpoint" and self.scenario.deploy_error is not None:
                 raise self.scenario.deploy_error
-            result = self.handlers[name].lambda_handler(event, context)
+            with as_principal(name):  # the calls it makes are this function's role's
+                result = self.handlers[name].lambda_handler(event, context)
         except Exception as e:  # Lambda reports any exception as a function error
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(e).__name__, "errorMessage": str(e)}).encode()

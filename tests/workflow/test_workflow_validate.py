@@ -607,7 +607,7 @@ def test_prepare_override_over_the_argument_limit_is_refused(fake_planner, base_
     ("training", "path"),
     [
         ({"maxRuntimeSeconds": 200_000}, "$.training.maxRuntimeSeconds"),
-        ({"spot": True, "maxRuntimeSeconds": 90_000}, "$.training.maxRuntimeSeconds"),
+        ({"spot": True, "maxRuntimeSeconds": 150_000}, "$.training.maxRuntimeSeconds"),
         (
             {"spot": True, "maxRuntimeSeconds": 3600, "maxWaitSeconds": 150_000},
             "$.training.maxWaitSeconds",
@@ -627,3 +627,11 @@ def test_training_longer_than_the_training_step_is_refused(
     base_input["training"].update(maxRuntimeSeconds=3600, maxWaitSeconds=None)
     base_input["training"].pop("maxWaitSeconds")
     assert _validate(base_input, max_training_seconds=100_000).training.max_runtime_seconds == 3600
+
+
+def test_spot_default_wait_stays_within_the_training_step(fake_planner, base_input):
+    # guards: without maxWaitSeconds spot waits twice the runtime, but never past the
+    # training task's timeout (the default example's 24 h runtime on a 48 h stage)
+    base_input["training"].update(spot=True, maxRuntimeSeconds=86_400)
+    req = _validate(base_input, max_training_seconds=100_800)
+    assert req.training.max_wait_seconds == 100_800

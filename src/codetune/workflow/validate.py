@@ -152,6 +152,7 @@ def validate_run_input(
         source,
         codebase_fingerprint,
         endpoint_name,
+        max_training_seconds,
     )
 
 
@@ -405,20 +406,16 @@ def _check_training_time(tr: Any, limit: int | None) -> list[tuple[str, str]]:
         or not isinstance(tr.get("maxRuntimeSeconds"), int)
     ):
         return []
-    key, seconds, why = "maxRuntimeSeconds", tr["maxRuntimeSeconds"], ""
-    if tr.get("spot") is True:
-        if isinstance(tr.get("maxWaitSeconds"), int):
-            key, seconds = "maxWaitSeconds", tr["maxWaitSeconds"]
-        else:
-            seconds = min(2 * seconds, MAX_SECONDS)
-            why = " (with spot it waits up to twice that when maxWaitSeconds is not given)"
+    key, seconds = "maxRuntimeSeconds", tr["maxRuntimeSeconds"]
+    if tr.get("spot") is True and isinstance(tr.get("maxWaitSeconds"), int):
+        key, seconds = "maxWaitSeconds", tr["maxWaitSeconds"]
     if seconds <= limit:
         return []
     return [
         (
             f"$.training.{key}",
-            f"the job may run {seconds} s{why}, longer than this stack's training step "
-            f"allows; allowed: <= {limit} (or raise stateMachineTimeoutHours in cdk.json)",
+            f"the job may run {seconds} s, longer than this stack's training step allows; "
+            f"allowed: <= {limit} (or raise stateMachineTimeoutHours in cdk.json)",
         )
     ]
 
@@ -609,6 +606,7 @@ def _build(
     source: str,
     codebase_fingerprint: Callable[[str], str] | None = None,
     endpoint_name: str | None = None,
+    max_training_seconds: int | None = None,
 ) -> RunRequest:
     if local:
         root = (
@@ -635,7 +633,11 @@ def _build(
     overrides = _job_overrides(doc)
     max_wait = None
     if tr["spot"]:
-        max_wait = tr["maxWaitSeconds"] or min(2 * tr["maxRuntimeSeconds"], MAX_SECONDS)
+        # default: twice the runtime, within SageMaker's ceiling and the training task's
+        ceiling = min(MAX_SECONDS, max_training_seconds or MAX_SECONDS)
+        max_wait = tr["maxWaitSeconds"] or max(
+            min(2 * tr["maxRuntimeSeconds"], ceiling), tr["maxRuntimeSeconds"]
+        )
     base = doc["baseModel"]
     ev = doc["evaluation"]
     eval_type = instance_type if ev["instanceType"] == "auto" else ev["instanceType"]

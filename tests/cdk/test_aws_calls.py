@@ -1,0 +1,387 @@
+"""Every AWS call of the workflow is allowed by the synthesized policies and well-formed.
+
+The calls are recorded (awscheck.record) where the code makes them: the Lambdas in the moto
+execution of the rendered state machine (several scenarios, short and maximal names, spot,
+VPC, S3 base model, sharded prepare, a long prepare config), DeployEndpoint through create →
+autoscaling → update → a Failed endpoint recovered, and `codetune train --remote`. The
+SageMaker job requests are the state machine's Task parameters as moto's interpreter rendered
+them for those runs. Each call, and each call AWS makes on a role's behalf because of one
+(awscheck.iam.SERVICE_SIDE), is evaluated against the policies of the role that makes it;
+every request is validated against botocore's input shapes and SageMaker's documented rules
+(awscheck.limits).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+from awscheck import iam, limits
+from awscheck.record import Call, as_principal, recording
+from render import ACCOUNT, REGION, rendered_definition
+from test_execution import (
+    GOOD_SMOKE,
+    Scenario,
+    _function_env,
+    _input,
+    _report,
+    execute,
+    handlers,  # noqa: F401 - fixture
+)
+
+MAX_EXECUTION_NAME = "n" * 36 + "-" + "x" * 43  # 80 characters: the longest Step Functions allows
+
+
+@dataclass
+class Recorded:
+    """What one synthesized stack's runs sent to AWS."""
+
+    calls: list[Call] = field(default_factory=list)
+    jobs: list[tuple[str, dict]] = field(default_factory=list)  # ("Training"|"Processing", req)
+    remote_jobs: list[dict] = field(default_factory=list)  # CreateTrainingJob of train --remote
+
+
+def _run(synth, fns, monkeypatch, recorded: Recorded, scenario: Scenario, name: str):
+    with recording() as calls:
+        out = execute(synth, fns, scenario, monkeypatch, name=name)
+    assert out.status == "SUCCEEDED", (name, out.error, out.cause)
+    recorded.calls += [c for c in calls if c.principal]  # the test's own setup has none
+    (train,) = [r for r in out.job_requests.values() if "TrainingJobName" in r]
+    # the test's stand-in training reports no artifact; SageMaker puts it here
+    adapter = (
+        f"{train['OutputDataConfig']['S3OutputPath']}{train['TrainingJobName']}/output/model.tar.gz"
+    )
+    for req in out.job_requests.values():
+        for i in req.get("ProcessingInputs", []):
+            if i["S3Input"]["S3Uri"] is None and i["InputName"] == "adapter":
+                i["S3Input"]["S3Uri"] = adapter
+        if req.get("Environment", {}).get("CODETUNE_ADAPTER_URI", "") is None:
+            req["Environment"]["CODETUNE_ADAPTER_URI"] = adapter
+        recorded.jobs.append(("Training" if "TrainingJobName" in req else "Processing", req))
+    return out
+
+
+def _long_prepare_config(repo_root) -> dict:
+    from codetune.config import read_yaml
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    config = dict(flat(read_yaml(repo_root / "training_image" / "prepare.yaml")))
+    config.pop("languages", None)
+    return config
+
+
+@pytest.fixture(scope="module")
+def module_monkeypatch():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def recorded(synth, handlers, module_monkeypatch, repo_root) -> Recorded:  # noqa: F811
+    """The dev stage's runs: deploy path with a maximal name, sharded prepare with the shipped
+    prepare config as overrides, an S3 base model with spot, and a failure notification."""
+    rec = Recorded()
+    artifact = _function_env(synth)["validate_request"]["ARTIFACT_BUCKET"]
+    deploy = _input(synth)
+    _run(synth, handlers, module_monkeypatch, rec,
+         Scenario(deploy, _report(0.30), smoke_answers=GOOD_SMOKE), MAX_EXECUTION_NAME)  # fmt: skip
+    sharded = _input(synth)
+    sharded["registration"] = {"autoApprove": False}
+    sharded["prepare"] = {"instanceCount": 10, "config": _long_prepare_config(repo_root)}
+    _run(synth, handlers, module_monkeypatch, rec, Scenario(sharded, _report(0.30)), "r")
+    model = f"s3://{artifact}/base-models/qwen-coder/"
+    s3_model = _input(synth)
+    s3_model.update(baseModel=model)
+    s3_model["training"].update(instanceType="ml.p3.2xlarge", spot=True)
+    s3_model["evaluation"] = {"instanceType": "ml.m5.xlarge"}
+    s3_model["registration"] = {"autoApprove": False}
+    _run(synth, handlers, module_monkeypatch, rec,
+         Scenario(s3_model, _report(0.30), objects={model + "config.json": b"{}"}), "s3-model")  # fmt: skip
+    with recording() as calls:  # a failure: NotifyFailure publishes to the topic
+        out = execute(synth, handlers, Scenario(_input(synth), _report(0.10)), module_monkeypatch, name="gate")  # fmt: skip
+    assert out.status == "FAILED" and out.notifications
+    rec.calls += [c for c in calls if c.principal]
+    rec.calls += _deploy_lifecycle(synth, module_monkeypatch)
+    rec.calls += _train_remote(synth, module_monkeypatch, rec)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def recorded_vpc(synth_vpc, handlers, module_monkeypatch) -> Recorded:  # noqa: F811
+    """The VPC stage: spot training, jobs and endpoint in the subnets."""
+    rec = Recorded()
+    run_input = _input(synth_vpc)
+    run_input["training"]["spot"] = True
+    _run(synth_vpc, handlers, module_monkeypatch, rec,
+         Scenario(run_input, _report(0.30), smoke_answers=GOOD_SMOKE), "vpc-run")  # fmt: skip
+    return rec
+
+
+def _deploy_lifecycle(synth, monkeypatch) -> list[Call]:
+    """DeployEndpoint as the deploy Lambda runs it: create → InService → autoscaling, an update
+    to another run's config, and a Failed endpoint deleted and created anew."""
+    import boto3
+    from moto import mock_aws
+    from moto.sagemaker.models import sagemaker_backends
+
+    from codetune.workflow import validate_run_input
+    from codetune.workflow.aws import reset_clients
+    from codetune.workflow.deploy import deploy_endpoint
+
+    env = _function_env(synth)
+    dep_env, val_env = env["deploy_endpoint"], env["validate_request"]
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    reset_clients()
+
+    def request(name: str):
+        return validate_run_input(
+            _input(synth),
+            execution_name=name,
+            artifact_bucket=val_env["ARTIFACT_BUCKET"],
+            allowed_buckets=[val_env["ALLOWED_BUCKETS"]],
+            model_package_group=val_env["MODEL_PACKAGE_GROUP"],
+            stage=val_env["STAGE"],
+            endpoint_name=val_env["ENDPOINT_NAME"],
+        )
+
+    with mock_aws(), recording() as calls, as_principal("deploy_endpoint"):
+        sm = boto3.client("sagemaker", region_name=REGION)
+        aas = boto3.client("application-autoscaling", region_name=REGION)
+        with as_principal(""):
+            sm.create_model_package_group(ModelPackageGroupName=val_env["MODEL_PACKAGE_GROUP"])
+            package = sm.create_model_package(
+                ModelPackageGroupName=val_env["MODEL_PACKAGE_GROUP"],
+                InferenceSpecification={
+                    "Containers": [{"Image": "i@sha256:" + "b" * 64, "ModelDataUrl": "s3://b/m"}],
+                    "SupportedContentTypes": ["application/json"],
+                    "SupportedResponseMIMETypes": ["application/json"],
+                },
+                ModelApprovalStatus="Approved",
+            )["ModelPackageArn"]
+        kw = dict(
+            model_package_arn=package,
+            role_arn=dep_env["SAGEMAKER_ROLE_ARN"],
+            kms_key_id=dep_env["KMS_KEY_ID"],
+            rollback_alarms=dep_env["ROLLBACK_ALARMS"].split(","),
+            sagemaker=sm,
+            autoscaling=aas,
+        )
+
+        def update(params, **_):  # moto lacks UpdateEndpoint: apply it to moto's endpoint
+            body = json.loads(params["body"])
+            ep = sagemaker_backends[ACCOUNT][REGION].endpoints[body["EndpointName"]]
+            ep.endpoint_config_name, ep.endpoint_status = body["EndpointConfigName"], "InService"
+            return SimpleNamespace(status_code=200, headers={}), {"EndpointArn": ep.arn}
+
+        sm.meta.events.register("before-call.sagemaker.UpdateEndpoint", update)
+        first, second, third = request("run-a"), request("run-b"), request("run-c")
+        start = {"action": "start"}
+        out = deploy_endpoint(first, previous=start, **kw)
+        out = deploy_endpoint(first, previous=out, **kw)
+        assert out["autoscaling"] == "registered", out
+        out = deploy_endpoint(second, previous=start, **kw)
+        assert out["action"] == "updated", out
+        ep = sagemaker_backends[ACCOUNT][REGION].endpoints[val_env["ENDPOINT_NAME"]]
+        ep.endpoint_status = "Failed"
+        out = deploy_endpoint(third, previous=start, **kw)
+        assert out["action"] == "deleting", out
+        out = deploy_endpoint(third, previous=out, **kw)
+        assert out["action"] == "created", out
+    reset_clients()
+    return [c for c in calls if c.principal]
+
+
+def _train_remote(synth, monkeypatch, rec: Recorded) -> list[Call]:
+    """`codetune train --remote` against the stack's outputs (rendered); its CreateTrainingJob
+    is a job like the workflow's (the user's own permissions are not in the template)."""
+    import boto3
+    from moto import mock_aws
+    from render import resolve
+
+    from codetune.cli import build_parser
+    from codetune.train import remote
+
+    outputs = {k: resolve(synth.template, v["Value"]) for k, v in synth.template["Outputs"].items()}
+    artifact = outputs["ArtifactBucketName"]
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv(remote.STACK_ENV, "CodetuneDevStack")
+    with mock_aws(), recording() as calls, as_principal("user"):
+        with as_principal(""):
+            s3 = boto3.client("s3", region_name=REGION)
+            for bucket in (artifact, outputs["InputBucketName"]):
+                s3.create_bucket(
+                    Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+                )
+            s3.put_object(Bucket=artifact, Key="datasets/svc/train.jsonl", Body=b"{}\n")
+            boto3.client("cloudformation", region_name=REGION).create_stack(
+                StackName="CodetuneDevStack",
+                TemplateBody=json.dumps({
+                    "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                    "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+                }),
+            )  # fmt: skip
+        args = build_parser().parse_args([
+            "train", "--remote", "--data", f"s3://{artifact}/datasets/svc/",
+            "--out", f"s3://{artifact}/runs/try-1/output/", "--spot",
+            "--checkpoints", f"s3://{artifact}/checkpoints/try-1/",
+            "--instance-type", "ml.g5.xlarge", "--no-wait",
+        ])  # fmt: skip
+        assert remote.run_remote(args, out=open("/dev/null", "w")) == 0
+    (create,) = [c for c in calls if c.operation == "CreateTrainingJob"]
+    rec.remote_jobs.append(create.params)
+    return [c for c in calls if c.principal]
+
+
+# -- the checks --------------------------------------------------------------------------------
+
+
+def _needs(synth, rec: Recorded) -> list[iam.Need]:
+    policies = iam.Policies.of(synth.template)
+    env = {"endpoint": _function_env(synth)["validate_request"]["ENDPOINT_NAME"]}
+    out: list[iam.Need] = []
+    packages = [c.params for c in rec.calls if c.operation == "CreateModelPackage"]
+    updates = [c.params for c in rec.calls if c.operation == "UpdateEndpoint"]
+    for c in rec.calls:
+        if c.principal == "user":
+            continue  # the user's own IAM is not the stack's; their job is checked below
+        role = policies.role_of_function(c.principal)
+        why = f"{c.principal}: {c.service}.{c.operation}"
+        out += iam.needs_of_call(policies, role, c.service, c.operation, c.params, why)
+        if c.service == "application-autoscaling":
+            out += iam.autoscaling_needs(role, c.params, c.operation)
+        if c.operation == "CreateModel" and packages:
+            out += iam.endpoint_needs(policies, c.params, packages[0], updates[0] if updates else None, env)  # fmt: skip
+    for kind, req in rec.jobs:
+        out += iam.job_needs(policies, kind, req)
+    for req in rec.remote_jobs:
+        out += iam.job_needs(policies, "Training", req, state_machine=False)
+    out += iam.lambda_invoke_needs(policies, rendered_definition(synth.template))
+    return out
+
+
+def test_recorded_calls_cover_every_step(recorded):
+    # guards: the recording saw each Lambda's calls and every kind of job (else the IAM check
+    # below would pass vacuously)
+    principals = {c.principal for c in recorded.calls}
+    assert principals >= {
+        "validate_request", "quality_gate", "register_adapter", "deploy_endpoint",
+        "smoke_test", "notify_failure", "user",
+    }  # fmt: skip
+    ops = {c.operation for c in recorded.calls}
+    assert {"CreateEndpoint", "UpdateEndpoint", "DeleteEndpoint", "RegisterScalableTarget",
+            "PutScalingPolicy", "CreateModelPackage", "InvokeEndpoint", "Publish"} <= ops  # fmt: skip
+    names = {r.get("TrainingJobName") or r.get("ProcessingJobName") for _, r in recorded.jobs}
+    assert any(n and n.endswith("-merge-r0") for n in names)
+    assert any(n and "-eval-" in n for n in names)
+
+
+def test_every_call_is_allowed_by_the_policy_of_its_principal(synth, recorded):
+    # guards: no AccessDenied where the stack runs: each recorded call and each call a service
+    # makes for it (the table in awscheck.iam) is allowed for the role that makes it
+    needs = _needs(synth, recorded)
+    assert len(needs) > 200
+    assert iam.missing(iam.Policies.of(synth.template), needs) == []
+
+
+def test_vpc_stage_calls_are_allowed(synth_vpc, recorded_vpc):
+    # guards: with subnets the jobs and the endpoint create ENIs; spot syncs checkpoints
+    needs = _needs(synth_vpc, recorded_vpc)
+    assert any(n.action == "ec2:CreateNetworkInterface" for n in needs)
+    assert iam.missing(iam.Policies.of(synth_vpc.template), needs) == []
+
+
+@pytest.mark.parametrize(
+    ("role_prefix", "action"),
+    [
+        ("FunctionsDeployEndpointRole", "sagemaker:DeleteEndpoint"),
+        ("SageMakerRolesJobRole", "kms:CreateGrant"),
+        ("WorkflowStateMachineRole", "sagemaker:ListTags"),
+    ],
+)
+def test_a_removed_grant_is_named(synth, recorded, role_prefix, action):
+    # guards the check itself: without one grant in the template it fails naming the
+    # principal, the action and the resource
+    template = copy.deepcopy(synth.template)
+    removed = 0
+    for res in template["Resources"].values():
+        if res["Type"] != "AWS::IAM::Policy":
+            continue
+        if not res["Properties"]["Roles"][0]["Ref"].startswith(role_prefix):
+            continue
+        for st in res["Properties"]["PolicyDocument"]["Statement"]:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            if action in actions:
+                st["Action"] = [a for a in actions if a != action] or ["sts:GetCallerIdentity"]
+                removed += 1
+    assert removed
+    lines = iam.missing(iam.Policies.of(template), _needs(synth, recorded))
+    assert lines and all(line.startswith(role_prefix) for line in lines), lines
+    assert all(f" lacks {action} on arn:aws:" in line for line in lines), lines
+
+
+def test_every_request_is_within_the_api_limits(recorded, recorded_vpc):
+    # guards: every recorded request and every rendered job request (maximal names, spot,
+    # VPC, S3 base model, sharded prepare with the shipped config) is what botocore's model
+    # and SageMaker's documented rules accept, including what the client does not check
+    problems = []
+    for rec in (recorded, recorded_vpc):
+        for c in rec.calls:
+            problems += [
+                f"{c.principal}: {p}" for p in limits.problems(c.service, c.operation, c.params)
+            ]
+        for kind, req in rec.jobs:
+            problems += limits.problems("sagemaker", f"Create{kind}Job", req)
+        assert all(
+            c.principal != "user"
+            or c.operation != "CreateTrainingJob"
+            or c.params in rec.remote_jobs
+            for c in rec.calls
+        )
+    assert problems == []
+    # the maximal execution name gave a 40-character run id, and its job names passed
+    (rid,) = {
+        c.params["ModelPackageGroupName"] and c.params["CustomerMetadataProperties"]["runId"]
+        for c in recorded.calls
+        if c.operation == "CreateModelPackage"
+        and c.params["CustomerMetadataProperties"]["executionName"] == MAX_EXECUTION_NAME
+    }
+    assert len(rid) == 40
+    assert any(
+        rid in (r.get("TrainingJobName") or r.get("ProcessingJobName")) for _, r in recorded.jobs
+    )
+
+
+def test_limit_check_catches_what_botocore_lets_through():
+    # guards the check itself: a 300-character environment value and a 40-character client
+    # token pass botocore's client validation but not this one
+    import botocore.session
+    from botocore.stub import Stubber
+
+    sm = botocore.session.get_session().create_client("sagemaker", region_name=REGION)
+    request = {
+        "ModelPackageGroupName": "g",
+        "ClientToken": "t" * 40,
+        "ModelApprovalStatus": "Approved",
+    }
+    with Stubber(sm) as stub:
+        stub.add_response("create_model_package", {"ModelPackageArn": "arn:x"}, request)
+        sm.create_model_package(**request)  # the client accepts it
+    assert limits.problems("sagemaker", "CreateModelPackage", request) == [
+        "CreateModelPackage.ClientToken: 40 characters, at most 36"
+    ]
+    env = {"CODETUNE_PREPARE_CONFIG": "x" * 300}
+    found = limits.problems("sagemaker", "CreateProcessingJob", {"Environment": env})
+    assert (
+        "CreateProcessingJob.Environment.CODETUNE_PREPARE_CONFIG: 300 characters, at most 256"
+        in found
+    )
