@@ -3,19 +3,16 @@
 Event ``{"input": <run input>, "executionName": "$$.Execution.Name"}``; environment
 ARTIFACT_BUCKET, MODEL_PACKAGE_GROUP, optional ALLOWED_BUCKETS, STAGE, ENDPOINT_NAME,
 MAX_TRAINING_SECONDS. Returns
-``RunRequest.to_dict()`` (schemas/run-request.schema.json). Logic: codetune.workflow.validate.
+``RunRequest.to_dict()`` (schemas/run-request.schema.json). Logic: codetune.workflow.resolve
+(shared with ``codetune run --input`` on AWS).
 """
 
 from aws_lambda_powertools import Logger
 
-from codetune.workflow import WorkflowError, validate_run_input
+from codetune.workflow import WorkflowError
 from codetune.workflow.aws import client
 from codetune.workflow.events import ValidateRequestEnv, ValidateRequestEvent
-from codetune.workflow.storage import (
-    check_inputs_exist,
-    codebase_fingerprint,
-    reuse_prepared_dataset,
-)
+from codetune.workflow.resolve import resolve_run_request
 
 logger = Logger(service="codetune-validate-request")
 
@@ -26,21 +23,9 @@ def lambda_handler(event, context):
         ev = ValidateRequestEvent.parse(event)
         logger.set_correlation_id(ev.execution_name)
         env = ValidateRequestEnv.from_environ()
-        s3 = client("s3")
-        request = validate_run_input(
-            ev.input,
-            execution_name=ev.execution_name,
-            artifact_bucket=env.artifact_bucket,
-            allowed_buckets=env.allowed_buckets,
-            model_package_group=env.model_package_group,
-            stage=env.stage,
-            codebase_fingerprint=lambda uri: codebase_fingerprint(uri, s3),
-            endpoint_name=env.endpoint_name,
-            max_training_seconds=env.max_training_seconds,
+        request = resolve_run_request(
+            ev.input, execution_name=ev.execution_name, env=env, s3=client("s3")
         )
-        check_inputs_exist(request, s3)
-        # Step caching: the same codebase contents + prepare config -> the same dataset.
-        request = reuse_prepared_dataset(request, s3)
     except WorkflowError:
         logger.exception("run input rejected")
         raise

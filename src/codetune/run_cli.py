@@ -1,11 +1,15 @@
-"""``codetune run --local``: the whole workflow on this machine (see codetune.local).
+"""``codetune run``: the whole workflow, on the deployed stack or (``--local``) on this machine.
 
+    codetune run --input examples/run-input.json                 # AWS ($CODETUNE_STACK)
+    codetune run --input examples/run-input.json --no-wait
     codetune run --local --input examples/run-input.local.json
     codetune run --local --input examples/run-input.local.json --validate-only
     codetune run --local --input my-run.json --out runs/ --force TrainAdapter --no-serve
 
-The input is the very JSON that Step Functions accepts. Exit status: 0 success, 2 invalid
-input (every violation printed), 1 a step failed (the step is named).
+The input is the very JSON that Step Functions accepts; on AWS it is validated here first by
+the code of the stack's ValidateRequest (codetune.aws_run), then the execution is started and
+followed until it ends (Ctrl-C stops following, not the execution). Exit status: 0 success,
+2 invalid input (every violation printed), 1 a step failed (the step is named).
 """
 
 from __future__ import annotations
@@ -30,9 +34,17 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if not args.local:
-        raise CodetuneError(
-            "only --local runs start from this command; on AWS start an execution of the "
-            "stack's state machine (see README, 'Start a run')"
+        from codetune.aws_run import run_on_aws
+
+        for flag, given in (("--force", args.force), ("--no-serve", not args.serve)):
+            if given:
+                raise CodetuneError(f"{flag} applies to --local runs only")
+        return run_on_aws(
+            Path(args.input),
+            run_name=args.run_name,
+            wait=args.wait,
+            validate_only=args.validate_only,
+            poll_s=args.poll_seconds,
         )
     out = Path(args.out).resolve()
     if args.validate_only:
@@ -70,11 +82,23 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
-        help="run the whole workflow (--local)",
+        help="run the whole workflow on the deployed stack, or --local",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--local", action="store_true", help="run every step on this machine")
+    p.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on AWS: follow the execution to its end (default), or only start it",
+    )
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=5.0,
+        help="on AWS: seconds between reads of the execution history (default 5)",
+    )
     p.add_argument("--input", required=True, help="run input JSON (schemas/run-input.schema.json)")
     p.add_argument(
         "--out", default="runs", help="artifact root, the local 'bucket' (default: ./runs)"
@@ -82,8 +106,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--run-name",
         default=None,
-        help="execution name (default: derived from the input file's content, so a re-run "
-        "of the same input reuses completed steps)",
+        help="execution name (default: --local derives it from the input file's content, so "
+        "a re-run of the same input reuses completed steps; on AWS <input>-<UTC time>)",
     )
     p.add_argument(
         "--serve",

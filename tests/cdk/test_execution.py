@@ -18,6 +18,7 @@ scenario makes the handler raise the same DeploymentFailed it raises on AWS.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -290,7 +291,20 @@ class Outcome:
     job_requests: dict[str, dict]  # state -> the Create*Job request it would have sent
 
 
-def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1") -> Outcome:
+@dataclass
+class World:
+    """moto's AWS as the stack's handlers find it, with the real handlers behind Lambda."""
+
+    env: dict[str, dict]  # handler name -> its environment as the stack sets it
+    dispatcher: Dispatcher
+    sqs: object
+    queue_url: str
+
+
+@contextlib.contextmanager
+def aws_world(synth, handlers, scenario: Scenario, monkeypatch):
+    """Inside moto: the buckets, codebase, package group, image, topic (an SQS queue
+    subscribed) the stack would have, and Lambda invocations running the real handlers."""
     import boto3
     from moto import mock_aws
     from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -299,7 +313,6 @@ def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, "testing")
     env = _function_env(synth)
-    definition = substitute_sagemaker_jobs(rendered_definition(synth.template), scenario, name)
     with mock_aws(
         config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
     ):
@@ -343,6 +356,15 @@ def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1
 
         dispatcher = Dispatcher(handlers, env, scenario, s3)
         monkeypatch.setattr(LambdaSimpleBackend, "invoke", lambda self, *a: dispatcher(self, *a))
+        yield World(env=env, dispatcher=dispatcher, sqs=sqs, queue_url=queue_url)
+
+
+def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1") -> Outcome:
+    import boto3
+
+    definition = substitute_sagemaker_jobs(rendered_definition(synth.template), scenario, name)
+    with aws_world(synth, handlers, scenario, monkeypatch) as world:
+        dispatcher, sqs, queue_url = world.dispatcher, world.sqs, world.queue_url
         sfn = boto3.client("stepfunctions", region_name=REGION)
         arn = sfn.create_state_machine(
             name="codetune",
