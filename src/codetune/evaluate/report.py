@@ -17,18 +17,11 @@ HEADLINE = {"humaneval": "pass@1", "custom": "pass@1", "bugfix": "exact_fix"}
 
 
 def schema_path() -> Path:
-    """``schemas/report.schema.json``: ``$CODETUNE_SCHEMAS_DIR`` first, then a ``schemas/``
-    directory above this file (the checkout, or a Lambda asset / image that vendors it)."""
-    dirs = (
-        [Path(os.environ["CODETUNE_SCHEMAS_DIR"])] if os.environ.get("CODETUNE_SCHEMAS_DIR") else []
-    )
-    dirs += [p / "schemas" for p in Path(__file__).resolve().parents]
-    for d in dirs:
-        if (d / SCHEMA_NAME).is_file():
-            return d / SCHEMA_NAME
-    raise CodetuneError(
-        f"{SCHEMA_NAME} not found; set CODETUNE_SCHEMAS_DIR to the repository's schemas/"
-    )
+    """``schemas/report.schema.json``, found like every schema (:mod:`codetune.workflow.schemas`:
+    ``$CODETUNE_SCHEMAS_DIR``, a checkout or Lambda asset, or an installed wheel's share/)."""
+    from codetune.workflow.schemas import schemas_dir
+
+    return schemas_dir(SCHEMA_NAME) / SCHEMA_NAME
 
 
 def validate_report(report: dict) -> None:

@@ -39,7 +39,7 @@ from codetune.evaluate import suites as S
 from codetune.evaluate.gate import decide, resolve_thresholds
 from codetune.evaluate.report import summary_table, write_report
 from codetune.evaluate.sandbox import Limits, Sandbox, required_layers
-from codetune.io import read_jsonl, write_json_atomic, write_jsonl
+from codetune.io import read_jsonl, safe_extract_tar, write_json_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,7 @@ def prepare_adapter(adapter: str | Path, workdir: Path) -> Path:
     dest = workdir / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(tar) as tf:
-            tf.extractall(dest, filter="data")  # refuses absolute paths, .. and device files
+        safe_extract_tar(tar, dest)  # refuses absolute paths, .., links out and device files
     except tarfile.TarError as e:
         raise CodetuneError(f"adapter archive {tar} was refused: {e}") from e
     for cfg in sorted(dest.rglob("adapter_config.json"), key=lambda x: len(x.parts)):

@@ -12,19 +12,13 @@ Model directory layouts understood (``/opt/ml/model``, SageMaker extracts ModelD
 from __future__ import annotations
 
 import logging
-import tarfile
 import tempfile
 from pathlib import Path
 
 from codetune.errors import CodetuneError
+from codetune.io import safe_extract_tar
 
 log = logging.getLogger(__name__)
-
-
-def _safe_extract(archive: Path, dest: Path) -> None:
-    with tarfile.open(archive) as tar:
-        # filter="data" refuses absolute paths, links out of dest and device files.
-        tar.extractall(dest, filter="data")
 
 
 def discover_adapters(model_dir: Path, single_name: str = "adapter") -> dict[str, str]:
@@ -52,7 +46,7 @@ def discover_adapters(model_dir: Path, single_name: str = "adapter") -> dict[str
         if archive.is_file():
             dest = Path(tempfile.mkdtemp(prefix="codetune-model-"))
             log.info("extracting %s to %s", archive, dest)
-            _safe_extract(archive, dest)
+            safe_extract_tar(archive, dest)
             found = discover_adapters(dest, single_name)
     return found
 
@@ -81,7 +75,7 @@ def fetch_s3(uri: str, cache_root: Path | None = None) -> str:
         s3.download_file(bucket, prefix, str(archive))
         out = dest / "extracted"
         out.mkdir(exist_ok=True)
-        _safe_extract(archive, out)
+        safe_extract_tar(archive, out)
         return str(out)
     n = 0
     for page in s3.get_paginator("list_objects_v2").paginate(
@@ -130,7 +124,7 @@ def local_source(src: str) -> str:
     p = Path(src)
     if p.is_file() and p.name.endswith((".tar.gz", ".tgz")):
         dest = Path(tempfile.mkdtemp(prefix="codetune-adapter-"))
-        _safe_extract(p, dest)
+        safe_extract_tar(p, dest)
         return str(dest)
     if not p.is_dir():
         raise CodetuneError(f"{src} is not a directory, a .tar.gz archive or an s3:// URI")
