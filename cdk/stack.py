@@ -28,7 +28,7 @@ from cdk.constructs.roles import SageMakerRoles
 from cdk.constructs.storage import ArtifactStorage, EncryptionKey
 from cdk.constructs.workflow import JobSettings, TrainingWorkflow
 from cdk.grants import allow_key, allow_objects, allow_put
-from cdk.nag import acknowledge
+from cdk.nag import acknowledge, checkov_skip
 from codetune.metrics import metric_definitions
 from codetune.train import remote as train_remote
 
@@ -494,6 +494,12 @@ class CodetuneStack(Stack):
             packages_reason,
         )
         deploy_policy = _policy(deploy)
+        checkov_skip(
+            deploy_policy,
+            "CKV_AWS_111",
+            "application-autoscaling Register/Put/Delete/Deregister have no resource-level "
+            "permissions; the endpoint-scoped actions are separate statements.",
+        )
         acknowledge(
             deploy_policy,
             sm_finding.format(f"model-package/{config.model_package_group}/*"),

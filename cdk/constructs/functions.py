@@ -24,7 +24,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from cdk.grants import allow_key
-from cdk.nag import acknowledge
+from cdk.nag import acknowledge, checkov_skip
 
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.dist-info", "bin", "tests")
@@ -154,6 +154,25 @@ class WorkflowFunctions(Construct):
                 "X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords have no resource type."
                 + (f" {spec.wildcard_reason}" if spec.wildcard_reason else ""),
             )
+            checkov_skip(
+                function,
+                "CKV_AWS_116",
+                "Step Functions invokes it synchronously; a DLQ only catches asynchronous "
+                "invocations, failures go through the state's Catch to NotifyFailure.",
+            )
+            checkov_skip(
+                function,
+                "CKV_AWS_117",
+                "It calls only AWS APIs (TLS, IAM-scoped) and reaches no VPC resource; in a VPC "
+                "it would need NAT or six interface endpoints.",
+            )
+            if reserved_concurrency is None:
+                checkov_skip(
+                    function,
+                    "CKV_AWS_115",
+                    "Reserved concurrency is per stage (lambdaReservedConcurrency), off by "
+                    "default: new accounts' limit of 10 leaves nothing to reserve.",
+                )
             self.functions[spec.name] = function
 
 

@@ -9,7 +9,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.config import CHECKPOINTS_PREFIX, DATASETS_PREFIX, RUNS_PREFIX
-from cdk.nag import acknowledge
+from cdk.nag import acknowledge, checkov_skip
 
 
 class EncryptionKey(Construct):
@@ -80,13 +80,25 @@ class ArtifactStorage(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(access_log_expiry_days))],
+            # versioned: an overwritten or deleted log stays recoverable until it expires
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=Duration.days(access_log_expiry_days),
+                    noncurrent_version_expiration=Duration.days(noncurrent_version_expiry_days),
+                )
+            ],
             removal_policy=removal,
             auto_delete_objects=False,
         )
         acknowledge(
             self.log_bucket,
             "AwsSolutions-S1",
+            "This is the access-log target bucket; logging it into itself would loop.",
+        )
+        checkov_skip(
+            self.log_bucket,
+            "CKV_AWS_18",
             "This is the access-log target bucket; logging it into itself would loop.",
         )
         self.artifact_bucket = s3.Bucket(
