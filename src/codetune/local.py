@@ -22,6 +22,7 @@ Catch → NotifyFailure → Fail.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -31,6 +32,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -73,6 +75,7 @@ class LocalRun:
     port: int = 8080
     force_from: str | None = None
     log: Callable[[str], None] = field(default=lambda s: print(s, file=sys.stderr, flush=True))
+    heartbeat_s: float = 60.0  # how often a running step says how long it has been running
     request: object = None  # RunRequest once validated
     results: dict = field(default_factory=dict)
     server: subprocess.Popen | None = None
@@ -449,6 +452,29 @@ def _marker(run: LocalRun, step: str) -> Path:
     return run.run_dir / "steps" / f"{step}.json"
 
 
+def _took(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@contextlib.contextmanager
+def _heartbeat(run: LocalRun, tag: str, t0: float):
+    """While a step runs, say every ``run.heartbeat_s`` how long it has been running."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(run.heartbeat_s):
+            run.log(f"{tag} still running after {_took(time.monotonic() - t0)}")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def execute(run: LocalRun) -> dict:
     """Run every step in order; returns the summary. Raises StepFailed on the first failure."""
     t_start = time.monotonic()
@@ -464,33 +490,40 @@ def execute(run: LocalRun) -> dict:
         raise CodetuneError(f"--force {run.force_from}: not a step; steps: {', '.join(STEP_FUNCS)}")
     forcing = False
     timings = {}
-    for step, func in STEP_FUNCS.items():
+    steps = list(STEP_FUNCS)
+    for i, (step, func) in enumerate(STEP_FUNCS.items()):
+        tag = f"[{i + 1}/{len(steps)} {step}]"
+        then = f"next: {steps[i + 1]}" if i + 1 < len(steps) else "last step"
         forcing = forcing or step == run.force_from
         marker = _marker(run, step)
         if not forcing and step not in NOT_CACHED and marker.is_file():
             cached = json.loads(marker.read_text())
             run.results[step] = cached["result"]
             timings[step] = {"seconds": cached["seconds"], "cached": True}
-            run.log(f"[{step}] cached ({cached['seconds']:.0f}s when it ran)")
+            run.log(f"{tag} cached ({_took(cached['seconds'])} when it ran); {then}")
             continue
         if marker.exists():
             marker.unlink()
-        run.log(f"[{step}] running")
+        run.log(f"{tag} running since {time.strftime('%H:%M:%S')}; {then}")
         t0 = time.monotonic()
         try:
-            result = func(run)
+            with _heartbeat(run, tag, t0):
+                result = func(run)
         except StepFailed:
+            run.log(f"{tag} failed after {_took(time.monotonic() - t0)}")
             raise
         except CodetuneError as e:
+            run.log(f"{tag} failed after {_took(time.monotonic() - t0)}")
             raise StepFailed(step, str(e)) from e
         except Exception as e:
+            run.log(f"{tag} failed after {_took(time.monotonic() - t0)}")
             raise StepFailed(step, f"{type(e).__name__}: {e}") from e
         seconds = time.monotonic() - t0
         run.results[step] = result
         timings[step] = {"seconds": round(seconds, 1), "cached": False}
         if step not in NOT_CACHED:
             write_json_atomic(marker, {"result": result, "seconds": round(seconds, 1)})
-        run.log(f"[{step}] done in {seconds:.0f}s")
+        run.log(f"{tag} done in {_took(seconds)}; {then}")
     summary = {
         "runId": run.request.run_id,
         "runDir": str(run.run_dir),

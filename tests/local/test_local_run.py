@@ -8,6 +8,7 @@ for CI, then checks each step's artifacts and asks the running server for an ans
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -195,6 +196,30 @@ def test_failing_step_is_named(tmp_path):
         execute(run)
     assert e.value.step == "PrepareDataset"
     assert not (run.run_dir / "steps" / "PrepareDataset.json").exists()
+
+
+def test_progress_names_the_step_its_time_and_the_next(tmp_path):
+    # guards: a person reading the run sees which step runs (of how many), since when, what
+    # comes next, how long a step has been running (the heartbeat) and after how long it failed
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    lines: list[str] = []
+    run = LocalRun(
+        input_path=_input(tmp_path, empty),
+        out=tmp_path / "out",
+        run_name="bad",
+        serve=False,
+        log=lines.append,
+        heartbeat_s=0.01,
+    )
+    with pytest.raises(StepFailed):
+        execute(run)
+    first = next(ln for ln in lines if ln.startswith("[1/7 PrepareDataset]"))
+    assert re.fullmatch(
+        r"\[1/7 PrepareDataset\] running since \d\d:\d\d:\d\d; next: TrainAdapter", first
+    )
+    assert any(re.fullmatch(r"\[1/7 PrepareDataset\] still running after \d+s", ln) for ln in lines)
+    assert re.fullmatch(r"\[1/7 PrepareDataset\] failed after \d+s", lines[-1])
 
 
 def _cli(*args) -> subprocess.CompletedProcess:

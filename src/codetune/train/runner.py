@@ -40,6 +40,7 @@ from codetune.train.data import (
     make_collator,
     tokenize_records,
 )
+from codetune.train.progress import Progress
 
 log = logging.getLogger(__name__)
 SUMMARY = "training_summary.json"
@@ -214,11 +215,20 @@ def _make_callbacks(counters: _Counters, stop_flag: threading.Event, t0: float):
     from transformers import TrainerCallback
 
     class MetricsAndCheckpoints(TrainerCallback):
-        """Metric lines on stdout; checkpoint markers; SIGTERM -> save and stop."""
+        """Metrics (a bar on a terminal, metric lines otherwise); checkpoint markers;
+        SIGTERM -> save and stop."""
 
         def __init__(self) -> None:
             self.last_time = time.monotonic()
             self.last_loss_tokens = 0
+            self.progress = Progress()
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.progress.start(state.max_steps, initial=state.global_step)
+
+        def on_train_end(self, args, state, control, **kw):
+            self.progress.close()
 
         def on_log(self, args, state, control, logs=None, **kw):
             if not state.is_world_process_zero or not logs or "loss" not in logs:
@@ -231,9 +241,11 @@ def _make_callbacks(counters: _Counters, stop_flag: threading.Event, t0: float):
             values = {k: logs[k] for k in ("loss", "learning_rate", "grad_norm") if k in logs}
             values["tokens_per_second"] = rate * args.world_size
             values["epoch"] = logs.get("epoch", state.epoch or 0.0)
-            print(format_metrics(state.global_step, values), flush=True)
+            self.progress.log(state.global_step, values)
 
         def on_step_end(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.progress.step(state.global_step)
             flag = 1.0 if stop_flag.is_set() else 0.0
             if args.world_size > 1:  # every rank must agree, or the save collective hangs
                 flag = _all_reduce_sum([flag])[0]
