@@ -14,9 +14,3 @@ class CodetuneError(Exception):
 
 class ConfigError(CodetuneError):
     """A configuration file or ``--set`` override is invalid."""
-
-
-class NotBuiltError(CodetuneError):
-    """A subcommand whose implementation has not landed yet."""
-
-    exit_code = 3

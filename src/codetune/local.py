@@ -305,7 +305,7 @@ def step_evaluate(run: LocalRun) -> dict:
     if ev.limit:
         argv += ["--limit", str(ev.limit)]
     if getattr(ev, "compare_sft", False):
-        argv += ["--compare-sft"]  # base vs SFT-only vs SFT+GRPO (issue #11)
+        argv += ["--compare-sft"]  # base vs SFT-only vs SFT+GRPO
     if run.request.base_model.id not in ("embedded", "", None):
         argv += ["--base-model", run.request.base_model.id]
     _child(run, "EvaluateAdapter", argv)

@@ -1,4 +1,4 @@
-"""Extra evaluated sides (issue #11: base vs SFT-only vs SFT+GRPO) — inputs and report, no model."""
+"""Extra evaluated sides (base vs SFT-only vs SFT+GRPO) — inputs and report, no model."""
 
 from __future__ import annotations
 

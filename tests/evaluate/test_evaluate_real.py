@@ -1,5 +1,5 @@
 """A small real evaluation: embedded model, random LoRA adapter, 2 HumanEval + 3 bugfix, and
-an extra ``sft`` side (issue #11) whose adapter has zeroed LoRA B matrices (= the base model)."""
+an extra ``sft`` side whose adapter has zeroed LoRA B matrices (= the base model)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_report_follows_schema_and_contract(report_dir, repo_root):
         assert set(bf[side]["by_mutation"]) == set(bf["mutations"])
         assert sum(he["status"][side].values()) == 2
     assert isinstance(report["gate"]["passed"], bool) and report["gate"]["reasons"]
-    # issue #11: the extra side is reported per suite, beside (not instead of) base/candidate
+    # the extra side is reported per suite, beside (not instead of) base/candidate
     assert list(report["compare"]) == ["sft"]
     assert 0 <= he["compare"]["sft"]["pass@1"] <= 1 and sum(he["status"]["sft"].values()) == 2
     assert set(bf["compare"]["sft"]["by_mutation"]) == set(bf["mutations"])

@@ -10,15 +10,6 @@ from codetune.workflow import InputNotFound, InvalidEvent, InvalidReport
 handler = load_handler("quality_gate")
 
 
-def _gate_available() -> bool:
-    try:
-        from codetune.evaluate.gate import decide  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _gate_available(), reason="codetune.evaluate.gate (issue 5) not landed")
 def test_report_passes_and_fails_by_thresholds(aws, request_doc, context):
     # guards: the decision is decide(report, input thresholds): same report, stricter input fails
     put_json(request_doc["paths"]["report"], event("report"))

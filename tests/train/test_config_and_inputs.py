@@ -97,20 +97,6 @@ def test_bad_input_fails_at_start_up(tmp_path, capsys, dataset, setup, extra, ne
     assert _no_adapter(out)
 
 
-def test_remote_without_module_is_not_built(tmp_path, capsys, monkeypatch):
-    # --remote dispatches to codetune.train.remote; absent, it says so (exit 3), never trains.
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda n, *a: None if n == "codetune.train.remote" else real(n, *a),
-    )
-    rc, err = _cli(capsys, "--remote", "--data", "s3://b/d", "--out", str(tmp_path))
-    assert rc == 3 and "issue #12" in err
-
-
 def test_launch_plan_single_process():
     # One host, no GPUs: no torchrun.
     assert launch_command({"SM_HOSTS": '["algo-1"]', "SM_NUM_GPUS": "0"}) is None

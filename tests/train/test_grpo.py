@@ -1,4 +1,4 @@
-"""GRPO stage (issue #11): start-up validation, and a few real GRPO steps on the embedded
+"""GRPO stage: start-up validation, and a few real GRPO steps on the embedded
 model with a 4-bit base and a LoRA adapter (CPU)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def test_prompts_are_bugfix_user_turns_with_the_correct_function_as_reference():
 
 
 def test_no_bugfix_examples_is_a_config_error():
-    # Issue #11 bad input: rl.enabled with no bugfix examples fails at start-up, naming the option.
+    # Bad input: rl.enabled with no bugfix examples fails at start-up, naming the option.
     only_complete = [rec(0, "def f():", "def f(): pass", task="complete")]
     with pytest.raises(ConfigError, match="rl.enabled .* no bugfix examples"):
         check_rl_inputs(only_complete, RLConfig(enabled=True))
@@ -75,7 +75,7 @@ def test_test_split_records_are_refused():
     ],
 )
 def test_out_of_range_settings_are_config_errors(overrides, message):
-    # Issue #11 bad input: KL coefficient, generation count, unknown reward weight -> ConfigError.
+    # Bad input: KL coefficient, generation count, unknown reward weight -> ConfigError.
     with pytest.raises(ConfigError, match=message):
         check_rl_inputs(TRAIN, RLConfig(enabled=True, **overrides))
 
@@ -129,7 +129,7 @@ def lora_model(embedded_model_dir):
 
 @pytest.mark.slow
 def test_grpo_steps_run_log_rewards_and_change_the_adapter(lora_model, tmp_path, capsys):
-    # Issue #11: a few GRPO steps on CPU with the embedded model run, log rewards through the
+    # a few GRPO steps on CPU with the embedded model run, log rewards through the
     # metric line format, and change the adapter's weights; the adapter keeps its dtype and
     # TRL's temporary reference adapter is gone afterwards.
     import torch

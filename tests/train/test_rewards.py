@@ -144,7 +144,7 @@ def test_misaligned_references_fail_loudly():
 
 
 def test_every_score_is_explained_in_the_debug_log(caplog):
-    # Issue #11: each reward explains itself in a debug log, one line per completion.
+    # each reward explains itself in a debug log, one line per completion.
     caplog.set_level(logging.DEBUG, logger="codetune.train.rewards")
     rewards.format([code_answer(REF) + "\ntrailing"], [REF])
     assert "format[0]=0: " in caplog.text and "characters after the code block" in caplog.text

@@ -80,7 +80,7 @@ def test_hyperparameters_use_the_shared_encoding(fake_planner, base_input):
 
 
 def test_compare_sft_reaches_the_request(fake_planner, base_input):
-    # guards (issue #11): evaluation.compareSft with the GRPO stage on is carried into the
+    # guards: evaluation.compareSft with the GRPO stage on is carried into the
     # resolved request (what the local runner / evaluate job read); off by default, and a
     # request written before the field existed still reads back as off
     assert _validate(copy.deepcopy(base_input)).evaluation.compare_sft is False
@@ -358,7 +358,7 @@ MALFORMED = [
     ),
     ("wrong version", _set("schemaVersion", "2"), "$.schemaVersion", ['"1"']),
     (
-        # issue #11: only a run with a GRPO stage keeps an SFT-only adapter to compare
+        # only a run with a GRPO stage keeps an SFT-only adapter to compare
         "compareSft without rl",
         _set("evaluation.compareSft", True),
         "$.evaluation.compareSft",

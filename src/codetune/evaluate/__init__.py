@@ -1,4 +1,4 @@
-"""Evaluation with executed tests (issue #5) and the quality gate.
+"""Evaluation with executed tests and the quality gate.
 
 Light on import (the QualityGate Lambda imports :mod:`codetune.evaluate.gate` without
 torch): the heavy runner is imported on first call.

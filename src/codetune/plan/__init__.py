@@ -54,7 +54,7 @@ class Plan:
     table: Table
 
     def as_json(self) -> dict:
-        """The object ``codetune plan --json`` prints (shape fixed by issue #8)."""
+        """The object ``codetune plan --json`` prints (a stable shape: scripts parse it)."""
         est = None
         if self.estimate is not None:
             est = {"hours": round(self.estimate["hours"], 3), "usd": round(self.estimate["usd"], 2)}

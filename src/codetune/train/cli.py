@@ -7,16 +7,15 @@ Locally (CPU or GPU)::
     codetune train --data DIR --out DIR --set max_steps=80 --set lora.rank=32
     codetune train --data DIR --out DIR --base-model Qwen/Qwen2.5-Coder-1.5B-Instruct --merge
 
-On SageMaker (``--remote``, issue #12) the same config and overrides become a training job that
+On SageMaker (``--remote``) the same config and overrides become a training job that
 runs the image's ``train`` command (:mod:`codetune.train.sagemaker`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
-from codetune.errors import CodetuneError, NotBuiltError
+from codetune.errors import CodetuneError
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -69,8 +68,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the remote submitter or train locally; returns the exit status."""
     if args.remote:
-        if importlib.util.find_spec("codetune.train.remote") is None:
-            raise NotBuiltError("'codetune train --remote' is not built yet (issue #12)")
         from codetune.train.remote import run_remote
 
         return run_remote(args)

@@ -1,4 +1,4 @@
-"""Optional GRPO stage after SFT (issue #11): reinforcement with verifiable rewards.
+"""Optional GRPO stage after SFT: reinforcement with verifiable rewards.
 
 The SFT trainer calls :func:`run_grpo` on its PEFT model when ``rl.enabled``; the adapter it
 then saves is the SFT+GRPO adapter, so the rest of the pipeline does not change. It should

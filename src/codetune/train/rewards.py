@@ -1,4 +1,4 @@
-"""Verifiable rewards for the GRPO stage (issue #11): pure functions, no model, no I/O.
+"""Verifiable rewards for the GRPO stage: pure functions, no model, no I/O.
 
 codetune knows the correct function for every injected bug, so a bug fix can be *checked*
 rather than judged by a reward model. Each reward takes the completions of one generation

@@ -73,13 +73,6 @@ def check_inputs(
             "--spot needs --checkpoints: managed spot training resumes from checkpoints"
         )
     if config.rl.enabled:
-        import importlib.util
-
-        if importlib.util.find_spec("codetune.train.grpo") is None:
-            raise CodetuneError(
-                "rl.enabled=true but the GRPO stage (codetune.train.grpo, issue #11) is not "
-                "installed; set rl.enabled=false"
-            )
         from codetune.train.grpo import check_rl_inputs
 
         # Fail before SFT, not after it: no bugfix prompts means GRPO has nothing to reward.
@@ -508,7 +501,7 @@ def run_training(
         shutil.rmtree(staging, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix="ct-rl-"))
     if config.rl.enabled:
-        # The GRPO stage (issue #11) continues training the same PEFT model in place; what it
+        # The GRPO stage continues training the same PEFT model in place; what it
         # writes into its out_dir is published with the adapter. The SFT-only adapter is kept
         # first in <out>/sft/, so the evaluation can compare base, SFT and SFT+GRPO.
         from codetune.train.grpo import run_grpo

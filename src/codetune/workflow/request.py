@@ -88,7 +88,7 @@ class EvaluationSpec:
     thresholds: dict
     instance_type: str
     volume_kms_key: bool  # as TrainingSpec.volume_kms_key
-    # also evaluate the SFT-only adapter a GRPO run keeps in <adapter>/sft/ (issue #11)
+    # also evaluate the SFT-only adapter a GRPO run keeps in <adapter>/sft/
     compare_sft: bool = False
 
 

@@ -368,9 +368,11 @@ def _cross_field(
             )
         )
     if isinstance(ev.get("thresholds"), dict):
-        known_t = _gate_threshold_names()
+        from codetune.evaluate.gate import DEFAULT_THRESHOLDS
+
+        known_t = set(DEFAULT_THRESHOLDS)
         for name in ev["thresholds"]:
-            if known_t is not None and name not in known_t:
+            if name not in known_t:
                 out.append(
                     (
                         f"$.evaluation.thresholds.{name}",
@@ -522,31 +524,13 @@ def known_training_configs() -> set[str] | None:
     return None
 
 
-def _gate_threshold_names() -> set[str] | None:
-    """Threshold names the gate knows, when codetune.evaluate.gate exposes DEFAULT_THRESHOLDS."""
-    try:
-        from codetune.evaluate import gate  # lazy: owned by the evaluation area
-    except ImportError:
-        return None
-    defaults = getattr(gate, "DEFAULT_THRESHOLDS", None)
-    return set(defaults) if isinstance(defaults, dict) else None
-
-
 def _resolve_instance(doc: dict) -> tuple[str | None, str, str | None]:
     """(instance type, "auto"|"input", error message or None) from the planner."""
     tr = doc["training"]
     requested = tr["instanceType"]
     source = "auto" if requested == "auto" else "input"
-    try:
-        from codetune.plan import check_instance, recommend_instance
-    except ImportError as e:
-        if requested != "auto":
-            return requested, source, None
-        return (
-            None,
-            source,
-            f'"auto" needs the planner (codetune.plan), which failed to import: {e}',
-        )
+    from codetune.plan import check_instance, recommend_instance
+
     overrides = _training_overrides(tr)
     if doc["baseModel"].startswith("s3://"):
         # The planner reads a model's size from its id or config.json, never from S3.
