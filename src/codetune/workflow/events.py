@@ -2,7 +2,7 @@
 
 Each handler parses its event with one of these classes; a missing or wrong field raises
 ``InvalidEvent`` naming it. The CDK state machine builds the events with exactly these keys
-(see docs/architecture.md, "Run input and resolved request").
+(see docs/architecture.md, "Contracts").
 """
 
 from __future__ import annotations
