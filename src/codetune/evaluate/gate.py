@@ -256,62 +256,91 @@ def decide(report: dict, thresholds: dict | None = None) -> Decision:
     # "interval" is the point estimate.
     z = NormalDist().inv_cdf(1 - alpha) if alpha < 0.5 else 0.0
     level = _pct(max(0.0, 1 - 2 * alpha))
-    reasons: list[str] = []
-    ok = True
+    checks: list[tuple[bool, str] | str] = []
+    for name, suite_checks in (
+        ("bugfix", _bugfix_checks),
+        ("humaneval", _humaneval_checks),
+        ("general", _general_checks),
+    ):
+        if name in suites:
+            checks += suite_checks(report, t, alpha, z, level)
+        else:
+            checks.append(f"SKIP {_SUITE_CHECKS[name]}: suite not in report")
+    reasons = [c if isinstance(c, str) else ("PASS " if c[0] else "FAIL ") + c[1] for c in checks]
+    if not any(isinstance(c, tuple) for c in checks):
+        return Decision(False, [*reasons, "FAIL no known suite in report"])
+    return Decision(all(c[0] for c in checks if isinstance(c, tuple)), reasons)
 
-    def check(passed: bool, text: str) -> None:
-        nonlocal ok
-        ok = ok and passed
-        reasons.append(("PASS " if passed else "FAIL ") + text)
 
-    if "bugfix" in suites:
-        base = _metric(report, "bugfix", "base", "exact_fix")
-        cand = _metric(report, "bugfix", "candidate", "exact_fix")
-        parses = _metric(report, "bugfix", "candidate", "parses")
-        cells = _paired(report, "bugfix")
-        if cells is None:
-            check(
+_SUITE_CHECKS = {
+    "bugfix": "bugfix checks",
+    "humaneval": "HumanEval checks",
+    "general": "general-code loss check",
+}
+
+
+def _bugfix_checks(report: dict, t: dict, alpha: float, z: float, level: str) -> list:
+    """Improvement (significant gain) and the exact-fix and parse floors."""
+    base = _metric(report, "bugfix", "base", "exact_fix")
+    cand = _metric(report, "bugfix", "candidate", "exact_fix")
+    parses = _metric(report, "bugfix", "candidate", "parses")
+    cells = _paired(report, "bugfix")
+    out: list[tuple[bool, str]] = []
+    if cells is None:
+        out.append(
+            (
                 False,
                 "bugfix exact-fix gain: cannot decide: the report has no per-problem pairs "
                 "(suites.bugfix.paired); re-run the evaluation",
             )
-            n = int(report["suites"]["bugfix"].get("n") or 0)
-        else:
-            n = sum(cells.values())
-            check(*_improvement(cells, base, cand, t, alpha, z, level))
-        fixed = round(cand * n)
-        lo, hi = wilson(fixed, n, z)
-        check(
+        )
+        n = int(report["suites"]["bugfix"].get("n") or 0)
+    else:
+        n = sum(cells.values())
+        out.append(_improvement(cells, base, cand, t, alpha, z, level))
+    fixed = round(cand * n)
+    lo, hi = wilson(fixed, n, z)
+    out.append(
+        (
             cand + EPS >= t["min_bugfix_exact_fix"],
             f"bugfix exact-fix {cand:.3f} ({fixed} of {n}; {level} interval "
             f"[{lo:.3f}, {hi:.3f}]); floor {t['min_bugfix_exact_fix']:.3f}",
         )
-        parsed = round(parses * n)
-        lo, hi = wilson(parsed, n, z)
-        check(
+    )
+    parsed = round(parses * n)
+    lo, hi = wilson(parsed, n, z)
+    out.append(
+        (
             parses + EPS >= t["min_bugfix_parses"],
             f"bugfix answers parse {parses:.3f} ({parsed} of {n}; {level} interval "
             f"[{lo:.3f}, {hi:.3f}]); floor {t['min_bugfix_parses']:.3f}",
         )
-    else:
-        reasons.append("SKIP bugfix checks: suite not in report")
-    if "humaneval" in suites:
-        base = _metric(report, "humaneval", "base", "pass@1")
-        cand = _metric(report, "humaneval", "candidate", "pass@1")
-        cells = _paired(report, "humaneval")
-        margin = t["max_humaneval_regression"]
-        if cells is None:
-            check(
+    )
+    return out
+
+
+def _humaneval_checks(report: dict, t: dict, alpha: float, z: float, level: str) -> list:
+    """Non-inferiority of pass@1 and its floor (capped at the base model's own score)."""
+    base = _metric(report, "humaneval", "base", "pass@1")
+    cand = _metric(report, "humaneval", "candidate", "pass@1")
+    cells = _paired(report, "humaneval")
+    margin = t["max_humaneval_regression"]
+    out: list[tuple[bool, str]] = []
+    if cells is None:
+        out.append(
+            (
                 False,
                 "HumanEval pass@1 regression: cannot decide: the report has no per-problem "
                 "pairs (suites.humaneval.paired); re-run the evaluation",
             )
-            n = int(report["suites"]["humaneval"].get("n") or 0)
-        else:
-            n = sum(cells.values())
-            lo, hi = paired_diff_interval(**cells, z=z)
-            loss_bound = -lo
-            check(
+        )
+        n = int(report["suites"]["humaneval"].get("n") or 0)
+    else:
+        n = sum(cells.values())
+        lo, hi = paired_diff_interval(**cells, z=z)
+        loss_bound = -lo
+        out.append(
+            (
                 loss_bound < margin + EPS,
                 f"HumanEval pass@1 change {cand - base:+.3f} (base {base:.3f} -> candidate "
                 f"{cand:.3f}; {_counts(cells)}); loss upper bound {loss_bound:.3f} "
@@ -319,28 +348,28 @@ def decide(report: dict, thresholds: dict | None = None) -> Decision:
                 f"must stay below {margin:.3f}"
                 + ("" if loss_bound < margin + EPS else ": non-inferiority not shown"),
             )
-        floor = min(t["min_humaneval_pass1"], base)
-        capped = (
-            " (the base model's score, below the configured floor)"
-            if floor < t["min_humaneval_pass1"]
-            else ""
         )
-        passed_n = round(cand * n)
-        lo, hi = wilson(passed_n, n, z)
-        check(
+    floor = min(t["min_humaneval_pass1"], base)
+    capped = (
+        " (the base model's score, below the configured floor)"
+        if floor < t["min_humaneval_pass1"]
+        else ""
+    )
+    passed_n = round(cand * n)
+    lo, hi = wilson(passed_n, n, z)
+    out.append(
+        (
             cand + EPS >= floor,
             f"HumanEval pass@1 {cand:.3f} ({passed_n} of {n}; {level} interval "
             f"[{lo:.3f}, {hi:.3f}]); floor {floor:.3f}{capped}",
         )
-    else:
-        reasons.append("SKIP HumanEval checks: suite not in report")
-    if "general" in suites:
-        check(*_general(report["suites"]["general"], t, alpha, level))
-    else:
-        reasons.append("SKIP general-code loss check: suite not in report")
-    if not any(r.startswith(("PASS", "FAIL")) for r in reasons):
-        return Decision(False, [*reasons, "FAIL no known suite in report"])
-    return Decision(ok, reasons)
+    )
+    return out
+
+
+def _general_checks(report: dict, t: dict, alpha: float, z: float, level: str) -> list:
+    """Non-inferiority of the per-token loss on held-out general code."""
+    return [_general(report["suites"]["general"], t, alpha, level)]
 
 
 def _improvement(cells, base, cand, t, alpha, z, level) -> tuple[bool, str]:
