@@ -7,6 +7,7 @@ import json
 import pytest
 from lambda_harness import ACCOUNT, REGION, load_handler, put_json, with_request
 
+from codetune.serve.config import ENV_INSTANCE_TYPE
 from codetune.workflow import AwsRequestFailed, InputNotFound, InvalidEvent
 from codetune.workflow.aws import client
 from codetune.workflow.registry import approval_status
@@ -53,6 +54,8 @@ def test_registers_package_with_lineage(image, request_doc, context):
     assert container["Image"] == image
     assert container["ModelDataUrl"] == request_doc["paths"]["modelData"]
     assert container["Environment"]["CODETUNE_ADAPTER_NAME"] == request_doc["runId"]
+    # serve reads the instance type to refuse a GPU type without CUDA (codetune.serve.config)
+    assert container["Environment"][ENV_INSTANCE_TYPE] == request_doc["deployment"]["instanceType"]
     assert pkg["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith("eval/report.json")
     meta = pkg["CustomerMetadataProperties"]
     assert meta["runId"] == request_doc["runId"]

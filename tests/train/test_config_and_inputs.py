@@ -1,18 +1,16 @@
 """Fast checks (no model load): shipped configs, config validation, bad inputs failing at
-start-up, the torchrun launch plan and checkpoint validity."""
+start-up and checkpoint validity (the torchrun launch plan: test_world_size.py)."""
 
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from codetune.cli import main
-from codetune.errors import CodetuneError, ConfigError
+from codetune.errors import ConfigError
 from codetune.train import checkpoints as ckpts
 from codetune.train.config import configs_dir, load_train_config, shipped_configs
-from codetune.train.sagemaker import launch_command
 
 
 def test_at_least_three_configs_ship():
@@ -95,31 +93,6 @@ def test_bad_input_fails_at_start_up(tmp_path, capsys, dataset, setup, extra, ne
     assert rc == 2, err
     assert needle in err
     assert _no_adapter(out)
-
-
-def test_launch_plan_single_process():
-    # One host, no GPUs: no torchrun.
-    assert launch_command({"SM_HOSTS": '["algo-1"]', "SM_NUM_GPUS": "0"}) is None
-
-
-def test_launch_plan_multi_host():
-    # 2 hosts x 4 GPUs: torchrun with node rank of the current host and algo-1 as master.
-    cmd = launch_command(
-        {"SM_HOSTS": '["algo-1","algo-2"]', "SM_NUM_GPUS": "4", "SM_CURRENT_HOST": "algo-2"}
-    )
-    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    assert "--nnodes=2" in cmd and "--nproc-per-node=4" in cmd and "--node-rank=1" in cmd
-    assert "--master-addr=algo-1" in cmd
-
-
-def test_launch_plan_inside_torchrun_is_none():
-    # A process torchrun started must not launch torchrun again.
-    assert launch_command({"SM_NUM_GPUS": "8", "LOCAL_RANK": "0"}) is None
-
-
-def test_launch_plan_rejects_unknown_host():
-    with pytest.raises(CodetuneError, match="SM_CURRENT_HOST"):
-        launch_command({"SM_HOSTS": '["algo-1","algo-2"]', "SM_CURRENT_HOST": "algo-9"})
 
 
 def test_torn_checkpoint_is_never_valid(tmp_path):

@@ -1,6 +1,6 @@
 """The image's ``train`` command under a temporary SageMaker root, as separate processes:
-the layout contract, SIGKILL + restart resuming to exactly max_steps, and torchrun with two
-CPU (gloo) processes."""
+the layout contract, SIGKILL + restart resuming to exactly max_steps, and two hosts from
+resourceconfig.json training as one torchrun job on CPU (gloo)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from codetune.train.hyperparameters import to_hyperparameters
 pytestmark = pytest.mark.slow
 
 
-def sm_root(tmp_path: Path, overrides: list[str]) -> Path:
+def sm_root(tmp_path: Path, overrides: list[str], name: str = "opt_ml") -> Path:
     """A SageMaker layout: hyperparameters.json + train/validation channels."""
-    root = tmp_path / "opt_ml"
-    data = write_dataset(tmp_path / "prepared", n_train=2, n_val=2)
+    root = tmp_path / name
+    data = write_dataset(tmp_path / f"prepared-{name}", n_train=2, n_val=2)
     for ch in ("train", "validation"):
         d = root / "input" / "data" / ch
         d.mkdir(parents=True)
@@ -88,17 +88,38 @@ def test_sigkill_then_restart_finishes_exactly_max_steps(tmp_path):
     assert not torn.exists()
 
 
-def test_torchrun_two_cpu_processes(tmp_path):
-    # More than one process (here CODETUNE_NPROC_PER_NODE=2 on CPU; SM_NUM_GPUS on GPUs)
-    # re-launches under torchrun: DDP over gloo trains and rank 0 alone publishes the adapter.
-    root = sm_root(tmp_path, ["max_steps=1", "per_device_batch_size=1", "eval_max_examples=1"])
-    p = train_proc(root, CODETUNE_NPROC_PER_NODE="2", OMP_NUM_THREADS="1")
-    out = p.communicate(timeout=600)[0]
-    assert p.returncode == 0, out[-3000:]
-    assert "torch.distributed.run" in out
-    summary = json.loads((root / "model" / "training_summary.json").read_text())
+def test_two_hosts_from_resourceconfig_train_as_one_torchrun_job(tmp_path):
+    # Two "hosts" on loopback, each with its own SageMaker root and a resourceconfig.json as
+    # SageMaker writes it, no GPU: each re-execs under torchrun with its node rank, the two
+    # form one DDP job over gloo (world size 2), and rank 0's host alone publishes the adapter.
+    hosts = ["127.0.0.1", "127.0.0.2"]  # sorted: the first is the master
+    over = ["max_steps=1", "per_device_batch_size=1", "eval_max_examples=1"]
+    port = str(_free_port())
+    procs = {}
+    for host in reversed(hosts):  # start the non-master first: order must not matter
+        root = sm_root(tmp_path, over, name=f"opt_ml-{host}")
+        (root / "input" / "config" / "resourceconfig.json").write_text(
+            json.dumps({"current_host": host, "hosts": hosts, "network_interface_name": "lo"})
+        )
+        procs[host] = (root, train_proc(root, CODETUNE_MASTER_PORT=port, OMP_NUM_THREADS="1"))
+    outs = {h: p.communicate(timeout=600)[0] for h, (_, p) in procs.items()}
+    for host, (_, p) in procs.items():
+        assert p.returncode == 0, (host, outs[host][-3000:])
+    assert "--nnodes=2" in outs["127.0.0.1"] and "--node-rank=0" in outs["127.0.0.1"]
+    assert "--node-rank=1" in outs["127.0.0.2"]
+    master, other = procs["127.0.0.1"][0] / "model", procs["127.0.0.2"][0] / "model"
+    summary = json.loads((master / "training_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 1
-    assert (root / "model" / "adapter_model.safetensors").is_file()
+    assert (master / "adapter_model.safetensors").is_file()
+    assert not (other / "adapter_model.safetensors").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_bad_hyperparameters_fail_with_failure_file(tmp_path):

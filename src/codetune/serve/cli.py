@@ -11,6 +11,8 @@ Locally::
 In the inference image SageMaker runs ``docker run IMAGE serve``: the ``serve`` command
 (:func:`serve_main`) binds 0.0.0.0 on ``$SAGEMAKER_BIND_TO_PORT`` (default 8080) and loads
 adapters from ``/opt/ml/model`` (``adapters/<name>/``, the directory itself, or model.tar.gz).
+On a GPU or Neuron instance type (``CODETUNE_INSTANCE_TYPE``, set by the deployment) without a
+usable accelerator it exits 2 before loading anything (:mod:`codetune.serve.accelerator`).
 """
 
 from __future__ import annotations
@@ -74,10 +76,13 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from codetune.serve.accelerator import require_accelerator
     from codetune.serve.config import bind_port
     from codetune.serve.runner import run_foreground
 
     config = build_config(args)
+    # Before anything loads: an accelerator instance must not come up serving on its CPU.
+    require_accelerator(config.instance_type)
     run_foreground(config, args.host, bind_port(args.port))
     return 0
 

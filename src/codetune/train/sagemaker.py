@@ -8,9 +8,13 @@ SageMaker runs ``train`` with no arguments. It reads, under ``$CODETUNE_SM_ROOT`
   optional base weights (a directory with ``config.json``) that override ``base_model``
 - writes the adapter to ``model/`` and checkpoints to ``checkpoints/`` (synced to S3)
 
-With more than one process in total (``SM_HOSTS`` x ``SM_NUM_GPUS``) it re-launches itself
-under torchrun, one process per GPU, node rank from ``SM_CURRENT_HOST``.
-``CODETUNE_NPROC_PER_NODE`` overrides the per-node count (tests use 2 CPU processes).
+How many processes: ``input/config/resourceconfig.json`` (which SageMaker writes into every
+training container: ``current_host``, ``hosts``, ``network_interface_name``) times the GPUs
+``torch.cuda.device_count()`` sees (at least one process per host). One in total trains in this
+process; more re-exec this same entrypoint under torchrun: ``nnodes`` = number of hosts,
+``node_rank`` = index of ``current_host`` in the sorted hosts, master = the first of them,
+port ``CODETUNE_MASTER_PORT`` (default 29517). No resourceconfig.json (a local run) = one host.
+(``SM_HOSTS``/``SM_NUM_GPUS`` come from sagemaker-training-toolkit, which the image lacks.)
 
 Run it locally exactly as SageMaker does::
 
@@ -24,6 +28,9 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from codetune.errors import CodetuneError
 from codetune.paths import SageMakerPaths
@@ -32,32 +39,100 @@ log = logging.getLogger("codetune.train.sagemaker")
 MASTER_PORT = "29517"
 
 
-def launch_command(env: dict[str, str]) -> list[str] | None:
-    """The torchrun command to re-launch under, or None for a single process.
+@dataclass(frozen=True)
+class Cluster:
+    """The hosts of a training job, from its ``resourceconfig.json``."""
 
-    Raises CodetuneError when ``SM_CURRENT_HOST`` is not among ``SM_HOSTS``.
+    current_host: str
+    hosts: tuple[str, ...]  # sorted: every host derives the same ranks and master
+    network_interface: str | None = None
+
+
+RESOURCECONFIG_SHAPE = (
+    '{"current_host": "algo-1", "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}'
+)
+
+
+def read_cluster(path: Path) -> Cluster | None:
+    """The job's hosts from ``resourceconfig.json``; None when the file does not exist.
+
+    Raises CodetuneError naming the file and the problem when it is malformed.
     """
-    if "LOCAL_RANK" in env:  # already under torchrun
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
         return None
-    hosts = json.loads(env.get("SM_HOSTS") or "[]") or ["localhost"]
-    nproc = int(env.get("CODETUNE_NPROC_PER_NODE") or env.get("SM_NUM_GPUS") or 0) or 1
-    if len(hosts) * nproc <= 1:
-        return None
-    current = env.get("SM_CURRENT_HOST", hosts[0])
+
+    def bad(problem: str) -> CodetuneError:
+        return CodetuneError(f"{path}: {problem}; SageMaker writes it as {RESOURCECONFIG_SHAPE}")
+
+    try:
+        rc = json.loads(text)
+    except ValueError as e:
+        raise bad(f"not valid JSON ({e})") from e
+    if not isinstance(rc, dict):
+        raise bad(f"must be a JSON object, got {type(rc).__name__}")
+    current, hosts, nic = rc.get("current_host"), rc.get("hosts"), rc.get("network_interface_name")
+    if not isinstance(current, str) or not current:
+        raise bad(f"current_host must be a host name, got {current!r}")
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
+        raise bad(f"hosts must be a non-empty list of host names, got {hosts!r}")
+    twice = sorted({h for h in hosts if hosts.count(h) > 1})
+    if twice:
+        raise bad(f"hosts lists {', '.join(twice)} twice")
     if current not in hosts:
-        raise CodetuneError(f"SM_CURRENT_HOST={current!r} is not in SM_HOSTS={hosts}")
-    return [
+        raise bad(f"current_host {current!r} is not in hosts {hosts}")
+    if nic is not None and (not isinstance(nic, str) or not nic):
+        raise bad(f"network_interface_name must be an interface name, got {nic!r}")
+    return Cluster(current, tuple(sorted(hosts)), nic)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The torchrun re-launch: its argv and the environment it runs with."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def launch_plan(cluster: Cluster | None, gpus: int, env: Mapping[str, str]) -> Launch | None:
+    """The torchrun re-launch for ``cluster`` with ``gpus`` per host, or None to train here.
+
+    One process per GPU and at least one per host; None when that makes one process in all,
+    or when this process was itself started by torchrun (``LOCAL_RANK`` set).
+    """
+    if "LOCAL_RANK" in env:
+        return None
+    cluster = cluster or Cluster("localhost", ("localhost",))
+    nproc = max(gpus, 1)
+    nnodes = len(cluster.hosts)
+    if nnodes * nproc <= 1:
+        return None
+    argv = [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        f"--nnodes={len(hosts)}",
+        f"--nnodes={nnodes}",
         f"--nproc-per-node={nproc}",
-        f"--node-rank={hosts.index(current)}",
-        f"--master-addr={hosts[0] if len(hosts) > 1 else '127.0.0.1'}",
-        f"--master-port={env.get('CODETUNE_MASTER_PORT', MASTER_PORT)}",
+        f"--node-rank={cluster.hosts.index(cluster.current_host)}",
+        f"--master-addr={cluster.hosts[0] if nnodes > 1 else '127.0.0.1'}",
+        f"--master-port={env.get('CODETUNE_MASTER_PORT') or MASTER_PORT}",
         "-m",
         "codetune.train.sagemaker",
     ]
+    full = dict(env)
+    if nnodes > 1 and cluster.network_interface:
+        # Without these NCCL and gloo pick an interface themselves, not always the one
+        # SageMaker connects the hosts through.
+        full.setdefault("NCCL_SOCKET_IFNAME", cluster.network_interface)
+        full.setdefault("GLOO_SOCKET_IFNAME", cluster.network_interface)
+    return Launch(argv, full)
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def main() -> int:
@@ -65,10 +140,10 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     paths = SageMakerPaths.from_env()
     try:
-        cmd = launch_command(dict(os.environ))
-        if cmd is not None:
-            log.info("launching %s", " ".join(cmd))
-            os.execv(cmd[0], cmd)
+        launch = launch_plan(read_cluster(paths.resource_config), _gpu_count(), os.environ)
+        if launch is not None:
+            log.info("launching %s", " ".join(launch.argv))
+            os.execve(launch.argv[0], launch.argv, launch.env)
         return _train(paths)
     except CodetuneError as e:
         _fail(paths, str(e))
@@ -105,7 +180,6 @@ def _train(paths: SageMakerPaths) -> int:
 def _merge_channels(train_dir, validation_dir):
     """Separate train/validation channels -> one dataset dir (symlinks in a temp dir)."""
     import tempfile
-    from pathlib import Path
 
     tmp = Path(tempfile.mkdtemp(prefix="ct-data-"))
     for src in (train_dir, validation_dir):

@@ -157,11 +157,15 @@ def register_adapter(
 # contract (codetune.serve); kept here as the values the registry records.
 ENV_BASE_MODEL = "CODETUNE_BASE_MODEL"
 ENV_ADAPTER_NAME = "CODETUNE_ADAPTER_NAME"
+ENV_INSTANCE_TYPE = "CODETUNE_INSTANCE_TYPE"
 
 
 def serving_environment(request) -> dict[str, str]:
-    """Container environment: which base model to load and the adapter's served name."""
+    """Container environment: which base model to load, the adapter's served name, and the
+    instance type (SageMaker does not tell a hosting container; ``serve`` refuses to start on
+    a GPU type without usable CUDA rather than serve on its CPU)."""
     return {
         ENV_BASE_MODEL: request.base_model.s3_uri or request.base_model.id,
         ENV_ADAPTER_NAME: request.deployment.adapter_name,
+        ENV_INSTANCE_TYPE: request.deployment.instance_type,
     }
