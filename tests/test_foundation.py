@@ -160,7 +160,6 @@ LONG_FUNCTIONS_PENDING = {
     "cdk/stack.py::CodetuneStack._grant_functions",
     "src/codetune/data/pipeline.py::prepare",
     "src/codetune/evaluate/runner.py::run_evaluation",
-    "src/codetune/evaluate/sandbox.py::Sandbox.run",
     "src/codetune/generation.py::generate_continuous",
     "src/codetune/serve/app.py::create_app",
     "src/codetune/train/grpo.py::run_grpo",

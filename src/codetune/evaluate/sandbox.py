@@ -391,77 +391,27 @@ class Sandbox:
     def run(self, source: str) -> ExecResult:
         """Run ``source`` (program + tests, ending with its ``check(...)`` call)."""
         limits = self.limits
-        root = _is_root()
-        uid = _random_uid() if root else None
-        use_bwrap = self.bwrap_mode is not None
+        uid = _random_uid() if _is_root() else None
         with tempfile.TemporaryDirectory(prefix="codetune-exec-") as host:
-            os.chmod(host, 0o755)
-            for name, text in (("wrapper.py", WRAPPER), ("program.py", source)):
-                p = Path(host) / name
-                p.write_text(text, encoding="utf-8")
-                p.chmod(0o644)
+            _write_program(host, source)
             read_fd, write_fd = os.pipe()
-            pass_fds = [write_fd]
-            seccomp_fd = None
-            work = None
-            if not use_bwrap:
-                work = Path(host) / "work"
-                work.mkdir()
-                if uid is not None:
-                    os.chown(work, uid, uid)
-                prefix = _setpriv(uid) if uid is not None else []
-                argv = [*prefix, self.python, "-I", "-B", f"{host}/wrapper.py"]
-                argv += [f"{host}/program.py", str(write_fd)]
-                cwd, env = (
-                    str(work),
-                    {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"},
-                )
-                preexec_seccomp = self._seccomp
+            if self.bwrap_mode is None:
+                launch = self._direct_launch(host, uid, write_fd)
             else:
-                if self._seccomp is not None:
-                    seccomp_fd = os.memfd_create("codetune-seccomp", 0)
-                    os.write(seccomp_fd, syscall_filter.compiled_filter())
-                    os.lseek(seccomp_fd, 0, os.SEEK_SET)
-                    pass_fds.append(seccomp_fd)
-                argv = _bwrap_argv(host, limits, uid, seccomp_fd)
-                argv += [self.python, "-I", "-B", f"{SANDBOX_DIR}/wrapper.py"]
-                argv += [f"{SANDBOX_DIR}/program.py", str(write_fd)]
-                cwd, env = host, {"PATH": "/usr/bin:/bin"}
-                preexec_seccomp = None
+                launch = self._bwrap_launch(host, uid, write_fd)
             if self.landlock_abi:
-                argv += ["--landlock", str(self.landlock_abi)]
+                launch.argv += ["--landlock", str(self.landlock_abi)]
             # A fresh uid owns no processes; without one, allow ours plus a margin.
             nproc = limits.nproc if uid is not None else _user_process_count() + limits.nproc
             err_path = Path(host) / "stderr.txt"
             t0 = time.perf_counter()
             with open(err_path, "wb") as err:
+                proc = _start(launch, err, write_fd, _preexec(limits, nproc, launch.seccomp))
                 try:
-                    proc = subprocess.Popen(
-                        argv,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.DEVNULL,
-                        stderr=err,
-                        cwd=cwd,
-                        env=env,
-                        pass_fds=tuple(pass_fds),
-                        preexec_fn=_preexec(limits, nproc, preexec_seccomp),
-                        start_new_session=True,
-                    )
-                except subprocess.SubprocessError as e:
-                    raise CodetuneError(f"the sandbox failed to start: {e}") from e
-                finally:
-                    os.close(write_fd)
-                    if seccomp_fd is not None:
-                        os.close(seccomp_fd)
-                try:
-                    nonce = secrets.token_hex(16)
-                    try:
-                        proc.stdin.write(nonce.encode() + b"\n")
-                        proc.stdin.close()
-                    except BrokenPipeError:
-                        pass
+                    nonce = _send_nonce(proc)
                     disk = None
-                    if work is not None:
+                    if launch.work is not None:
+                        work = launch.work
                         disk = (
                             lambda: _disk_usage(work) + _shared_usage(uid),
                             limits.disk_mb << 20,
@@ -472,26 +422,40 @@ class Sandbox:
                 finally:
                     os.close(read_fd)
                     _kill_tree(proc, uid)
-                    if work is not None:
+                    if launch.work is not None:
                         _remove_shared(uid)
             duration = time.perf_counter() - t0
             detail = _tail(err_path)
-        if output == nonce.encode() and proc.returncode == 0 and not over_disk:
-            return ExecResult("pass", duration, detail)
-        if over_disk:
-            detail = (detail + f"\nkilled: its files grew past {limits.disk_mb} MiB").strip()
-            return ExecResult("fail", duration, detail)
-        if timed_out:
-            return ExecResult("timeout", duration, detail)
-        if proc.returncode == 1 and "bwrap:" in detail and "Traceback" not in detail:
-            raise CodetuneError(f"the sandbox failed to start: {detail}")
-        if proc.returncode == EXIT_SANDBOX and "codetune-sandbox:" in detail:
-            raise CodetuneError(f"the sandbox failed to start: {detail}")
-        if proc.returncode == EXIT_EXCEPTION:
-            return ExecResult("error", duration, detail)
-        if proc.returncode == 0:
-            detail = (detail + "\nexited with status 0 before its tests completed").strip()
-        return ExecResult("fail", duration, detail)
+        passed = output == nonce.encode()
+        return _verdict(passed, proc.returncode, timed_out, over_disk, duration, detail, limits)
+
+    def _direct_launch(self, host: str, uid: int | None, write_fd: int) -> _Launch:
+        """No bubblewrap: the program runs in a fresh ``work`` folder as ``uid`` (when root),
+        with seccomp loaded in the child before exec."""
+        work = Path(host) / "work"
+        work.mkdir()
+        if uid is not None:
+            os.chown(work, uid, uid)
+        prefix = _setpriv(uid) if uid is not None else []
+        argv = [*prefix, self.python, "-I", "-B", f"{host}/wrapper.py"]
+        argv += [f"{host}/program.py", str(write_fd)]
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"}
+        return _Launch(argv, str(work), env, [write_fd], seccomp=self._seccomp, work=work)
+
+    def _bwrap_launch(self, host: str, uid: int | None, write_fd: int) -> _Launch:
+        """Bubblewrap: ``host`` is mounted at SANDBOX_DIR; bwrap loads the seccomp filter from
+        a memfd it inherits."""
+        pass_fds = [write_fd]
+        seccomp_fd = None
+        if self._seccomp is not None:
+            seccomp_fd = os.memfd_create("codetune-seccomp", 0)
+            os.write(seccomp_fd, syscall_filter.compiled_filter())
+            os.lseek(seccomp_fd, 0, os.SEEK_SET)
+            pass_fds.append(seccomp_fd)
+        argv = _bwrap_argv(host, self.limits, uid, seccomp_fd)
+        argv += [self.python, "-I", "-B", f"{SANDBOX_DIR}/wrapper.py"]
+        argv += [f"{SANDBOX_DIR}/program.py", str(write_fd)]
+        return _Launch(argv, host, {"PATH": "/usr/bin:/bin"}, pass_fds, seccomp_fd=seccomp_fd)
 
     def run_many(self, sources: list[str]) -> list[ExecResult]:
         """Run programs in parallel (``workers`` at a time), results in input order."""
@@ -499,6 +463,91 @@ class Sandbox:
             return [self.run(s) for s in sources]
         with ThreadPoolExecutor(self.workers) as pool:
             return list(pool.map(self.run, sources))
+
+
+@dataclasses.dataclass
+class _Launch:
+    """How one program is started: the command line, its folder and environment, the file
+    descriptors it inherits, and what the parent must clean up."""
+
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    pass_fds: list[int]
+    seccomp: syscall_filter.Loader | None = None  # loaded in the child (no bwrap)
+    work: Path | None = None  # the writable folder whose size is watched (no bwrap)
+    seccomp_fd: int | None = None  # the memfd bwrap reads the filter from
+
+
+def _write_program(host: str, source: str) -> None:
+    """The wrapper and the program, readable by the sandbox's uid."""
+    os.chmod(host, 0o755)
+    for name, text in (("wrapper.py", WRAPPER), ("program.py", source)):
+        p = Path(host) / name
+        p.write_text(text, encoding="utf-8")
+        p.chmod(0o644)
+
+
+def _start(launch: _Launch, err, write_fd: int, preexec_fn) -> subprocess.Popen:
+    """Start the program; the parent's copies of the inherited descriptors close either way."""
+    try:
+        return subprocess.Popen(
+            launch.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=launch.cwd,
+            env=launch.env,
+            pass_fds=tuple(launch.pass_fds),
+            preexec_fn=preexec_fn,
+            start_new_session=True,
+        )
+    except subprocess.SubprocessError as e:
+        raise CodetuneError(f"the sandbox failed to start: {e}") from e
+    finally:
+        os.close(write_fd)
+        if launch.seccomp_fd is not None:
+            os.close(launch.seccomp_fd)
+
+
+def _send_nonce(proc: subprocess.Popen) -> str:
+    """Hand the program the secret it writes back only after its tests passed."""
+    nonce = secrets.token_hex(16)
+    try:
+        proc.stdin.write(nonce.encode() + b"\n")
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    return nonce
+
+
+def _verdict(
+    passed: bool,
+    returncode: int,
+    timed_out: bool,
+    over_disk: bool,
+    duration: float,
+    detail: str,
+    limits: Limits,
+) -> ExecResult:
+    """Turn how the program ended into pass/fail/timeout/error; raise when the sandbox
+    itself could not start it."""
+    if passed and returncode == 0 and not over_disk:
+        return ExecResult("pass", duration, detail)
+    if over_disk:
+        detail = (detail + f"\nkilled: its files grew past {limits.disk_mb} MiB").strip()
+        return ExecResult("fail", duration, detail)
+    if timed_out:
+        return ExecResult("timeout", duration, detail)
+    if returncode == 1 and "bwrap:" in detail and "Traceback" not in detail:
+        raise CodetuneError(f"the sandbox failed to start: {detail}")
+    if returncode == EXIT_SANDBOX and "codetune-sandbox:" in detail:
+        raise CodetuneError(f"the sandbox failed to start: {detail}")
+    if returncode == EXIT_EXCEPTION:
+        return ExecResult("error", duration, detail)
+    if returncode == 0:
+        detail = (detail + "\nexited with status 0 before its tests completed").strip()
+    return ExecResult("fail", duration, detail)
 
 
 def _collect(
