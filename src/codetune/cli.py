@@ -23,6 +23,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("evaluate", "codetune.evaluate.cli"),
     ("serve", "codetune.serve.cli"),
     ("invoke", "codetune.serve.invoke_cli"),
+    ("batch", "codetune.serve.batch_cli"),
     ("plan", "codetune.plan.cli"),
     ("run", "codetune.run_cli"),
 ]

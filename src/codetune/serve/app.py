@@ -244,6 +244,12 @@ def parse_request(state: ServerState, body: dict, accept: str, force_stream: boo
             "prompt_too_long",
         )
     stream = stream or force_stream or "text/event-stream" in (accept or "")
+    if stream and cfg.batch:
+        raise ApiError(
+            400,
+            "streaming is not available in batch transform (each answer is one output line); "
+            'drop "stream": true from the record',
+        )
     sampling = Sampling(max_new, float(temperature), float(top_p), tuple(stop or ()), seed)
     return Parsed(style, prompt, ids, adapter, sampling, stream, n_prompt, req)
 
@@ -300,6 +306,23 @@ def _completion_body(p: Parsed, gen, request_id: str) -> object:
     }
 
 
+def batch_execution_parameters(config: ServeConfig, engine_kind: str) -> dict:
+    """What ``GET /execution-parameters`` tells Batch Transform: one record per request (the
+    body is one JSON request), as many requests at once as the engine decodes together (the
+    continuous batch fills across concurrent requests), bodies up to ``max_body_bytes``."""
+    rows = config.max_batch_size
+    if not rows:
+        from codetune.serve.continuous import DEFAULT_MAX_BATCH
+        from codetune.serve.vllm_args import DEFAULT_MAX_NUM_SEQS
+
+        rows = DEFAULT_MAX_NUM_SEQS if engine_kind == "vllm" else DEFAULT_MAX_BATCH
+    return {
+        "MaxConcurrentTransforms": rows,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": max(1, config.max_body_bytes // 2**20),
+    }
+
+
 def _sse(obj) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
@@ -341,6 +364,11 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
             return JSONResponse({"status": "healthy", "adapters": sorted(state.known_adapters())})
         status = "failed" if state.load_error else "loading"
         return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+
+    # -- /execution-parameters (Batch Transform asks when the job leaves them unset) -----
+    @app.get("/execution-parameters")
+    async def execution_parameters() -> Response:
+        return JSONResponse(batch_execution_parameters(config, state.engine.kind))
 
     # -- /invocations --------------------------------------------------------------------
     async def _invoke(raw_request: Request, force_stream: bool) -> Response:

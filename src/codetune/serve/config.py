@@ -16,10 +16,12 @@ from codetune.errors import ConfigError
 # SageMaker's hosting contract
 ENV_PORT = "SAGEMAKER_BIND_TO_PORT"  # SageMaker may ask for a port other than 8080
 DEFAULT_PORT = 8080
+ENV_SAGEMAKER_BATCH = "SAGEMAKER_BATCH"  # "true" when SageMaker runs the image for Batch Transform
 # codetune's own knobs (all optional)
 ENV_BASE_MODEL = "CODETUNE_BASE_MODEL"  # path, s3:// prefix or Hugging Face id
 ENV_MODEL_DIR = "CODETUNE_MODEL_DIR"  # default: SageMakerPaths.from_env().model_dir
 ENV_ADAPTER_NAME = "CODETUNE_ADAPTER_NAME"  # name of a single adapter found in the model dir
+ENV_DEFAULT_MODEL = "CODETUNE_DEFAULT_MODEL"  # adapter (or base) for requests naming none
 ENV_QUANTIZATION = "CODETUNE_QUANTIZATION"  # none | 4bit
 ENV_ENGINE = "CODETUNE_ENGINE"  # auto | transformers | vllm
 ENV_MAX_BATCH_SIZE = "CODETUNE_MAX_BATCH_SIZE"
@@ -117,6 +119,15 @@ class ServeConfig:
             "processes 1 is often several times faster: OpenMP threads spin-wait for each other"
         },
     )
+    batch: bool = field(
+        default=False,
+        metadata={
+            "help": "Batch Transform mode (on when SageMaker sets SAGEMAKER_BATCH=true): a "
+            "request's error (4xx, 500, 504) is answered with status 200 and its "
+            '{"error": ...} body, so that it becomes that record\'s output line instead of '
+            "failing the whole job; streaming requests are refused (an answer is one line)"
+        },
+    )
     warmup: bool = field(
         default=True,
         metadata={"help": "run one generation before /ping turns healthy (leave on in prod)"},
@@ -206,6 +217,7 @@ class ServeConfig:
             ENV_BASE_MODEL: ("base_model", str),
             ENV_MODEL_DIR: ("model_dir", str),
             ENV_ADAPTER_NAME: ("adapter_name", str),
+            ENV_DEFAULT_MODEL: ("default_model", str),
             ENV_QUANTIZATION: ("quantization", str),
             ENV_ENGINE: ("engine", str),
             ENV_MAX_BATCH_SIZE: ("max_batch_size", int),
@@ -227,6 +239,8 @@ class ServeConfig:
                     values[name] = tp(env[var])
                 except ValueError as e:
                     raise ConfigError(f"{var}={env[var]!r} is not a valid {tp.__name__}") from e
+        if env.get(ENV_SAGEMAKER_BATCH):
+            values["batch"] = env[ENV_SAGEMAKER_BATCH].strip().lower() == "true"
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "max_new_tokens_cap" in values and "default_max_new_tokens" not in values:
             default = next(f.default for f in fields(cls) if f.name == "default_max_new_tokens")

@@ -6,6 +6,12 @@ JSON (415), bytes that are not UTF-8 JSON (400) and JSON that is not an object (
 through is replayed to the handler unchanged, so the container-standards transforms always see
 a JSON object.
 
+In Batch Transform mode (``ServeConfig.batch``) an invocation's error answer keeps its
+``{"error": ...}`` body but goes out with status 200 (the original status in
+``X-Codetune-Status``): SageMaker writes a 200 answer as the record's output line, while a
+failed invocation fails the whole job. 503 (still loading, at capacity) stays 503: it is the
+server's state, not the record's result, and SageMaker may retry it.
+
 Every request (except healthy pings, which SageMaker sends every few seconds) produces one log
 line on the ``codetune.serve.access`` logger: a JSON object with request id, path, status,
 adapter, tokens in/out, queue and generation seconds, total seconds and any error message.
@@ -28,6 +34,7 @@ class GuardMiddleware:
     def __init__(self, app, config):
         self.app = app
         self.max_body = config.max_body_bytes
+        self.batch = config.batch
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -41,16 +48,20 @@ class GuardMiddleware:
         info["request_id"] = rid
         t0 = time.perf_counter()
         status = {"code": 500}
+        invocation = scope["method"] == "POST" and scope["path"] in INVOCATION_PATHS
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"] = code = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                if self.batch and invocation and code >= 400 and code != 503:
+                    message["headers"].append((b"x-codetune-status", str(code).encode()))
+                    message["status"] = 200
             await send(message)
 
         try:
-            if scope["method"] == "POST" and scope["path"] in INVOCATION_PATHS:
+            if invocation:
                 body, problem = await self._read_checked(headers, receive)
                 if problem:
                     code, msg = problem
