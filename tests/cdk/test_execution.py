@@ -312,10 +312,21 @@ def aws_world(synth, handlers, scenario: Scenario, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, "testing")
+    from awscheck.components import InferenceComponents
+
+    from codetune.workflow.aws import reset_clients
+
     env = _function_env(synth)
-    with mock_aws(
-        config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-    ):
+    with (
+        mock_aws(
+            config={
+                "stepfunctions": {"execute_state_machine": True},
+                "lambda": {"use_docker": False},
+            }
+        ),
+        InferenceComponents(region=REGION).installed(),
+    ):  # moto has no inference components
+        reset_clients()
         s3 = boto3.client("s3", region_name=REGION)
         artifact = env["validate_request"]["ARTIFACT_BUCKET"]
         inputs = env["validate_request"]["ALLOWED_BUCKETS"]
