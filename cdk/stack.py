@@ -399,6 +399,28 @@ class CodetuneStack(Stack):
                 ],
             )
         )
+        # Inference components of the endpoint: <endpoint>-base and <endpoint>-<adapter>
+        # (ValidateRequest names them). Delete is used on a Failed adapter component only.
+        components = sm("inference-component", f"{config.endpoint}-*")
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateInferenceComponent",
+                    "sagemaker:DescribeInferenceComponent",
+                    "sagemaker:UpdateInferenceComponent",
+                    "sagemaker:DeleteInferenceComponent",
+                    "sagemaker:AddTags",
+                ],
+                resources=[components],
+            )
+        )
+        # CreateInferenceComponent is also authorized against the endpoint it lands on.
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:CreateInferenceComponent"],
+                resources=[sm("endpoint", config.endpoint)],
+            )
+        )
         deploy.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeModelPackage"],
@@ -438,14 +460,31 @@ class CodetuneStack(Stack):
         )
         deploy.add_to_role_policy(
             iam.PolicyStatement(
+                actions=[
+                    "sagemaker:DescribeInferenceComponent",
+                    "sagemaker:UpdateInferenceComponentRuntimeConfig",
+                ],
+                resources=[components],
+            )
+        )
+
+        def alarm(name: str) -> str:
+            return self.format_arn(
+                service="cloudwatch",
+                resource="alarm",
+                resource_name=name,
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
                 resources=[
-                    self.format_arn(
-                        service="cloudwatch",
-                        resource="alarm",
-                        resource_name=f"TargetTracking-endpoint/{config.endpoint}/*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
+                    alarm(f"TargetTracking-endpoint/{config.endpoint}/*"),
+                    # the base component's target tracking alarms, named by Auto Scaling
+                    alarm(f"TargetTracking-inference-component/{config.endpoint}-*"),
+                    # baseScaleToZero: the alarm that adds the first copy back
+                    alarm(f"{config.endpoint}-base-scale-out-from-zero"),
                 ],
             )
         )
@@ -479,11 +518,11 @@ class CodetuneStack(Stack):
                 resources=[key.key_arn],
             )
         )
-        # smoke_test: invokes the deployed endpoint.
+        # smoke_test: invokes the deployed endpoint (and its components).
         fns["smoke_test"].add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:InvokeEndpoint"],
-                resources=[sm("endpoint", config.endpoint)],
+                resources=[sm("endpoint", config.endpoint), components],
             )
         )
         sm_finding = "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{}]"
@@ -511,6 +550,18 @@ class CodetuneStack(Stack):
             f"<AWS::AccountId>:alarm:TargetTracking-endpoint/{config.endpoint}/*]",
             "Application Auto Scaling names the target-tracking alarms of this endpoint itself.",
         )
+        acknowledge(
+            deploy_policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
+            f"<AWS::AccountId>:alarm:TargetTracking-inference-component/{config.endpoint}-*]",
+            "Application Auto Scaling names the target-tracking alarms of the base component.",
+        )
+        component_finding = sm_finding.format(f"inference-component/{config.endpoint}-*")
+        component_reason = (
+            "One adapter component per run: <endpoint>-<adapterName>; the prefix pins the endpoint."
+        )
+        acknowledge(deploy_policy, component_finding, component_reason)
+        acknowledge(_policy(fns["smoke_test"]), component_finding, component_reason)
         for kind in ("model", "endpoint-config"):
             acknowledge(
                 deploy_policy,

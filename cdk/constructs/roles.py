@@ -72,7 +72,11 @@ class SageMakerRoles(Construct):
                 ("/aws/sagemaker/ProcessingJobs", "/aws/sagemaker/TrainingJobs"),
             ),
             (self.evaluation_role, ("/aws/sagemaker/ProcessingJobs",)),
-            (self.endpoint_role, ("/aws/sagemaker/Endpoints/*",)),
+            # an endpoint of inference components logs per component, not per endpoint
+            (
+                self.endpoint_role,
+                ("/aws/sagemaker/Endpoints/*", "/aws/sagemaker/InferenceComponents/*"),
+            ),
         ):
             allow_key(role, key, encrypt=True)
             if role in job_roles:
@@ -161,7 +165,7 @@ class SageMakerRoles(Construct):
         for role, groups in (
             (self.job_role, ("ProcessingJobs", "TrainingJobs")),
             (self.evaluation_role, ("ProcessingJobs",)),
-            (self.endpoint_role, ("Endpoints/*",)),
+            (self.endpoint_role, ("Endpoints/*", "InferenceComponents/*")),
         ):
             policy = role.node.find_child("DefaultPolicy")
             for group in groups:

@@ -1,9 +1,10 @@
-"""DeployEndpoint: one create/update step towards this run's endpoint config.
+"""DeployEndpoint: one step towards this run's adapter being served (inference components,
+or a single-model endpoint with deployment.mode single-model).
 
 Event ``{"request", "registration": {"modelPackageArn"}, "previous": optional (this state's
 last output), "rollbackAlarms": optional}``; environment SAGEMAKER_ROLE_ARN, optional
 KMS_KEY_ID, ROLLBACK_ALARMS, VPC_SUBNET_IDS, VPC_SECURITY_GROUP_IDS. Returns ``{"endpointName", "endpointConfigName", "action",
-"status", "autoscaling"}``; the state machine waits and calls again until status is
+"status", "autoscaling"}`` (components mode adds "baseComponent", "adapterComponent"); the state machine waits and calls again until status is
 InService. Logic: codetune.workflow.deploy.
 """
 
@@ -33,6 +34,7 @@ def lambda_handler(event, context):
             else env.rollback_alarms,
             sagemaker=client("sagemaker"),
             autoscaling=client("application-autoscaling"),
+            cloudwatch=client("cloudwatch"),
             previous=ev.previous,
             vpc={"Subnets": env.subnet_ids, "SecurityGroupIds": env.security_group_ids}
             if env.subnet_ids

@@ -406,19 +406,29 @@ def step_deploy(run: LocalRun) -> dict:
     return {"endpoint": run.base_url, "adapter": req.deployment.adapter_name, "pid": run.server.pid}
 
 
+ADAPTER_HEADER = "X-Amzn-SageMaker-Adapter-Identifier"  # SageMaker's, for adapter components
+
+
 class LocalRuntime:
     """The slice of boto3's ``sagemaker-runtime`` client that the smoke test uses, over HTTP
-    to the local server — so the very same ``smoke_test`` function checks it."""
+    to the local server — so the very same ``smoke_test`` function checks it.
 
-    def __init__(self, base_url: str):
+    ``adapters`` maps adapter component names to adapter names: a request addressed to one
+    (``InferenceComponentName``) carries ``X-Amzn-SageMaker-Adapter-Identifier``, as SageMaker
+    sends it to the base component's container."""
+
+    def __init__(self, base_url: str, adapters: dict[str, str] | None = None):
         self.base_url = base_url
+        self.adapters = adapters or {}
 
-    def invoke_endpoint(self, *, EndpointName, ContentType, Accept, Body, **_):  # noqa: N803 (boto3 names)
+    def invoke_endpoint(
+        self, *, EndpointName, ContentType, Accept, Body, InferenceComponentName=None, **_
+    ):  # noqa: N803 (boto3 names)
+        headers = {"Content-Type": ContentType, "Accept": Accept}
+        if InferenceComponentName in self.adapters:
+            headers[ADAPTER_HEADER] = self.adapters[InferenceComponentName]
         req = urllib.request.Request(
-            self.base_url + "/invocations",
-            data=Body,
-            method="POST",
-            headers={"Content-Type": ContentType, "Accept": Accept},
+            self.base_url + "/invocations", data=Body, method="POST", headers=headers
         )
         try:
             with urllib.request.urlopen(req, timeout=300) as r:
@@ -432,7 +442,10 @@ def step_smoke(run: LocalRun) -> dict:
 
     if run.server is None:
         return {"skipped": "no server running"}
-    return smoke_test(run.request, LocalRuntime(run.base_url))
+    dep = run.request.deployment
+    return smoke_test(
+        run.request, LocalRuntime(run.base_url, {dep.adapter_component: dep.adapter_name})
+    )
 
 
 STEP_FUNCS: dict[str, Callable[[LocalRun], dict]] = {

@@ -219,6 +219,43 @@ REQUESTS: dict[tuple[str, str], Rule] = {
         *_tags(p, f"{SM}:endpoint-config/{p['EndpointConfigName']}"),
         # API_CreateEndpointConfig, KmsKeyId: "the caller needs kms:CreateGrant"
         *([("kms:CreateGrant", p["KmsKeyId"], {})] if "KmsKeyId" in p else []),
+        # ExecutionRoleArn (endpoints of inference components) is passed to SageMaker
+        *(
+            [
+                (
+                    "iam:PassRole",
+                    p["ExecutionRoleArn"],
+                    {"iam:PassedToService": "sagemaker.amazonaws.com"},
+                )
+            ]
+            if "ExecutionRoleArn" in p
+            else []
+        ),
+    ],
+    ("sagemaker", "CreateInferenceComponent"): lambda p: [
+        ("sagemaker:CreateInferenceComponent", _ic(p), {}),
+        ("sagemaker:CreateInferenceComponent", f"{SM}:endpoint/{p['EndpointName']}", {}),
+        *_tags(p, _ic(p)),
+    ],
+    ("sagemaker", "DescribeInferenceComponent"): lambda p: [
+        ("sagemaker:DescribeInferenceComponent", _ic(p), {})
+    ],
+    ("sagemaker", "UpdateInferenceComponent"): lambda p: [
+        ("sagemaker:UpdateInferenceComponent", _ic(p), {})
+    ],
+    ("sagemaker", "DeleteInferenceComponent"): lambda p: [
+        ("sagemaker:DeleteInferenceComponent", _ic(p), {})
+    ],
+    # List* is not resource-scoped
+    ("sagemaker", "ListInferenceComponents"): lambda p: [
+        ("sagemaker:ListInferenceComponents", "*", {})
+    ],
+    ("cloudwatch", "PutMetricAlarm"): lambda p: [
+        (
+            "cloudwatch:PutMetricAlarm",
+            f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{p['AlarmName']}",
+            {},
+        )
     ],
     ("sagemaker", "DescribeEndpoint"): lambda p: [
         ("sagemaker:DescribeEndpoint", f"{SM}:endpoint/{p['EndpointName']}", {})
@@ -236,7 +273,9 @@ REQUESTS: dict[tuple[str, str], Rule] = {
         ("sagemaker:DeleteEndpoint", f"{SM}:endpoint/{p['EndpointName']}", {})
     ],
     ("sagemaker-runtime", "InvokeEndpoint"): lambda p: [
-        ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/{p['EndpointName']}", {})
+        ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/{p['EndpointName']}", {}),
+        # addressed to a component: authorized on the component as well
+        *([("sagemaker:InvokeEndpoint", _ic(p), {})] if "InferenceComponentName" in p else []),
     ],
     ("ecr", "DescribeImages"): lambda p: [
         (
@@ -258,6 +297,10 @@ REQUESTS: dict[tuple[str, str], Rule] = {
         )
     },
 }
+
+
+def _ic(params: dict) -> str:
+    return f"{SM}:inference-component/{params['InferenceComponentName']}"
 
 
 def _tags(params: dict, arn: str) -> list[tuple[str, str, dict]]:
@@ -303,6 +346,7 @@ SM_AUTOSCALING = (
 SM_GUARDRAILS = (
     "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"
 )
+SM_COMPONENTS = "https://docs.aws.amazon.com/sagemaker/latest/dg/realtime-endpoints-adapt.html"
 ECR_PULL = "https://docs.aws.amazon.com/AmazonECR/latest/userguide/repository-policy-examples.html"
 
 # (service, operation) -> (doc page, what AWS does). The functions below derive the needs.
@@ -336,13 +380,20 @@ SERVICE_SIDE: dict[str, tuple[str, str]] = {
         SM_ROLES,
         "the endpoint role reads ModelDataUrl, pulls the image, writes logs and metrics",
     ),
+    "sagemaker.endpoint.components": (
+        SM_COMPONENTS,
+        "the endpoint config's execution role downloads each adapter component's ArtifactUrl"
+        " and writes the components' logs (/aws/sagemaker/InferenceComponents/<name>)",
+    ),
     "sagemaker.endpoint.rollback": (
         SM_GUARDRAILS,
         "the endpoint role reads the rollback alarms (cloudwatch:DescribeAlarms)",
     ),
     "autoscaling.caller": (
         SM_AUTOSCALING,
-        "Application Auto Scaling checks sagemaker:DescribeEndpoint, UpdateEndpointWeightsAndCapacities and cloudwatch alarms as the caller",
+        "Application Auto Scaling checks sagemaker:DescribeEndpoint, UpdateEndpointWeightsAndCapacities"
+        " (an inference component: DescribeInferenceComponent, UpdateInferenceComponentRuntimeConfig)"
+        " and cloudwatch alarms as the caller",
     ),
 }
 
@@ -554,12 +605,49 @@ def endpoint_needs(
     return out
 
 
+def component_needs(policies: Policies, create_config: dict, components: list[dict]) -> list[Need]:
+    """What the role of an endpoint of inference components (CreateEndpointConfig's
+    ExecutionRoleArn) needs for the components created on it: each adapter's artifact read,
+    each component's log group written."""
+    role = policies.role_of_arn(create_config["ExecutionRoleArn"])
+    why = _rule("sagemaker.endpoint.components")
+    out: list[Need] = []
+    for c in components:
+        artifact = (c["Specification"].get("Container") or {}).get("ArtifactUrl")
+        if artifact:
+            out += _s3_reads(role, artifact, why)
+            out += _kms_for_bucket(policies, role, artifact, "kms:Decrypt", why)
+        out += _logs(
+            role,
+            f"/aws/sagemaker/InferenceComponents/{c['InferenceComponentName']}",
+            "AllTraffic/i-0123456789abcdef0",
+            "/aws/sagemaker/InferenceComponents",
+            why,
+        )
+    out += _vpc(role, create_config.get("VpcConfig"), _rule("sagemaker.job.vpc"))
+    return out
+
+
 def autoscaling_needs(principal: str, call_params: dict, operation: str) -> list[Need]:
     """What Application Auto Scaling checks as the caller of Register/PutScalingPolicy."""
     if operation not in ("RegisterScalableTarget", "PutScalingPolicy"):
         return []
-    endpoint = call_params["ResourceId"].split("/")[1]
     why = _rule("autoscaling.caller")
+    if call_params["ResourceId"].startswith("inference-component/"):
+        component = call_params["ResourceId"].split("/", 1)[1]
+        if operation == "RegisterScalableTarget":
+            return [
+                Need(principal, f"sagemaker:{a}", f"{SM}:inference-component/{component}", (), why)
+                for a in ("DescribeInferenceComponent", "UpdateInferenceComponentRuntimeConfig")
+            ]
+        if call_params.get("PolicyType") != "TargetTrackingScaling":
+            return []  # a step policy creates no alarm; its alarm is the caller's own
+        alarm = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:TargetTracking-inference-component/{component}-AlarmHigh-0123"
+        return [
+            Need(principal, f"cloudwatch:{a}", alarm, (), why)
+            for a in ("PutMetricAlarm", "DescribeAlarms", "DeleteAlarms")
+        ]
+    endpoint = call_params["ResourceId"].split("/")[1]
     if operation == "RegisterScalableTarget":
         return [
             Need(principal, f"sagemaker:{a}", f"{SM}:endpoint/{endpoint}", (), why)

@@ -25,8 +25,10 @@ from render import ACCOUNT, REGION, rendered_definition
 from test_execution import (
     GOOD_SMOKE,
     Scenario,
+    _chat,
     _function_env,
     _input,
+    _queue_endpoint_answers,
     _report,
     execute,
     handlers,  # noqa: F401 - fixture
@@ -111,6 +113,7 @@ def recorded(synth, handlers, module_monkeypatch, repo_root) -> Recorded:  # noq
     assert out.status == "FAILED" and out.notifications
     rec.calls += [c for c in calls if c.principal]
     rec.calls += _deploy_lifecycle(synth, module_monkeypatch)
+    rec.calls += _components_lifecycle(synth, module_monkeypatch)
     rec.calls += _train_remote(synth, module_monkeypatch, rec)
     return rec
 
@@ -143,8 +146,10 @@ def _deploy_lifecycle(synth, monkeypatch) -> list[Call]:
     reset_clients()
 
     def request(name: str):
+        run_input = _input(synth)
+        run_input["deployment"]["mode"] = "single-model"
         return validate_run_input(
-            _input(synth),
+            run_input,
             execution_name=name,
             artifact_bucket=val_env["ARTIFACT_BUCKET"],
             allowed_buckets=[val_env["ALLOWED_BUCKETS"]],
@@ -200,6 +205,99 @@ def _deploy_lifecycle(synth, monkeypatch) -> list[Call]:
     return [c for c in calls if c.principal]
 
 
+def _components_lifecycle(synth, monkeypatch) -> list[Call]:
+    """DeployEndpoint with inference components as the deploy Lambda runs it: the first run
+    (endpoint, base, adapter, autoscaling with scale-to-zero), a second run's adapter, a
+    third run replacing the second's adapter, a Failed adapter component replaced; then the
+    smoke test through the components."""
+    import boto3
+    from awscheck.components import InferenceComponents
+    from moto import mock_aws
+
+    from codetune.workflow import validate_run_input
+    from codetune.workflow.aws import reset_clients
+    from codetune.workflow.deploy import deploy_endpoint
+    from codetune.workflow.registry import serving_environment
+    from codetune.workflow.smoke import smoke_test
+
+    env = _function_env(synth)
+    dep_env, val_env = env["deploy_endpoint"], env["validate_request"]
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    reset_clients()
+
+    def request(name: str, **deployment):
+        run_input = _input(synth)
+        run_input["deployment"].update(deployment)
+        return validate_run_input(
+            run_input,
+            execution_name=name,
+            artifact_bucket=val_env["ARTIFACT_BUCKET"],
+            allowed_buckets=[val_env["ALLOWED_BUCKETS"]],
+            model_package_group=val_env["MODEL_PACKAGE_GROUP"],
+            stage=val_env["STAGE"],
+            endpoint_name=val_env["ENDPOINT_NAME"],
+        )
+
+    double = InferenceComponents(region=REGION)
+    with mock_aws(), double.installed(), recording() as calls, as_principal("deploy_endpoint"):
+        sm = boto3.client("sagemaker", region_name=REGION)
+        clients = dict(
+            sagemaker=sm,
+            autoscaling=boto3.client("application-autoscaling", region_name=REGION),
+            cloudwatch=boto3.client("cloudwatch", region_name=REGION),
+        )
+        with as_principal(""):
+            sm.create_model_package_group(ModelPackageGroupName=val_env["MODEL_PACKAGE_GROUP"])
+
+        def deploy(req) -> dict:
+            with as_principal(""):
+                package = sm.create_model_package(
+                    ModelPackageGroupName=val_env["MODEL_PACKAGE_GROUP"],
+                    InferenceSpecification={
+                        "Containers": [{
+                            "Image": env["register_adapter"]["INFERENCE_IMAGE_URI"].split(":")[0] + "@sha256:" + "b" * 64,
+                            "ModelDataUrl": req.paths.model_data,
+                            "Environment": serving_environment(req),
+                        }],
+                        "SupportedContentTypes": ["application/json"],
+                        "SupportedResponseMIMETypes": ["application/json"],
+                    },
+                    ModelApprovalStatus="Approved",
+                )["ModelPackageArn"]  # fmt: skip
+            out = {"action": "start", "status": "NotStarted"}
+            for _ in range(10):
+                out = deploy_endpoint(
+                    req,
+                    model_package_arn=package,
+                    role_arn=dep_env["SAGEMAKER_ROLE_ARN"],
+                    kms_key_id=dep_env["KMS_KEY_ID"],
+                    rollback_alarms=[],
+                    previous=out,
+                    **clients,
+                )
+                if out["status"] == "InService":
+                    return out
+            raise AssertionError(out)
+
+        first = request("ic-a", baseScaleToZero=True)
+        assert deploy(first)["autoscaling"] == "registered"
+        deploy(request("ic-b", adapterName="svc"))
+        third = request("ic-c", adapterName="svc")
+        deploy(third)
+        double.fail(third.deployment.adapter_component)
+        deploy(request("ic-d", adapterName="svc"))  # deleted, then created anew
+        ops = [c.operation for c in calls]
+        assert {"UpdateInferenceComponent", "DeleteInferenceComponent", "PutMetricAlarm"} <= set(
+            ops
+        )
+        with as_principal(""):
+            _queue_endpoint_answers([_chat("base"), _chat("svc"), [{"generated_text": "x"}]])
+        with as_principal("smoke_test"):
+            smoke_test(first, boto3.client("sagemaker-runtime", region_name=REGION))
+    reset_clients()
+    return [c for c in calls if c.principal]
+
+
 def _train_remote(synth, monkeypatch, rec: Recorded) -> list[Call]:
     """`codetune train --remote` against the stack's outputs (rendered); its CreateTrainingJob
     is a job like the workflow's (the user's own permissions are not in the template)."""
@@ -251,6 +349,12 @@ def _needs(synth, rec: Recorded) -> list[iam.Need]:
     out: list[iam.Need] = []
     packages = [c.params for c in rec.calls if c.operation == "CreateModelPackage"]
     updates = [c.params for c in rec.calls if c.operation == "UpdateEndpoint"]
+    components = [
+        c.params
+        for c in rec.calls
+        if c.operation in ("CreateInferenceComponent", "UpdateInferenceComponent")
+        and "Specification" in c.params
+    ]
     for c in rec.calls:
         if c.principal == "user":
             continue  # the user's own IAM is not the stack's; their job is checked below
@@ -261,6 +365,8 @@ def _needs(synth, rec: Recorded) -> list[iam.Need]:
             out += iam.autoscaling_needs(role, c.params, c.operation)
         if c.operation == "CreateModel" and packages:
             out += iam.endpoint_needs(policies, c.params, packages[0], updates[0] if updates else None, env)  # fmt: skip
+        if c.operation == "CreateEndpointConfig" and "ExecutionRoleArn" in c.params:
+            out += iam.component_needs(policies, c.params, components)
     for kind, req in rec.jobs:
         out += iam.job_needs(policies, kind, req)
     for req in rec.remote_jobs:
@@ -279,7 +385,19 @@ def test_recorded_calls_cover_every_step(recorded):
     }  # fmt: skip
     ops = {c.operation for c in recorded.calls}
     assert {"CreateEndpoint", "UpdateEndpoint", "DeleteEndpoint", "RegisterScalableTarget",
-            "PutScalingPolicy", "CreateModelPackage", "InvokeEndpoint", "Publish"} <= ops  # fmt: skip
+            "PutScalingPolicy", "CreateModelPackage", "InvokeEndpoint", "Publish",
+            "CreateInferenceComponent", "DescribeInferenceComponent", "UpdateInferenceComponent",
+            "DeleteInferenceComponent", "PutMetricAlarm"} <= ops  # fmt: skip
+    # the smoke test addressed components, and autoscaling a component's copies
+    assert any(
+        "InferenceComponentName" in c.params
+        for c in recorded.calls
+        if c.operation == "InvokeEndpoint"
+    )
+    assert any(
+        str(c.params.get("ResourceId", "")).startswith("inference-component/")
+        for c in recorded.calls
+    )
     names = {r.get("TrainingJobName") or r.get("ProcessingJobName") for _, r in recorded.jobs}
     assert any(n and n.endswith("-merge-r0") for n in names)
     assert any(n and "-eval-" in n for n in names)
@@ -304,6 +422,9 @@ def test_vpc_stage_calls_are_allowed(synth_vpc, recorded_vpc):
     ("role_prefix", "action"),
     [
         ("FunctionsDeployEndpointRole", "sagemaker:DeleteEndpoint"),
+        ("FunctionsDeployEndpointRole", "sagemaker:CreateInferenceComponent"),
+        ("FunctionsDeployEndpointRole", "sagemaker:UpdateInferenceComponentRuntimeConfig"),
+        ("FunctionsSmokeTestRole", "sagemaker:InvokeEndpoint"),
         ("SageMakerRolesJobRole", "kms:CreateGrant"),
         ("WorkflowStateMachineRole", "sagemaker:ListTags"),
     ],

@@ -299,6 +299,7 @@ class World:
     dispatcher: Dispatcher
     sqs: object
     queue_url: str
+    components: object  # awscheck.components.InferenceComponents: what was deployed on it
 
 
 @contextlib.contextmanager
@@ -312,10 +313,21 @@ def aws_world(synth, handlers, scenario: Scenario, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, "testing")
+    from awscheck.components import InferenceComponents
+
+    from codetune.workflow.aws import reset_clients
+
     env = _function_env(synth)
-    with mock_aws(
-        config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-    ):
+    with (
+        mock_aws(
+            config={
+                "stepfunctions": {"execute_state_machine": True},
+                "lambda": {"use_docker": False},
+            }
+        ),
+        InferenceComponents(region=REGION).installed() as components,
+    ):  # moto has no inference components
+        reset_clients()
         s3 = boto3.client("s3", region_name=REGION)
         artifact = env["validate_request"]["ARTIFACT_BUCKET"]
         inputs = env["validate_request"]["ALLOWED_BUCKETS"]
@@ -356,54 +368,59 @@ def aws_world(synth, handlers, scenario: Scenario, monkeypatch):
 
         dispatcher = Dispatcher(handlers, env, scenario, s3)
         monkeypatch.setattr(LambdaSimpleBackend, "invoke", lambda self, *a: dispatcher(self, *a))
-        yield World(env=env, dispatcher=dispatcher, sqs=sqs, queue_url=queue_url)
+        yield World(
+            env=env, dispatcher=dispatcher, sqs=sqs, queue_url=queue_url, components=components
+        )
 
 
 def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1") -> Outcome:
+    with aws_world(synth, handlers, scenario, monkeypatch) as world:
+        return execute_in(world, synth, scenario, name)
+
+
+def execute_in(world: World, synth, scenario: Scenario, name: str) -> Outcome:
+    """One execution of the rendered state machine in ``world`` (several may share one)."""
     import boto3
 
     definition = substitute_sagemaker_jobs(rendered_definition(synth.template), scenario, name)
-    with aws_world(synth, handlers, scenario, monkeypatch) as world:
-        dispatcher, sqs, queue_url = world.dispatcher, world.sqs, world.queue_url
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        arn = sfn.create_state_machine(
-            name="codetune",
-            definition=json.dumps(definition),
-            roleArn=f"arn:aws:iam::{ACCOUNT}:role/sfn",
-        )["stateMachineArn"]
-        execution = sfn.start_execution(
-            stateMachineArn=arn, name=name, input=json.dumps(scenario.run_input)
-        )["executionArn"]
-        deadline = time.time() + 120
-        while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-            assert time.time() < deadline, "execution did not finish"
-            time.sleep(0.1)
-        history = sfn.get_execution_history(executionArn=execution)["events"]
-        entered = [
-            e["stateEnteredEventDetails"]["name"]
-            for e in history
-            if "stateEnteredEventDetails" in e
-        ]
-        job_requests = {}
-        for e in history:
-            exited = e.get("stateExitedEventDetails")
-            if exited and exited["name"] in definition["States"]:
-                sent = json.loads(exited.get("output") or "{}").get("sent", {})
-                if exited["name"] in sent:
-                    job_requests[exited["name"]] = sent[exited["name"]]
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
-            "Messages", []
-        )
-        return Outcome(
-            status=desc["status"],
-            output=json.loads(desc["output"]) if desc.get("output") else None,
-            error=desc.get("error"),
-            cause=desc.get("cause"),
-            states=entered,
-            lambda_calls=dispatcher.calls,
-            notifications=[json.loads(m["Body"]) for m in messages],
-            job_requests=job_requests,
-        )
+    world.dispatcher.scenario = scenario
+    world.dispatcher.calls = []
+    dispatcher, sqs, queue_url = world.dispatcher, world.sqs, world.queue_url
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.create_state_machine(
+        name=f"codetune-{name}",
+        definition=json.dumps(definition),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/sfn",
+    )["stateMachineArn"]
+    execution = sfn.start_execution(
+        stateMachineArn=arn, name=name, input=json.dumps(scenario.run_input)
+    )["executionArn"]
+    deadline = time.time() + 120
+    while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+        assert time.time() < deadline, "execution did not finish"
+        time.sleep(0.1)
+    history = sfn.get_execution_history(executionArn=execution)["events"]
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e
+    ]
+    job_requests = {}
+    for e in history:
+        exited = e.get("stateExitedEventDetails")
+        if exited and exited["name"] in definition["States"]:
+            sent = json.loads(exited.get("output") or "{}").get("sent", {})
+            if exited["name"] in sent:
+                job_requests[exited["name"]] = sent[exited["name"]]
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    return Outcome(
+        status=desc["status"],
+        output=json.loads(desc["output"]) if desc.get("output") else None,
+        error=desc.get("error"),
+        cause=desc.get("cause"),
+        states=entered,
+        lambda_calls=dispatcher.calls,
+        notifications=[json.loads(m["Body"]) for m in messages],
+        job_requests=job_requests,
+    )
 
 
 # -- scenarios ---------------------------------------------------------------------------------
@@ -574,6 +591,38 @@ def test_gate_rejection_stops_before_registration(synth, handlers, monkeypatch):
     assert "FAIL bugfix exact-fix gain" in out.cause
     assert "register_adapter" not in out.lambda_calls
     assert out.states[-4:] == ["GateRejected", "NotifyFailure", "ServiceError?", "RunFailed"]
+
+
+def test_two_runs_share_the_base_component(synth, handlers, monkeypatch):
+    # guards: in the executed state machine the first run deploys the base component and its
+    # adapter component, the second run adds its own adapter component on the same base and
+    # neither updates nor deletes the base
+    first = Scenario(_input(synth), _report(0.30), smoke_answers=GOOD_SMOKE)
+    with aws_world(synth, handlers, first, monkeypatch) as world:
+        out = execute_in(world, synth, first, "run-a")
+        assert out.status == "SUCCEEDED", (out.error, out.cause)
+        double = world.components
+        (base,) = [c for c in double.components.values() if c.base is None]
+        assert base.name.endswith("-base")
+        assert [c.base for c in double.components.values() if c.base] == [base.name]
+        since = len(double.requests)
+        # moto answers a repeated request (same body and component header) from its cache:
+        # the base component's answer is run-a's, only the new component's two are queued
+        second = Scenario(_input(synth), _report(0.30), smoke_answers=GOOD_SMOKE[1:])
+        out = execute_in(world, synth, second, "run-b")
+        assert out.status == "SUCCEEDED", (out.error, out.cause)
+    adapters = [c for c in double.components.values() if c.base == base.name]
+    assert len(adapters) == 2
+    changed = [
+        (op, p)
+        for op, p in double.requests[since:]
+        if op.startswith(("Create", "Update", "Delete"))
+    ]
+    assert [op for op, _ in changed] == ["CreateInferenceComponent"]
+    assert changed[0][1]["Specification"]["BaseInferenceComponentName"] == base.name
+    # the smoke test of each run addressed its own adapter component
+    assert double.invoked.count(base.name) == 2
+    assert {a.name for a in adapters} <= set(double.invoked)
 
 
 def test_deployment_failure_is_reported(synth, handlers, monkeypatch):

@@ -1,4 +1,6 @@
-"""DeployEndpoint: create, then autoscaling, then no-ops; blue/green update with rollback alarms."""
+"""DeployEndpoint in single-model mode: create, then autoscaling, then no-ops; blue/green
+update with rollback alarms. Components mode (the default): one test through the handler
+here, the rest in tests/workflow/test_workflow_deploy_components.py."""
 
 from __future__ import annotations
 
@@ -15,6 +17,12 @@ from codetune.workflow.deploy import deploy_endpoint, endpoint_config_spec
 handler = load_handler("deploy_endpoint")
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/codetune-sagemaker"
 READ_ONLY = ("Describe", "List")
+
+
+@pytest.fixture
+def request_doc(request_doc):
+    """The harness's request in single-model mode (this module's subject)."""
+    return {**request_doc, "deployment": {**request_doc["deployment"], "mode": "single-model"}}
 
 
 @pytest.fixture
@@ -232,3 +240,25 @@ def test_event_without_package_is_invalid_event(deploy_env, context):
     del deploy_env["registration"]["modelPackageArn"]
     with pytest.raises(InvalidEvent, match=r"event\.registration\.modelPackageArn is missing"):
         handler.lambda_handler(deploy_env, context)
+
+
+def test_components_mode_through_the_handler(deploy_env, context):
+    # guards: the handler passes what components mode needs (clients, role, previous): the
+    # default mode reaches InService with base and adapter components on the endpoint
+    from awscheck.components import InferenceComponents
+
+    ev = {**deploy_env, "request": {**deploy_env["request"]}}
+    ev["request"]["deployment"] = {**ev["request"]["deployment"], "mode": "components"}
+    from codetune.workflow.aws import reset_clients
+
+    double = InferenceComponents(region=REGION)
+    with double.installed():
+        reset_clients()  # the handler's clients are made inside, with the double
+        out = {"action": "start", "status": "NotStarted"}
+        for _ in range(8):
+            out = handler.lambda_handler({**ev, "previous": out}, context)
+            if out["status"] == "InService":
+                break
+    assert (out["action"], out["status"]) == ("unchanged", "InService")
+    dep = ev["request"]["deployment"]
+    assert set(double.components) == {dep["baseComponent"], dep["adapterComponent"]}

@@ -328,6 +328,27 @@ def test_register_and_unregister_adapter(client, random_adapter, answers):
     assert client.delete("/adapters/two").status_code == 404
 
 
+def test_register_adapter_from_a_packed_artifact_directory(client, random_adapter, tmp_path):
+    # Guards: an adapter component's artifact handed over as a directory that holds the
+    # training job's model.tar.gz (not extracted) registers the adapter inside it.
+    import tarfile
+
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    with tarfile.open(artifact / "model.tar.gz", "w:gz") as tar:
+        for f in random_adapter.iterdir():
+            tar.add(f, arcname=f.name)
+    r = client.post("/adapters", json={"name": "packed", "src": str(artifact)})
+    assert r.status_code == 200, r.text
+    r = tgi(client, headers={HEADER: "packed"})
+    assert r.status_code == 200 and r.headers["X-Codetune-Model"] == "packed"
+    assert client.delete("/adapters/packed").status_code == 200
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = client.post("/adapters", json={"name": "none", "src": str(empty)})
+    assert r.status_code == 400 and "holds no adapter" in r.text
+
+
 def test_access_log_has_one_json_line_per_request(server, client):
     # Guards: one structured log line per request with id, adapter, token counts and timings.
     r = tgi(client, headers={"X-Request-Id": "req-123"})

@@ -555,7 +555,7 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
 
     @sm.register_load_adapter_handler(request_shape={"name": "body.name", "src": "body.src"})
     async def register_adapter(req, raw_request: Request) -> Response:
-        from codetune.serve.loading import local_source
+        from codetune.serve.loading import adapter_source
 
         if not state.ready.is_set():
             return error_response(503, "the model is still loading", "not_ready")
@@ -569,7 +569,7 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
                 "conflict",
             )
         try:
-            local = await asyncio.to_thread(local_source, src)
+            local = await asyncio.to_thread(adapter_source, src)
             await state.engine.add_adapter(name, local)
         except CodetuneError as e:
             return error_response(400, str(e), "invalid_adapter")

@@ -129,3 +129,29 @@ def local_source(src: str) -> str:
     if not p.is_dir():
         raise CodetuneError(f"{src} is not a directory, a .tar.gz archive or an s3:// URI")
     return str(p)
+
+
+def adapter_source(src: str) -> str:
+    """The one adapter directory in ``src`` (POST /adapters, e.g. an adapter inference
+    component's artifact as SageMaker hands it over): ``src`` itself when it holds
+    ``adapter_config.json``, else the single adapter :func:`discover_adapters` finds in it
+    (``adapters/<name>/`` or a ``model.tar.gz`` left packed). ``src`` may also be a
+    ``.tar.gz`` file or an ``s3://`` URI (:func:`local_source`).
+
+    Raises CodetuneError when ``src`` holds no adapter or several.
+    """
+    local = local_source(src)
+    if (Path(local) / "adapter_config.json").is_file():
+        return local
+    found = discover_adapters(Path(local))
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise CodetuneError(
+            f"{src} holds no adapter: expected adapter_config.json at its top, adapters/<name>/ "
+            "or a model.tar.gz with either"
+        )
+    raise CodetuneError(
+        f"{src} holds {len(found)} adapters ({', '.join(sorted(found))}); register one at a "
+        "time: name its directory as src"
+    )

@@ -1,9 +1,20 @@
-"""DeployEndpoint: create the endpoint, or update it blue/green with alarm-based rollback.
+"""DeployEndpoint: the run's adapter onto the stage's endpoint, in one of two modes.
+
+``components`` (default): the endpoint hosts the base model as an inference component
+(``<endpoint>-base``, created by the first run with its own model and no adapter) and each
+run's adapter as an adapter component (``<endpoint>-<adapter>``: ``BaseInferenceComponentName``
++ ``Container.ArtifactUrl``). A later run adds its adapter component, or replaces its
+artifact with UpdateInferenceComponent when the name exists, and never updates or deletes the
+base. Autoscaling acts on the base component's copies (``inference-component/<base>``,
+``DesiredCopyCount``), optionally down to zero.
+
+``single-model``: one model per endpoint; a run creates the endpoint or updates it
+blue/green with alarm-based rollback (for instance types or regions without components).
 
 One call does at most one mutating step and returns the endpoint's status; the state machine
 calls it again after a Wait until ``status`` is ``InService`` (SageMaker takes minutes, a
 Lambda must not wait that long). Re-running with the same input when the endpoint already
-serves this run's config changes nothing.
+serves this run's adapter changes nothing.
 """
 
 from __future__ import annotations
@@ -237,10 +248,53 @@ def deploy_endpoint(
     rollback_alarms: list[str],
     sagemaker,
     autoscaling,
+    cloudwatch=None,
     previous: dict | None = None,
     vpc: dict | None = None,
 ) -> dict:
-    """Create-or-update the endpoint towards this run's config; one step per call.
+    """One step towards this run's adapter being served, in ``request.deployment.mode``.
+
+    ``components``: :func:`deploy_components` (``cloudwatch`` is needed with
+    ``baseScaleToZero``); ``single-model``: :func:`deploy_single_model`.
+    """
+    if request.deployment.mode == "components":
+        return deploy_components(
+            request,
+            model_package_arn=model_package_arn,
+            role_arn=role_arn,
+            kms_key_id=kms_key_id,
+            sagemaker=sagemaker,
+            autoscaling=autoscaling,
+            cloudwatch=cloudwatch,
+            previous=previous,
+            vpc=vpc,
+        )
+    return deploy_single_model(
+        request,
+        model_package_arn=model_package_arn,
+        role_arn=role_arn,
+        kms_key_id=kms_key_id,
+        rollback_alarms=rollback_alarms,
+        sagemaker=sagemaker,
+        autoscaling=autoscaling,
+        previous=previous,
+        vpc=vpc,
+    )
+
+
+def deploy_single_model(
+    request,
+    *,
+    model_package_arn: str,
+    role_arn: str,
+    kms_key_id: str | None,
+    rollback_alarms: list[str],
+    sagemaker,
+    autoscaling,
+    previous: dict | None = None,
+    vpc: dict | None = None,
+) -> dict:
+    """Create-or-update the single-model endpoint towards this run's config; one step per call.
 
     Returns ``{"endpointName", "endpointConfigName", "action", "status", "autoscaling"}``
     with action ``created`` | ``updated`` | ``unchanged`` | ``waiting`` | ``deleting`` and
@@ -333,3 +387,423 @@ def deploy_endpoint(
         DeploymentConfig=deployment_config(rollback_alarms),
     )
     return {**result, "action": "updated", "status": "Updating"}
+
+
+# -- inference components ----------------------------------------------------------------------
+
+COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
+COMPONENT_POLICY = "codetune-invocations-per-copy"
+FROM_ZERO_POLICY = "codetune-scale-out-from-zero"
+# Memory reserved for the base component's copy; the GPUs are what it really claims. The
+# container needs the rest of the host for loading, and SageMaker keeps some for itself.
+BASE_MEMORY_MB = 1024
+BUSY = ("Creating", "Updating")
+
+
+def base_compute(instance_type: str) -> dict:
+    """ComputeResourceRequirements of one base-component copy on ``instance_type``: every
+    GPU of the instance (vLLM shards the model over them), else one CPU core.
+
+    Raises ConfigError for a GPU instance type whose GPU count codetune does not know."""
+    from codetune.serve.vllm_args import gpus_for_instance
+
+    gpus = gpus_for_instance(instance_type)
+    if gpus:
+        return {
+            "NumberOfAcceleratorDevicesRequired": float(gpus.count),
+            "MinMemoryRequiredInMb": BASE_MEMORY_MB,
+        }
+    return {"NumberOfCpuCoresRequired": 1.0, "MinMemoryRequiredInMb": BASE_MEMORY_MB}
+
+
+def component_endpoint_config_spec(
+    request, kms_key_id: str | None, role_arn: str, vpc: dict | None
+) -> dict:
+    """CreateEndpointConfig for an endpoint of inference components: no model in the
+    variant, the execution role and VPC at the config (the components' containers use them),
+    SageMaker-managed instance scaling within minCapacity..maxCapacity (from 0 with
+    baseScaleToZero), requests routed to the copy with the fewest outstanding."""
+    dep = request.deployment
+    variant = {
+        "VariantName": VARIANT,
+        "InstanceType": dep.instance_type,
+        "InitialInstanceCount": dep.instance_count,
+        "ManagedInstanceScaling": {
+            "Status": "ENABLED",
+            "MinInstanceCount": 0 if dep.base_scale_to_zero else dep.min_capacity,
+            "MaxInstanceCount": dep.max_capacity,
+        },
+        "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
+    }
+    ami = inference_ami(dep.instance_type)
+    if ami:
+        variant["InferenceAmiVersion"] = ami
+    spec = {
+        "EndpointConfigName": request.jobs.endpoint_config,
+        "ProductionVariants": [variant],
+        "ExecutionRoleArn": role_arn,
+        "Tags": [{"Key": "codetune:runId", "Value": request.run_id}],
+    }
+    if vpc:
+        spec["VpcConfig"] = vpc
+    if kms_key_id and supports_kms_volume(dep.instance_type):
+        spec["KmsKeyId"] = kms_key_id
+    return spec
+
+
+def base_component_spec(request) -> dict:
+    """CreateInferenceComponent of the endpoint's base model (its own model, no adapter)."""
+    dep = request.deployment
+    return {
+        "InferenceComponentName": dep.base_component,
+        "EndpointName": dep.endpoint_name,
+        "VariantName": VARIANT,
+        "Specification": {
+            "ModelName": request.jobs.base_model,
+            "StartupParameters": {
+                "ModelDataDownloadTimeoutInSeconds": dep.model_data_download_timeout_seconds,
+                "ContainerStartupHealthCheckTimeoutInSeconds": dep.startup_health_check_timeout_seconds,
+            },
+            "ComputeResourceRequirements": base_compute(dep.instance_type),
+        },
+        "RuntimeConfig": {"CopyCount": dep.instance_count},
+        "Tags": [{"Key": "codetune:runId", "Value": request.run_id}],
+    }
+
+
+def adapter_specification(request, artifact_url: str) -> dict:
+    """The adapter component's Specification: the base it runs in and where its adapter is.
+    No compute and no copies: an adapter uses its base component's."""
+    return {
+        "BaseInferenceComponentName": request.deployment.base_component,
+        "Container": {"ArtifactUrl": artifact_url},
+    }
+
+
+def _package_container(sm, model_package_arn: str) -> dict:
+    desc = call(
+        "sagemaker:DescribeModelPackage",
+        sm.describe_model_package,
+        ModelPackageName=model_package_arn,
+    )
+    return desc["InferenceSpecification"]["Containers"][0]
+
+
+def _ensure_base_model(request, sm, container: dict, role_arn: str, vpc: dict | None) -> None:
+    """The base component's model: the package's image and environment without its model
+    data (the adapter), so the container starts with the base model alone."""
+    from codetune.workflow.registry import ENV_ADAPTER_NAME
+
+    name = request.jobs.base_model
+    if _describe(sm.describe_model, "sagemaker:DescribeModel", ModelName=name):
+        return
+    env = {k: v for k, v in container.get("Environment", {}).items() if k != ENV_ADAPTER_NAME}
+    kw = {"VpcConfig": vpc} if vpc else {}
+    call(
+        "sagemaker:CreateModel",
+        sm.create_model,
+        ModelName=name,
+        PrimaryContainer={"Image": container["Image"], "Environment": env},
+        ExecutionRoleArn=role_arn,
+        Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
+        **kw,
+    )
+
+
+def _check_base_model(request, sm, base: dict, container: dict) -> None:
+    """The base component serves the base model this run's adapter was trained on."""
+    from codetune.workflow.registry import ENV_BASE_MODEL
+
+    model = (base.get("Specification") or {}).get("ModelName")
+    desc = (
+        _describe(sm.describe_model, "sagemaker:DescribeModel", ModelName=model) if model else None
+    )
+    served = ((desc or {}).get("PrimaryContainer") or {}).get("Environment", {}).get(ENV_BASE_MODEL)
+    wanted = container.get("Environment", {}).get(ENV_BASE_MODEL)
+    if served != wanted:
+        dep = request.deployment
+        raise DeploymentFailed(
+            f"base component {dep.base_component} of endpoint {dep.endpoint_name} serves base "
+            f"model {served!r}, but this run's adapter was trained on {wanted!r}: deploy it to "
+            "an endpoint of that base model (deployment.endpointName) or delete the endpoint's "
+            "components first"
+        )
+
+
+def deploy_components(
+    request,
+    *,
+    model_package_arn: str,
+    role_arn: str,
+    kms_key_id: str | None,
+    sagemaker,
+    autoscaling,
+    cloudwatch=None,
+    previous: dict | None = None,
+    vpc: dict | None = None,
+) -> dict:
+    """One step towards this run's adapter component being InService on the endpoint.
+
+    Returns ``{"endpointName", "endpointConfigName", "baseComponent", "adapterComponent",
+    "action", "status", "autoscaling"}``; action ``created`` (endpoint) | ``base-created`` |
+    ``adapter-created`` | ``updated`` (the adapter's artifact replaced) | ``unchanged`` |
+    ``waiting`` | ``deleting``, status that of what the action is about. Raises
+    ``DeploymentFailed`` when the endpoint hosts a single model, its base component failed or
+    serves another base model, or this run's adapter component failed; ``RetryableError``
+    while another run changes the same adapter component.
+    """
+    dep = request.deployment
+    name, cfg = dep.endpoint_name, request.jobs.endpoint_config
+    result = {
+        "endpointName": name,
+        "endpointConfigName": cfg,
+        "baseComponent": dep.base_component,
+        "adapterComponent": dep.adapter_component,
+        "autoscaling": "pending",
+    }
+    acted = (previous or {}).get("action")
+    current = _describe(
+        sagemaker.describe_endpoint, "sagemaker:DescribeEndpoint", EndpointName=name
+    )
+    if current is None:
+        if not _describe(
+            sagemaker.describe_endpoint_config,
+            "sagemaker:DescribeEndpointConfig",
+            EndpointConfigName=cfg,
+        ):
+            call(
+                "sagemaker:CreateEndpointConfig",
+                sagemaker.create_endpoint_config,
+                **component_endpoint_config_spec(request, kms_key_id, role_arn, vpc),
+            )
+        call(
+            "sagemaker:CreateEndpoint",
+            sagemaker.create_endpoint,
+            EndpointName=name,
+            EndpointConfigName=cfg,
+            Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
+        )
+        return {**result, "action": "created", "status": "Creating"}
+    status = current["EndpointStatus"]
+    if status == "Deleting":
+        return {**result, "action": "deleting", "status": status}
+    if status == "Failed":
+        if acted == "created" or (acted == "waiting" and current["EndpointConfigName"] == cfg):
+            raise DeploymentFailed(
+                f"endpoint {name} failed: {current.get('FailureReason', 'no reason given')}"
+            )
+        # an earlier run's failure: DeleteEndpoint is all SageMaker allows on it
+        call("sagemaker:DeleteEndpoint", sagemaker.delete_endpoint, EndpointName=name)
+        return {**result, "action": "deleting", "status": "Deleting"}
+    if status != "InService":
+        return {**result, "action": "waiting", "status": status}
+    hosting = (
+        _describe(
+            sagemaker.describe_endpoint_config,
+            "sagemaker:DescribeEndpointConfig",
+            EndpointConfigName=current["EndpointConfigName"],
+        )
+        or {}
+    )
+    if any(v.get("ModelName") for v in hosting.get("ProductionVariants", [])):
+        raise DeploymentFailed(
+            f"endpoint {name} hosts a single model (config {current['EndpointConfigName']}), "
+            "so it cannot take inference components: set deployment.mode to "
+            '"single-model", or delete the endpoint to let this run create it with components'
+        )
+
+    container = _package_container(sagemaker, model_package_arn)
+    base = _describe_component(sagemaker, dep.base_component)
+    if base is None:
+        _ensure_base_model(request, sagemaker, container, role_arn, vpc)
+        call(
+            "sagemaker:CreateInferenceComponent",
+            sagemaker.create_inference_component,
+            **base_component_spec(request),
+        )
+        return {**result, "action": "base-created", "status": "Creating"}
+    base_status = base["InferenceComponentStatus"]
+    if base_status == "Failed":
+        raise DeploymentFailed(
+            f"base component {dep.base_component} failed "
+            f"({base.get('FailureReason', 'no reason given')}); delete it (aws sagemaker "
+            f"delete-inference-component --inference-component-name {dep.base_component}) "
+            "and run again"
+        )
+    if base_status != "InService":
+        return {**result, "action": "waiting", "status": base_status}
+    _check_base_model(request, sagemaker, base, container)
+
+    artifact = container["ModelDataUrl"]
+    adapter = _describe_component(sagemaker, dep.adapter_component)
+    if adapter is None:
+        call(
+            "sagemaker:CreateInferenceComponent",
+            sagemaker.create_inference_component,
+            InferenceComponentName=dep.adapter_component,
+            EndpointName=name,
+            Specification=adapter_specification(request, artifact),
+            Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
+        )
+        return {**result, "action": "adapter-created", "status": "Creating"}
+    adapter_status = adapter["InferenceComponentStatus"]
+    served = ((adapter.get("Specification") or {}).get("Container") or {}).get("ArtifactUrl")
+    ours = acted in ("adapter-created", "updated", "waiting")
+    if adapter_status in BUSY:
+        if served == artifact or ours:
+            return {**result, "action": "waiting", "status": adapter_status}
+        raise RetryableError(
+            f"adapter component {dep.adapter_component} is {adapter_status} (another "
+            "deployment of this adapter name in progress); retry later"
+        )
+    if adapter_status == "Deleting":
+        return {**result, "action": "deleting", "status": adapter_status}
+    if adapter_status == "Failed":
+        if ours and served == artifact:
+            raise DeploymentFailed(
+                f"adapter component {dep.adapter_component} failed: "
+                f"{adapter.get('FailureReason', 'no reason given')}"
+            )
+        # an earlier run's failed component of this name: removed, then created anew
+        call(
+            "sagemaker:DeleteInferenceComponent",
+            sagemaker.delete_inference_component,
+            InferenceComponentName=dep.adapter_component,
+        )
+        return {**result, "action": "deleting", "status": "Deleting"}
+    if served != artifact:
+        if acted == "updated":
+            raise DeploymentFailed(
+                f"adapter component {dep.adapter_component} is InService with {served}, not "
+                f"this run's {artifact}: SageMaker rolled the update back "
+                f"({adapter.get('FailureReason', 'no reason given')})"
+            )
+        call(
+            "sagemaker:UpdateInferenceComponent",
+            sagemaker.update_inference_component,
+            InferenceComponentName=dep.adapter_component,
+            Specification=adapter_specification(request, artifact),
+        )
+        return {**result, "action": "updated", "status": "Updating"}
+    return {
+        **result,
+        "action": "unchanged",
+        "status": "InService",
+        "autoscaling": ensure_component_autoscaling(request, autoscaling, cloudwatch),
+    }
+
+
+def _describe_component(sm, name: str) -> dict | None:
+    return _describe(
+        sm.describe_inference_component,
+        "sagemaker:DescribeInferenceComponent",
+        InferenceComponentName=name,
+    )
+
+
+def component_resource_id(component: str) -> str:
+    return f"inference-component/{component}"
+
+
+def from_zero_alarm_name(request) -> str:
+    return f"{request.deployment.base_component}-scale-out-from-zero"
+
+
+def ensure_component_autoscaling(request, aas, cloudwatch=None) -> str:
+    """Target tracking on the base component's invocations per copy, its copies within
+    minCapacity..maxCapacity (0..maxCapacity with baseScaleToZero, plus the step policy and
+    alarm that add a copy when a request finds none); 'registered' or 'unchanged'.
+
+    Adapter components have no copies of their own: they scale with their base."""
+    dep = request.deployment
+    rid = component_resource_id(dep.base_component)
+    lo = 0 if dep.base_scale_to_zero else dep.min_capacity
+    scope = {"ServiceNamespace": "sagemaker", "ScalableDimension": COMPONENT_DIMENSION}
+    targets = call(
+        "application-autoscaling:DescribeScalableTargets",
+        aas.describe_scalable_targets,
+        ResourceIds=[rid],
+        **scope,
+    ).get("ScalableTargets", [])
+    wanted = [COMPONENT_POLICY] + ([FROM_ZERO_POLICY] if dep.base_scale_to_zero else [])
+    policies = call(
+        "application-autoscaling:DescribeScalingPolicies",
+        aas.describe_scaling_policies,
+        ResourceId=rid,
+        PolicyNames=wanted,
+        **scope,
+    ).get("ScalingPolicies", [])
+    target_ok = any(
+        t["MinCapacity"] == lo and t["MaxCapacity"] == dep.max_capacity for t in targets
+    )
+    tracking_ok = any(
+        p["PolicyName"] == COMPONENT_POLICY
+        and p.get("TargetTrackingScalingPolicyConfiguration", {}).get("TargetValue")
+        == float(dep.invocations_per_instance)
+        for p in policies
+    )
+    from_zero_ok = not dep.base_scale_to_zero or any(
+        p["PolicyName"] == FROM_ZERO_POLICY for p in policies
+    )
+    if target_ok and tracking_ok and from_zero_ok:
+        return "unchanged"
+    call(
+        "application-autoscaling:RegisterScalableTarget",
+        aas.register_scalable_target,
+        ResourceId=rid,
+        MinCapacity=lo,
+        MaxCapacity=dep.max_capacity,
+        **scope,
+    )
+    call(
+        "application-autoscaling:PutScalingPolicy",
+        aas.put_scaling_policy,
+        PolicyName=COMPONENT_POLICY,
+        ResourceId=rid,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(dep.invocations_per_instance),
+            "PredefinedMetricSpecification": {
+                "PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"
+            },
+            "ScaleInCooldown": SCALE_IN_COOLDOWN,
+            "ScaleOutCooldown": SCALE_OUT_COOLDOWN,
+        },
+        **scope,
+    )
+    if dep.base_scale_to_zero:
+        # Target tracking never scales out from zero copies: a step policy on the alarm of
+        # requests that found no capacity adds the first copy ("Scale an endpoint to zero
+        # instances", SageMaker developer guide).
+        policy = call(
+            "application-autoscaling:PutScalingPolicy",
+            aas.put_scaling_policy,
+            PolicyName=FROM_ZERO_POLICY,
+            ResourceId=rid,
+            PolicyType="StepScaling",
+            StepScalingPolicyConfiguration={
+                "AdjustmentType": "ChangeInCapacity",
+                "MetricAggregationType": "Maximum",
+                "Cooldown": SCALE_OUT_COOLDOWN,
+                "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}],
+            },
+            **scope,
+        )
+        call(
+            "cloudwatch:PutMetricAlarm",
+            cloudwatch.put_metric_alarm,
+            AlarmName=from_zero_alarm_name(request),
+            AlarmDescription=f"a request found no copy of {dep.base_component}: add one",
+            Namespace="AWS/SageMaker",
+            MetricName="NoCapacityInvocationFailures",
+            Dimensions=[{"Name": "InferenceComponentName", "Value": dep.base_component}],
+            Statistic="Maximum",
+            Period=60,
+            EvaluationPeriods=1,
+            DatapointsToAlarm=1,
+            Threshold=1.0,
+            ComparisonOperator="GreaterThanOrEqualToThreshold",
+            TreatMissingData="missing",
+            AlarmActions=[policy["PolicyARN"]],
+        )
+    return "registered"

@@ -26,6 +26,7 @@ JOB_SUFFIXES = {
     "evaluate": "eval",
     "model": "model",
     "endpointConfig": "epc",
+    "baseModel": "base",  # the SageMaker model of an endpoint's base inference component
 }
 
 
@@ -81,3 +82,31 @@ def job_names(rid: str, stage: str | None = None) -> dict[str, str]:
         # guaranteed by run_id's alphabet and length (and room for the attempt suffix)
         assert SAGEMAKER_NAME.match(name) and len(name) <= BASE_NAME_MAX, name
     return names
+
+
+# CreateInferenceComponent.InferenceComponentName (botocore's model): no dots or underscores,
+# which adapter names may have, and at most 63 characters, which <endpoint>-<adapter> may pass.
+COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+COMPONENT_NAME_MAX = 63
+BASE_COMPONENT_SUFFIX = "base"
+
+
+def component_name(endpoint: str, suffix: str) -> str:
+    """The inference component name ``<endpoint>-<suffix>``, made valid deterministically.
+
+    Kept as it is when it is valid; otherwise (``.``/``_`` in ``suffix``, or longer than 63)
+    every other character becomes ``-``, the result is cut to 54 characters and 8 hex
+    characters of the SHA-256 of ``endpoint/suffix`` are appended, so two suffixes never
+    share a name and the same suffix always gets the same one.
+    """
+    name = f"{endpoint}-{suffix}"
+    if len(name) <= COMPONENT_NAME_MAX and COMPONENT_NAME.match(name):
+        return name
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", name).strip("-")
+    digest = hashlib.sha256(f"{endpoint}/{suffix}".encode()).hexdigest()[:8]
+    return f"{slug[: COMPONENT_NAME_MAX - 9].rstrip('-')}-{digest}"
+
+
+def component_names(endpoint: str, adapter: str) -> tuple[str, str]:
+    """(base component, adapter component) of ``adapter`` on ``endpoint``."""
+    return component_name(endpoint, BASE_COMPONENT_SUFFIX), component_name(endpoint, adapter)

@@ -49,6 +49,7 @@ class JobNames:
     evaluate: str
     model: str
     endpoint_config: str
+    base_model: str  # the base component's SageMaker model, when this run creates it
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,12 @@ class DeploymentSpec:
     invocations_per_instance: int
     startup_health_check_timeout_seconds: int
     model_data_download_timeout_seconds: int
+    # "components": the endpoint hosts a base-model inference component and one adapter
+    # component per run; "single-model": one model per endpoint, blue/green per run
+    mode: str = "components"
+    base_component: str = ""  # <endpoint>-base (codetune.workflow.naming.component_name)
+    adapter_component: str = ""  # <endpoint>-<adapterName>, valid and <= 63 characters
+    base_scale_to_zero: bool = False  # the base component may scale to zero copies
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,13 @@ adapter's name when the adapter answered, the base model's id otherwise). A requ
 adapter answered by anything else is a silent base-model fallback and fails the run.
 A Text Generation Inference style request with ``parameters.adapter_id`` checks the second
 payload shape (``[{"generated_text": ...}]``).
+
+With inference components (``deployment.mode`` ``components``) each request addresses a
+component (``InferenceComponentName``): the base component with the model named ``base``,
+the adapter component with no model named at all — SageMaker tells the container which
+adapter in the ``X-Amzn-SageMaker-Adapter-Identifier`` header, under the identifier it
+registered the adapter with (``POST /adapters``), which need not be the adapter's name. The
+answer must then name an adapter, not the base model.
 """
 
 from __future__ import annotations
@@ -45,7 +52,16 @@ def tgi_payload(adapter: str) -> dict:
     }
 
 
-def _invoke(runtime, endpoint: str, body: dict, what: str):
+def tgi_component_payload() -> dict:
+    """The TGI-style request for an adapter component (the header names the adapter)."""
+    return {
+        "inputs": user_prompt("complete", SMOKE_CODE, "smoke.py"),
+        "parameters": {"max_new_tokens": MAX_TOKENS, "temperature": 0.0},
+    }
+
+
+def _invoke(runtime, endpoint: str, body: dict, what: str, component: str | None = None):
+    kw = {"InferenceComponentName": component} if component else {}
     resp = call(
         "sagemaker-runtime:InvokeEndpoint",
         runtime.invoke_endpoint,
@@ -53,6 +69,7 @@ def _invoke(runtime, endpoint: str, body: dict, what: str):
         ContentType="application/json",
         Accept="application/json",
         Body=json.dumps(body).encode("utf-8"),
+        **kw,
     )
     raw = resp["Body"].read()
     try:
@@ -87,6 +104,8 @@ def smoke_test(request, runtime) -> dict:
     Returns ``{"endpointName", "adapterName", "baseModel", "adapterModel", "adapterSample"}``.
     Raises ``SmokeTestFailed`` on a wrong shape or a base-model fallback.
     """
+    if request.deployment.mode == "components":
+        return smoke_test_components(request, runtime)
     endpoint = request.deployment.endpoint_name
     adapter = request.deployment.adapter_name
     base_model, _ = check_chat(
@@ -119,6 +138,49 @@ def smoke_test(request, runtime) -> dict:
     return {
         "endpointName": endpoint,
         "adapterName": adapter,
+        "baseModel": base_model,
+        "adapterModel": adapter_model,
+        "adapterSample": sample[:200],
+    }
+
+
+def smoke_test_components(request, runtime) -> dict:
+    """Invoke the base component and the run's adapter component; return what answered.
+
+    Returns ``{"endpointName", "adapterName", "baseComponent", "adapterComponent",
+    "baseModel", "adapterModel", "adapterSample"}``. Raises ``SmokeTestFailed`` on a wrong
+    shape, or when the adapter component was answered by the base model.
+    """
+    dep = request.deployment
+    endpoint, base_ic, adapter_ic = dep.endpoint_name, dep.base_component, dep.adapter_component
+    base_model, _ = check_chat(
+        _invoke(runtime, endpoint, chat_payload(BASE_MODEL_NAME), "base", base_ic), "base"
+    )
+    adapter_model, sample = check_chat(
+        _invoke(runtime, endpoint, chat_payload(None), "adapter", adapter_ic), "adapter"
+    )
+    if adapter_model in (BASE_MODEL_NAME, base_model):
+        raise SmokeTestFailed(
+            f"adapter: component {adapter_ic} was answered by {adapter_model!r} — a silent "
+            "fallback to the base model; check that SageMaker registered the adapter with the "
+            "container (POST /adapters in the base component's log) and sends its identifier "
+            "in X-Amzn-SageMaker-Adapter-Identifier"
+        )
+    tgi = _invoke(runtime, endpoint, tgi_component_payload(), "adapter (TGI)", adapter_ic)
+    if not (
+        isinstance(tgi, list)
+        and tgi
+        and isinstance(tgi[0], dict)
+        and isinstance(tgi[0].get("generated_text"), str)
+    ):
+        raise SmokeTestFailed(
+            f'adapter (TGI): expected [{{"generated_text": ...}}], got {str(tgi)[:200]}'
+        )
+    return {
+        "endpointName": endpoint,
+        "adapterName": dep.adapter_name,
+        "baseComponent": base_ic,
+        "adapterComponent": adapter_ic,
         "baseModel": base_model,
         "adapterModel": adapter_model,
         "adapterSample": sample[:200],

@@ -57,6 +57,10 @@ CONTAINER_ARGUMENTS_MAX = 256
 MERGE_INPUT = "/opt/ml/processing/input/shards"  # the MergeDataset job's `shards` input
 DEFAULT_MODEL_PACKAGE_GROUP = "codetune"
 DEFAULT_ENDPOINT_NAME = "codetune"  # a local run's, when the input names none
+# components mode: <endpoint>- stays whole in every component name (54 characters kept
+# before the hash suffix of naming.component_name)
+COMPONENT_ENDPOINT_MAX = 53
+BASE_ADAPTER_NAME = "base"  # the serving contract's name of the base model (codetune.serve)
 
 
 def validate_run_input(
@@ -130,6 +134,18 @@ def validate_run_input(
                 "another name, set endpointName in cdk.json and redeploy the stack)",
             )
         )
+    if isinstance(dep, dict) and dep.get("mode", "components") == "components":
+        endpoint = dep.get("endpointName") or endpoint_name or DEFAULT_ENDPOINT_NAME
+        if isinstance(endpoint, str) and len(endpoint) > COMPONENT_ENDPOINT_MAX:
+            violations.append(
+                (
+                    "$.deployment.endpointName",
+                    f"{endpoint!r} has {len(endpoint)} characters; with inference components "
+                    f"at most {COMPONENT_ENDPOINT_MAX}, so that <endpoint>-base and "
+                    "<endpoint>-<adapter> fit SageMaker's 63 (and the stack's IAM prefix "
+                    '<endpoint>-); shorten it or set deployment.mode to "single-model"',
+                )
+            )
     violations += _check_training_time(doc.get("training"), max_training_seconds)
     instance_type, source = None, "input"
     training_ok = not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations)
@@ -381,6 +397,27 @@ def _cross_field(
                 )
 
     dep = doc.get("deployment") if isinstance(doc.get("deployment"), dict) else {}
+    if dep.get("adapterName") == BASE_ADAPTER_NAME:
+        out.append(
+            (
+                "$.deployment.adapterName",
+                f"{BASE_ADAPTER_NAME!r} is reserved: it names the base model (and the "
+                "endpoint's base component); choose another name",
+            )
+        )
+    if dep.get("mode", "components") == "components" and isinstance(dep.get("instanceType"), str):
+        from codetune.workflow.deploy import base_compute
+
+        try:
+            base_compute(dep["instanceType"])
+        except CodetuneError as e:
+            out.append(
+                (
+                    "$.deployment.instanceType",
+                    f"the base inference component cannot be sized: {e}; or set "
+                    'deployment.mode to "single-model"',
+                )
+            )
     lo, n, hi = dep.get("minCapacity"), dep.get("instanceCount"), dep.get("maxCapacity")
     if all(isinstance(x, int) and not isinstance(x, bool) for x in (lo, n, hi)):
         if lo > hi:
@@ -626,6 +663,8 @@ def _build(
     ev = doc["evaluation"]
     eval_type = instance_type if ev["instanceType"] == "auto" else ev["instanceType"]
     dep = doc["deployment"]
+    endpoint = dep["endpointName"] or endpoint_name or DEFAULT_ENDPOINT_NAME
+    base_component, adapter_component = naming.component_names(endpoint, dep["adapterName"] or rid)
     return RunRequest(
         schema_version=SCHEMA_VERSION,
         run_id=rid,
@@ -656,6 +695,7 @@ def _build(
             evaluate=jobs["evaluate"],
             model=jobs["model"],
             endpoint_config=jobs["endpointConfig"],
+            base_model=jobs["baseModel"],
         ),
         training=TrainingSpec(
             config=tr["config"],
@@ -697,7 +737,7 @@ def _build(
         ),
         deployment=DeploymentSpec(
             enabled=dep["enabled"],
-            endpoint_name=dep["endpointName"] or endpoint_name or DEFAULT_ENDPOINT_NAME,
+            endpoint_name=endpoint,
             adapter_name=dep["adapterName"] or rid,
             instance_type=dep["instanceType"],
             instance_count=dep["instanceCount"],
@@ -706,5 +746,9 @@ def _build(
             invocations_per_instance=dep["invocationsPerInstance"],
             startup_health_check_timeout_seconds=dep["startupHealthCheckTimeoutSeconds"],
             model_data_download_timeout_seconds=dep["modelDataDownloadTimeoutSeconds"],
+            mode=dep["mode"],
+            base_component=base_component,
+            adapter_component=adapter_component,
+            base_scale_to_zero=dep["baseScaleToZero"],
         ),
     )
