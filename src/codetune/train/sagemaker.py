@@ -2,11 +2,13 @@
 
 SageMaker runs ``train`` with no arguments. It reads, under ``$CODETUNE_SM_ROOT`` (``/opt/ml``):
 
-- ``input/config/hyperparameters.json`` — ``codetune_config`` + ``codetune_overrides``
-  (decoded by :func:`codetune.train.hyperparameters.from_hyperparameters`)
+- ``input/config/hyperparameters.json`` — ``codetune_config`` + ``codetune_overrides``, and
+  for a tuning trial its tuned keys (decoded by
+  :func:`codetune.train.hyperparameters.from_hyperparameters`)
 - ``input/data/train`` (+ ``validation``) — the prepare output; ``input/data/model`` —
   optional base weights (a directory with ``config.json``) that override ``base_model``
-- writes the adapter to ``model/`` and checkpoints to ``checkpoints/`` (synced to S3)
+- writes the adapter to ``model/`` and checkpoints to ``checkpoints/`` (synced to S3; a tuning
+  trial to ``checkpoints/trial-<hash of its hyperparameters>/``)
 
 How many processes: ``input/config/resourceconfig.json`` (which SageMaker writes into every
 training container: ``current_host``, ``hosts``, ``network_interface_name``) times the GPUs
@@ -156,7 +158,7 @@ def main() -> int:
 
 def _train(paths: SageMakerPaths) -> int:
     from codetune.train.config import load_train_config
-    from codetune.train.hyperparameters import from_hyperparameters
+    from codetune.train.hyperparameters import from_hyperparameters, is_tuning_trial
     from codetune.train.runner import run_training
 
     hp = {}
@@ -173,8 +175,25 @@ def _train(paths: SageMakerPaths) -> int:
         data = _merge_channels(data, validation)
     model_channel = paths.channel("model")
     base = str(model_channel) if (model_channel / "config.json").is_file() else None
-    run_training(config, data, paths.model_dir, base_model=base, checkpoints_dir=paths.checkpoints)
+    checkpoints = paths.checkpoints
+    if is_tuning_trial(hp):
+        checkpoints = checkpoints / trial_checkpoint_dir(hp)
+    run_training(config, data, paths.model_dir, base_model=base, checkpoints_dir=checkpoints)
     return 0
+
+
+def trial_checkpoint_dir(hp: dict) -> str:
+    """The checkpoint subdirectory of one tuning trial, named by its hyperparameters.
+
+    Every trial of a tuning job gets the same CheckpointConfig, so they share one S3 prefix
+    (synced into /opt/ml/checkpoints): without a directory of its own, a trial would resume
+    from another trial's newest checkpoint (another rank, another learning rate). A restarted
+    spot trial has the same hyperparameters, so it finds its own checkpoints again.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:12]
+    return f"trial-{digest}"
 
 
 def _merge_channels(train_dir, validation_dir):

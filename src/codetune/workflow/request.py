@@ -120,6 +120,22 @@ class DeploymentSpec:
 
 
 @dataclass(frozen=True)
+class TuningSpec:
+    """Hyperparameter tuning instead of one training job (codetune.workflow.tuning)."""
+
+    job_name: str  # HyperParameterTuningJobName base (<= 29 characters; attempts add -r<n>)
+    strategy: str
+    max_jobs: int
+    max_parallel_jobs: int
+    early_stopping: bool
+    ranges: dict  # the input's ranges: dotted config key -> {type, min, max, scaling | values}
+    # the HyperParameterTuningJobConfig block, taken whole by the tuning state
+    job_config: dict
+    # training.hyperparameters; the tuned keys are never among them (one place per key)
+    static_hyperparameters: dict
+
+
+@dataclass(frozen=True)
 class RunRequest:
     schema_version: str
     run_id: str
@@ -134,6 +150,7 @@ class RunRequest:
     evaluation: EvaluationSpec
     registration: RegistrationSpec
     deployment: DeploymentSpec
+    tuning: TuningSpec | None = None  # None: one training job
 
     def to_dict(self) -> dict:
         """The JSON form (camelCase keys), valid against run-request.schema.json."""
@@ -172,7 +189,7 @@ def _from_json(cls: type, doc: dict) -> Any:
         # sections are one level deep; dict-valued fields (overrides, config, thresholds...)
         # below them are user data, kept as they are
         sub = _SUBTYPES.get(name) if cls is RunRequest else None
-        kwargs[name] = _from_json(sub, value) if sub else value
+        kwargs[name] = _from_json(sub, value) if sub and value is not None else value
     return cls(**kwargs)
 
 
@@ -186,4 +203,5 @@ _SUBTYPES: dict[str, type] = {
     "evaluation": EvaluationSpec,
     "registration": RegistrationSpec,
     "deployment": DeploymentSpec,
+    "tuning": TuningSpec,
 }

@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 
 from codetune.errors import CodetuneError
 from codetune.train.hyperparameters import to_hyperparameters
-from codetune.workflow import naming
+from codetune.workflow import naming, tuning
 from codetune.workflow.deploy import supports_kms_volume
 from codetune.workflow.errors import InvalidRunInput
 from codetune.workflow.request import (
@@ -35,6 +35,7 @@ from codetune.workflow.request import (
     RunPaths,
     RunRequest,
     TrainingSpec,
+    TuningSpec,
 )
 from codetune.workflow.schemas import RUN_INPUT, load_schema
 
@@ -97,6 +98,7 @@ def validate_run_input(
         allowed = set(allowed_buckets) | ({artifact_bucket} if not local else set())
     rid = naming.run_id(execution_name)
     jobs = naming.job_names(rid, stage)
+    jobs["tune"] = tuning.tuning_job_name(rid, stage)
 
     if not isinstance(doc, dict):
         raise InvalidRunInput([("$", f"expected a JSON object, got {_json_type(doc)}")])
@@ -147,6 +149,12 @@ def validate_run_input(
                 )
             )
     violations += _check_training_time(doc.get("training"), max_training_seconds)
+    if isinstance(doc.get("tuning"), dict) and not any(
+        p.startswith(("$.tuning", "$.training")) for p in bad_paths
+    ):
+        violations += tuning.check_tuning(
+            doc["tuning"], doc["training"], config_check=_training_config_check(doc)
+        )
     instance_type, source = None, "input"
     training_ok = not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations)
     if training_ok and not bad_paths:
@@ -660,6 +668,7 @@ def _build(
             min(2 * tr["maxRuntimeSeconds"], ceiling), tr["maxRuntimeSeconds"]
         )
     base = doc["baseModel"]
+    hyperparameters = to_hyperparameters(tr["config"], overrides)
     ev = doc["evaluation"]
     eval_type = instance_type if ev["instanceType"] == "auto" else ev["instanceType"]
     dep = doc["deployment"]
@@ -700,7 +709,7 @@ def _build(
         training=TrainingSpec(
             config=tr["config"],
             overrides=tr["overrides"],
-            hyperparameters=to_hyperparameters(tr["config"], overrides),
+            hyperparameters=hyperparameters,
             instance_type=instance_type,
             instance_type_source=source,
             instance_count=tr["instanceCount"],
@@ -751,4 +760,47 @@ def _build(
             adapter_component=adapter_component,
             base_scale_to_zero=dep["baseScaleToZero"],
         ),
+        tuning=_tuning_spec(
+            doc.get("tuning"), rid, jobs["tune"], hyperparameters, max_training_seconds
+        ),
     )
+
+
+def _tuning_spec(
+    section: dict | None,
+    rid: str,
+    job_name: str,
+    hyperparameters: dict,
+    max_training_seconds: int | None,
+) -> TuningSpec | None:
+    if not section:
+        return None
+    return TuningSpec(
+        job_name=job_name,
+        strategy=section["strategy"],
+        max_jobs=tuning.max_jobs(section),
+        max_parallel_jobs=section["maxParallelJobs"],
+        early_stopping=section["earlyStopping"],
+        ranges=section["ranges"],
+        job_config=tuning.job_config(section, seed_of=rid, max_runtime=max_training_seconds),
+        static_hyperparameters=hyperparameters,
+    )
+
+
+def _training_config_check(doc: dict) -> Callable[[dict], str | None] | None:
+    """``overrides -> the trainer's error or None``: the training config loaded as the job
+    loads it; None when the shipped configs are not here (a Lambda without them)."""
+    name = doc["training"].get("config")
+    known = known_training_configs()
+    if not isinstance(name, str) or known is None or name not in known:
+        return None
+    from codetune.train.config import load_train_config
+
+    def check(overrides: dict) -> str | None:
+        try:
+            load_train_config(name, overrides)
+        except CodetuneError as e:
+            return str(e)
+        return None
+
+    return check
