@@ -253,6 +253,14 @@ def test_lambdas_latest_runtime_tracing_and_concurrency(synth):
         assert len(p["Layers"]) == 1
 
 
+def test_reserved_concurrency_set_per_stage_reaches_every_function(synth_vpc):
+    # guards: a stage's lambdaReservedConcurrency (3 in this variant) is what each function
+    # reserves; the default stage reserves none (above)
+    functions = _resources(synth_vpc, "AWS::Lambda::Function")
+    assert len(functions) == 6
+    assert {f["Properties"].get("ReservedConcurrentExecutions") for f in functions.values()} == {3}
+
+
 def test_log_groups_have_retention_and_kms(synth):
     # guards: every log group has a retention and is encrypted with the stack key
     groups = _resources(synth, "AWS::Logs::LogGroup")
@@ -328,6 +336,27 @@ def test_dev_and_prod_share_an_account_without_collisions(both_stages):
     assert len(set(endpoints.values())) == 2, endpoints
     assert len({g for v in groups.values() for g in v}) == 2, groups
     assert scanning == ["CodetuneProdStack"]
+    # every name the templates fix (physical names, the endpoint and the job/model name
+    # prefixes their policies are scoped to) is the stage's own
+    names = {}
+    for stack, template in both_stages.items():
+        text = json.dumps(template)
+        names[stack] = {
+            f"{r['Type']}.{k}={v}"
+            for r in template["Resources"].values()
+            for k, v in r.get("Properties", {}).items()
+            if k.endswith("Name") and k not in ("MetricName", "DisplayName", "PolicyName")
+        }
+        names[stack] |= {f"endpoint/{n}" for n in re.findall(r":endpoint/([A-Za-z0-9-]+)", text)}
+        names[stack] |= {
+            f"{kind}/{p}*"
+            for kind, p in re.findall(
+                r":(training-job|processing-job|model|endpoint-config)/([a-z0-9-]*)\*", text
+            )
+        }
+    dev, prod = names["CodetuneDevStack"], names["CodetuneProdStack"]
+    assert {"endpoint/codetune-dev", "training-job/dev-*", "model/dev-*"} <= dev, dev
+    assert dev.isdisjoint(prod), dev & prod
 
 
 def test_images_scanned_on_push(both_stages):
