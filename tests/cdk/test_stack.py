@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Match, Template
+from render import ACCOUNT, REGION
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -275,6 +276,61 @@ def test_failure_topic_is_kms_encrypted(template):
     template.has_resource_properties(
         "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [Match.any_value(), "Arn"]}}
     )
+
+
+def _timeout_event(state_machine_arn: str, status: str) -> dict:
+    # the shape of Step Functions' "Execution Status Change" event (EventBridge docs)
+    name = "nightly-7"
+    execution = state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    return {
+        "version": "0", "id": "e", "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states", "account": ACCOUNT, "time": "2026-12-03T14:00:00Z",
+        "region": REGION, "resources": [execution], "ingestion-time": "2026-12-03T14:00:01Z",
+        "detail": {"executionArn": execution, "stateMachineArn": state_machine_arn,
+                   "name": name, "status": status, "startDate": 1, "stopDate": 2},
+    }  # fmt: skip
+
+
+def test_timed_out_execution_is_published_to_the_failure_topic(synth):
+    # guards: an execution that hits the machine's own timeout (no Catch runs, NotifyFailure
+    # never does) still reaches the failure topic, naming the execution; other outcomes and
+    # other machines do not (NotifyFailure already reported a failure)
+    from moto.events.models import EventPattern
+    from moto.events.utils import EventTemplateParser
+    from render import resolve
+
+    t = synth.template
+    (sm_id,) = [k for k, v in t["Resources"].items() if v["Type"] == "AWS::StepFunctions::StateMachine"]  # fmt: skip
+    (topic_id,) = [k for k, v in t["Resources"].items() if v["Type"] == "AWS::SNS::Topic"]
+    sm_arn, topic_arn = resolve(t, {"Ref": sm_id}), resolve(t, {"Ref": topic_id})
+    rules = [resolve(t, r["Properties"]) for r in _resources(synth, "AWS::Events::Rule").values()]
+    (rule,) = [r for r in rules if "aws.states" in r["EventPattern"]["source"]]
+    pattern = EventPattern(None, rule["EventPattern"])
+    assert pattern.matches_event(_timeout_event(sm_arn, "TIMED_OUT"))
+    for status in ("SUCCEEDED", "FAILED", "RUNNING"):
+        assert not pattern.matches_event(_timeout_event(sm_arn, status)), status
+    assert not pattern.matches_event(_timeout_event(sm_arn + "-other", "TIMED_OUT"))
+    (target,) = rule["Targets"]
+    assert target["Arn"] == topic_arn
+    message = EventTemplateParser.parse(
+        input_template=target["InputTransformer"]["InputTemplate"],
+        input_paths_map=target["InputTransformer"]["InputPathsMap"],
+        event=_timeout_event(sm_arn, "TIMED_OUT"),
+    )
+    assert "nightly-7" in message and "timed out" in message, message
+    # EventBridge publishes as events.amazonaws.com: the topic policy and the key allow it
+    policies = [resolve(t, r["Properties"]) for r in _resources(synth, "AWS::SNS::TopicPolicy").values()]  # fmt: skip
+    assert any(
+        st["Effect"] == "Allow" and st["Principal"] == {"Service": "events.amazonaws.com"}
+        and "sns:Publish" in _as_list(st["Action"])
+        for p in policies for st in p["PolicyDocument"]["Statement"]
+    )  # fmt: skip
+    (key,) = _resources(synth, "AWS::KMS::Key").values()
+    assert any(
+        st["Principal"] == {"Service": "events.amazonaws.com"}
+        and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(_as_list(st["Action"]))
+        for st in key["Properties"]["KeyPolicy"]["Statement"]
+    )  # fmt: skip
 
 
 def test_rollback_alarms_watch_endpoint_errors_and_latency(template, synth):
