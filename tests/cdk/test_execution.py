@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import importlib.util
 import json
 import os
@@ -388,7 +389,8 @@ def execute_in(world: World, synth, scenario: Scenario, name: str) -> Outcome:
     dispatcher, sqs, queue_url = world.dispatcher, world.sqs, world.queue_url
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.create_state_machine(
-        name=f"codetune-{name}",
+        # one machine per execution in the world; its name (<= 80) from the execution's (<= 80)
+        name=f"codetune-{hashlib.sha256(name.encode()).hexdigest()[:16]}",
         definition=json.dumps(definition),
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/sfn",
     )["stateMachineArn"]
