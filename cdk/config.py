@@ -21,8 +21,10 @@ CODEBASES_PREFIX = "codebases/"  # codebases uploaded to the artifact bucket (re
 EVAL_KEYS = "runs/*/eval/*"  # what the evaluation job writes, and nothing else
 
 # Task timeouts of the jobs other than training, and what the Lambdas/deploy loop need: the
-# training task gets the rest of the state machine's timeout.
+# training task gets the rest of the state machine's timeout. PREPARE_HOURS is the whole
+# preparation: PrepareDataset, or PrepareDatasetSharded then MergeDataset (MERGE_HOURS of it).
 PREPARE_HOURS = 6
+MERGE_HOURS = 2
 EVALUATION_HOURS = 12
 OTHER_STEPS_HOURS = 1
 

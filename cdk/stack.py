@@ -17,13 +17,14 @@ from cdk.config import (
     DATASETS_PREFIX,
     EVAL_KEYS,
     EVALUATION_HOURS,
+    MERGE_HOURS,
     PREPARE_HOURS,
     RUNS_PREFIX,
     StageConfig,
 )
 from cdk.constructs.functions import FunctionSpec, WorkflowFunctions
 from cdk.constructs.images import ContainerImages, RegistryScanOnPush
-from cdk.constructs.monitoring import EndpointAlarms, FailureTopic
+from cdk.constructs.monitoring import EndpointAlarms, FailureTopic, TimedOutExecutions
 from cdk.constructs.roles import SageMakerRoles
 from cdk.constructs.storage import ArtifactStorage, EncryptionKey
 from cdk.constructs.workflow import JobSettings, TrainingWorkflow
@@ -248,9 +249,24 @@ class CodetuneStack(Stack):
                 security_group_ids=config.vpc_security_group_ids,
                 metric_definitions=tuple(metric_definitions()),
                 prepare_timeout=Duration.hours(PREPARE_HOURS),
+                merge_timeout=Duration.hours(MERGE_HOURS),
                 training_timeout=Duration.hours(config.training_timeout_hours),
                 evaluation_timeout=Duration.hours(EVALUATION_HOURS),
             ),
+        )
+        TimedOutExecutions(
+            self,
+            "TimedOutExecutions",
+            state_machine_arn=workflow.state_machine.state_machine_arn,
+            topic=topic,
+        )
+        # EventBridge publishes to the KMS-encrypted topic as events.amazonaws.com
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],  # in a key policy "*" means this key
+            )
         )
         package_group.node.add_dependency(functions)  # keep logical order stable; no data flow
         self.key = key

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
@@ -77,3 +79,35 @@ class EndpointAlarms(Construct):
         )
         self.alarms = [self.errors_alarm, self.latency_alarm]
         self.alarm_names = [a.alarm_name for a in self.alarms]
+
+
+class TimedOutExecutions(Construct):
+    """An EventBridge rule publishing to `topic` when an execution of the state machine hits
+    the machine's own timeout: no Catch runs then, so NotifyFailure never does. (Failed
+    executions are not matched: NotifyFailure has reported them.)"""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, state_machine_arn: str, topic: sns.ITopic
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.rule = events.Rule(
+            self,
+            "Rule",
+            description="codetune: an execution timed out (no step's Catch ran)",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={"status": ["TIMED_OUT"], "stateMachineArn": [state_machine_arn]},
+            ),
+        )
+        name = events.EventField.from_path("$.detail.name")
+        arn = events.EventField.from_path("$.detail.executionArn")
+        self.rule.add_target(
+            targets.SnsTopic(
+                topic,
+                message=events.RuleTargetInput.from_text(
+                    f"codetune run {name} timed out: the state machine's timeout ended it "
+                    f"before any step failed, so no failure was reported. Execution: {arn}"
+                ),
+            )
+        )

@@ -74,7 +74,8 @@ class JobSettings:
     subnet_ids: tuple[str, ...]
     security_group_ids: tuple[str, ...]
     metric_definitions: tuple[dict[str, str], ...]
-    prepare_timeout: Duration
+    prepare_timeout: Duration  # PrepareDataset's; PrepareDatasetSharded + MergeDataset share it
+    merge_timeout: Duration
     training_timeout: Duration
     evaluation_timeout: Duration
 
@@ -167,11 +168,12 @@ class TrainingWorkflow(Construct):
         prepare = self._processing(
             "PrepareDataset", output=("dataset", "$.request.paths.dataset"), **prepare_job
         )
+        sharded_timeout = jobs.prepare_timeout.minus(jobs.merge_timeout)
         prepare_sharded = self._processing(
             "PrepareDatasetSharded",
             output=("dataset", "$.request.paths.datasetShards"),
             distribution="ShardedByS3Key",
-            **prepare_job,
+            **{**prepare_job, "timeout": sharded_timeout},
         )
         merge = self._processing(
             "MergeDataset",
@@ -182,7 +184,7 @@ class TrainingWorkflow(Construct):
             inputs=[("shards", "$.request.paths.datasetShards")],
             output=("dataset", "$.request.paths.dataset"),
             environment=prepare_env,
-            timeout=jobs.prepare_timeout,
+            timeout=jobs.merge_timeout,
             result_path="$.merge",
         )
         train_variants = {

@@ -567,14 +567,16 @@ def job_needs(policies: Policies, kind: str, request: dict, *, state_machine: bo
 
 
 def endpoint_needs(
-    policies: Policies, create_model: dict, package: dict, update: dict | None, env: dict
+    policies: Policies, create_model: dict, container: dict, update: dict | None, env: dict
 ) -> list[Need]:
-    """What the endpoint role needs to host ``create_model`` (its package's container)."""
+    """What the endpoint role needs to host ``create_model``, whose ``container`` is its
+    package's (a single-model endpoint) or its own (a component's base model: no model data)."""
     role = policies.role_of_arn(create_model["ExecutionRoleArn"])
     why = _rule("sagemaker.endpoint.model")
-    container = package["InferenceSpecification"]["Containers"][0]
-    out = _s3_reads(role, container["ModelDataUrl"], why)
-    out += _kms_for_bucket(policies, role, container["ModelDataUrl"], "kms:Decrypt", why)
+    out = []
+    if container.get("ModelDataUrl"):
+        out += _s3_reads(role, container["ModelDataUrl"], why)
+        out += _kms_for_bucket(policies, role, container["ModelDataUrl"], "kms:Decrypt", why)
     base = container.get("Environment", {}).get("CODETUNE_BASE_MODEL", "")
     if base.startswith("s3://"):
         out += _s3_reads(role, base, why) + _kms_for_bucket(

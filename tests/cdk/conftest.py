@@ -62,8 +62,13 @@ def synth(tmp_path_factory) -> Synth:
 
 @pytest.fixture(scope="session")
 def synth_vpc(tmp_path_factory) -> Synth:
-    """The dev stage with SageMaker jobs in a VPC (the optional network settings)."""
+    """The dev stage with the optional settings: SageMaker jobs and the endpoint in a VPC,
+    reserved Lambda concurrency."""
     return synthesize(
         tmp_path_factory.mktemp("cdk.out.vpc"),
-        cdk_context(vpcSubnetIds=["subnet-0a1b2c3d"], vpcSecurityGroupIds=["sg-0a1b2c3d"]),
+        cdk_context(
+            vpcSubnetIds=["subnet-0a1b2c3d"],
+            vpcSecurityGroupIds=["sg-0a1b2c3d"],
+            lambdaReservedConcurrency=3,
+        ),
     )

@@ -296,6 +296,44 @@ def test_training_ends_before_the_execution_times_out(synth):
     assert int(validate_env["MAX_TRAINING_SECONDS"]) < train
 
 
+def _successors(state: dict) -> list[str]:
+    out = [state["Next"]] if "Next" in state else []
+    out += [c["Next"] for c in state.get("Choices", [])]
+    out += [state["Default"]] if "Default" in state else []
+    return out + [c["Next"] for c in state.get("Catch", [])]
+
+
+def _slowest_path(states: dict, start: str) -> tuple[int, list[str]]:
+    """The largest sum of Task TimeoutSeconds along a path from ``start`` to an end (a state
+    already on the path ends it: the endpoint poll loop is counted once)."""
+    best: tuple[int, list[str]] = (0, [])
+
+    def walk(name: str, total: int, path: list[str]) -> None:
+        nonlocal best
+        state = states[name]
+        total += state.get("TimeoutSeconds", 0) if state["Type"] == "Task" else 0
+        path = [*path, name]
+        nexts = [n for n in _successors(state) if n not in path]
+        if total > best[0]:
+            best = (total, path)
+        for n in nexts:
+            walk(n, total, path)
+
+    walk(start, 0, [])
+    return best
+
+
+def test_no_path_outlasts_the_execution_timeout(synth):
+    # guards: whichever way a run goes (sharded prepare + merge, spot, S3 model, any failure
+    # path), its tasks' timeouts fit in the machine's timeout, so a slow step ends in its
+    # Catch and NotifyFailure instead of the execution timing out with no notification
+    definition = rendered_definition(synth.template)
+    total, path = _slowest_path(definition["States"], definition["StartAt"])
+    assert "TrainAdapter" in " ".join(path) and total > 40 * 3600, (total, path)
+    tasks = [n for n in path if definition["States"][n]["Type"] == "Task"]
+    assert total <= definition["TimeoutSeconds"], (total, tasks)
+
+
 def test_evaluation_requires_the_seccomp_sandbox(states):
     # guards: both evaluation states tell `codetune evaluate` its sandbox minimum, so the job
     # refuses to run generated code where the seccomp filter does not work (not a default

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Match, Template
+from render import ACCOUNT, REGION
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -253,6 +254,14 @@ def test_lambdas_latest_runtime_tracing_and_concurrency(synth):
         assert len(p["Layers"]) == 1
 
 
+def test_reserved_concurrency_set_per_stage_reaches_every_function(synth_vpc):
+    # guards: a stage's lambdaReservedConcurrency (3 in this variant) is what each function
+    # reserves; the default stage reserves none (above)
+    functions = _resources(synth_vpc, "AWS::Lambda::Function")
+    assert len(functions) == 6
+    assert {f["Properties"].get("ReservedConcurrentExecutions") for f in functions.values()} == {3}
+
+
 def test_log_groups_have_retention_and_kms(synth):
     # guards: every log group has a retention and is encrypted with the stack key
     groups = _resources(synth, "AWS::Logs::LogGroup")
@@ -267,6 +276,61 @@ def test_failure_topic_is_kms_encrypted(template):
     template.has_resource_properties(
         "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [Match.any_value(), "Arn"]}}
     )
+
+
+def _timeout_event(state_machine_arn: str, status: str) -> dict:
+    # the shape of Step Functions' "Execution Status Change" event (EventBridge docs)
+    name = "nightly-7"
+    execution = state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    return {
+        "version": "0", "id": "e", "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states", "account": ACCOUNT, "time": "2026-12-03T14:00:00Z",
+        "region": REGION, "resources": [execution], "ingestion-time": "2026-12-03T14:00:01Z",
+        "detail": {"executionArn": execution, "stateMachineArn": state_machine_arn,
+                   "name": name, "status": status, "startDate": 1, "stopDate": 2},
+    }  # fmt: skip
+
+
+def test_timed_out_execution_is_published_to_the_failure_topic(synth):
+    # guards: an execution that hits the machine's own timeout (no Catch runs, NotifyFailure
+    # never does) still reaches the failure topic, naming the execution; other outcomes and
+    # other machines do not (NotifyFailure already reported a failure)
+    from moto.events.models import EventPattern
+    from moto.events.utils import EventTemplateParser
+    from render import resolve
+
+    t = synth.template
+    (sm_id,) = [k for k, v in t["Resources"].items() if v["Type"] == "AWS::StepFunctions::StateMachine"]  # fmt: skip
+    (topic_id,) = [k for k, v in t["Resources"].items() if v["Type"] == "AWS::SNS::Topic"]
+    sm_arn, topic_arn = resolve(t, {"Ref": sm_id}), resolve(t, {"Ref": topic_id})
+    rules = [resolve(t, r["Properties"]) for r in _resources(synth, "AWS::Events::Rule").values()]
+    (rule,) = [r for r in rules if "aws.states" in r["EventPattern"]["source"]]
+    pattern = EventPattern(None, rule["EventPattern"])
+    assert pattern.matches_event(_timeout_event(sm_arn, "TIMED_OUT"))
+    for status in ("SUCCEEDED", "FAILED", "RUNNING"):
+        assert not pattern.matches_event(_timeout_event(sm_arn, status)), status
+    assert not pattern.matches_event(_timeout_event(sm_arn + "-other", "TIMED_OUT"))
+    (target,) = rule["Targets"]
+    assert target["Arn"] == topic_arn
+    message = EventTemplateParser.parse(
+        input_template=target["InputTransformer"]["InputTemplate"],
+        input_paths_map=target["InputTransformer"]["InputPathsMap"],
+        event=_timeout_event(sm_arn, "TIMED_OUT"),
+    )
+    assert "nightly-7" in message and "timed out" in message, message
+    # EventBridge publishes as events.amazonaws.com: the topic policy and the key allow it
+    policies = [resolve(t, r["Properties"]) for r in _resources(synth, "AWS::SNS::TopicPolicy").values()]  # fmt: skip
+    assert any(
+        st["Effect"] == "Allow" and st["Principal"] == {"Service": "events.amazonaws.com"}
+        and "sns:Publish" in _as_list(st["Action"])
+        for p in policies for st in p["PolicyDocument"]["Statement"]
+    )  # fmt: skip
+    (key,) = _resources(synth, "AWS::KMS::Key").values()
+    assert any(
+        st["Principal"] == {"Service": "events.amazonaws.com"}
+        and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(_as_list(st["Action"]))
+        for st in key["Properties"]["KeyPolicy"]["Statement"]
+    )  # fmt: skip
 
 
 def test_rollback_alarms_watch_endpoint_errors_and_latency(template, synth):
@@ -328,6 +392,27 @@ def test_dev_and_prod_share_an_account_without_collisions(both_stages):
     assert len(set(endpoints.values())) == 2, endpoints
     assert len({g for v in groups.values() for g in v}) == 2, groups
     assert scanning == ["CodetuneProdStack"]
+    # every name the templates fix (physical names, the endpoint and the job/model name
+    # prefixes their policies are scoped to) is the stage's own
+    names = {}
+    for stack, template in both_stages.items():
+        text = json.dumps(template)
+        names[stack] = {
+            f"{r['Type']}.{k}={v}"
+            for r in template["Resources"].values()
+            for k, v in r.get("Properties", {}).items()
+            if k.endswith("Name") and k not in ("MetricName", "DisplayName", "PolicyName")
+        }
+        names[stack] |= {f"endpoint/{n}" for n in re.findall(r":endpoint/([A-Za-z0-9-]+)", text)}
+        names[stack] |= {
+            f"{kind}/{p}*"
+            for kind, p in re.findall(
+                r":(training-job|processing-job|model|endpoint-config)/([a-z0-9-]*)\*", text
+            )
+        }
+    dev, prod = names["CodetuneDevStack"], names["CodetuneProdStack"]
+    assert {"endpoint/codetune-dev", "training-job/dev-*", "model/dev-*"} <= dev, dev
+    assert dev.isdisjoint(prod), dev & prod
 
 
 def test_images_scanned_on_push(both_stages):

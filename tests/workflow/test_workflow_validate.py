@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -592,6 +593,32 @@ def test_prepare_config_reaches_the_job_as_arguments(fake_planner, base_input, r
     assert max(len(a) for a in args) <= 256 and len(args) <= 256
     assert req.prepare.merge_arguments[:2] == ["--merge", "/opt/ml/processing/input/shards"]
     assert req.prepare.merge_arguments[2:] == args
+
+
+def test_prepare_job_arguments_give_the_job_the_shipped_config(fake_planner, base_input, repo_root):
+    # guards: what ValidateRequest renders as the job's ContainerArguments is what
+    # `codetune prepare` (the image's prepare entrypoint) parses back into the same config
+    # as the shipped prepare.yaml: the config is passed whole, not cut at a limit
+    from codetune.cli import build_parser
+    from codetune.config import load_config, read_yaml
+    from codetune.data.config import PrepareConfig
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    shipped = repo_root / "training_image" / "prepare.yaml"
+    base_input["prepare"] = {"config": dict(flat(read_yaml(shipped)))}
+    req = _validate(base_input)
+    for argv in (req.prepare.arguments, req.prepare.merge_arguments):
+        args = build_parser().parse_args(["prepare", *argv])
+        assert load_config(PrepareConfig, None, args.overrides) == load_config(
+            PrepareConfig, shipped
+        )
+    assert args.merge == [Path("/opt/ml/processing/input/shards")]
 
 
 def test_prepare_override_over_the_argument_limit_is_refused(fake_planner, base_input):
