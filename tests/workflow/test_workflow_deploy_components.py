@@ -194,6 +194,32 @@ def test_same_adapter_name_replaces_its_artifact(aws, base_input, fake_planner):
     assert _problems(calls) == []
 
 
+def test_an_update_rolled_back_is_deployment_failed(aws, base_input, fake_planner):
+    # guards: SageMaker rolling this run's artifact update back (the component InService with
+    # the old artifact after Updating) fails the deployment instead of updating again
+    double, _, clients = aws
+    _deploy_until_in_service(
+        _request(base_input, fake_planner, "run-a", adapterName="svc"), clients
+    )
+    second = _request(base_input, fake_planner, "run-b", adapterName="svc")
+    package = _package(clients["sagemaker"], second)
+    kw = dict(
+        model_package_arn=package, role_arn=ROLE, kms_key_id=None, rollback_alarms=[], **clients
+    )
+    out = deploy_endpoint(second, previous={"action": "start"}, **kw)
+    assert out["action"] == "updated"
+    component = double.components[f"{ENDPOINT}-svc"]
+    old = dict(
+        component.specification, Container={"ArtifactUrl": "s3://artifacts-bkt/runs/run-a/x.tar.gz"}
+    )
+    component.specification = old  # still Updating: the next look sees it in progress
+    out = deploy_endpoint(second, previous=out, **kw)
+    assert (out["action"], out.get("updating")) == ("waiting", True)
+    component.status = "InService"
+    with pytest.raises(DeploymentFailed, match="rolled the update back"):
+        deploy_endpoint(second, previous=out, **kw)
+
+
 def test_a_different_base_model_is_refused(aws, base_input, fake_planner):
     # guards: an adapter trained on another base model is not attached to this base
     _, _, clients = aws

@@ -649,9 +649,12 @@ def deploy_components(
     adapter_status = adapter["InferenceComponentStatus"]
     served = ((adapter.get("Specification") or {}).get("Container") or {}).get("ArtifactUrl")
     ours = acted in ("adapter-created", "updated", "waiting")
+    # set while this run's UpdateInferenceComponent is in progress (a rollback check below)
+    updating = acted == "updated" or bool((previous or {}).get("updating"))
     if adapter_status in BUSY:
         if served == artifact or ours:
-            return {**result, "action": "waiting", "status": adapter_status}
+            extra = {"updating": True} if updating else {}
+            return {**result, "action": "waiting", "status": adapter_status, **extra}
         raise RetryableError(
             f"adapter component {dep.adapter_component} is {adapter_status} (another "
             "deployment of this adapter name in progress); retry later"
@@ -672,7 +675,7 @@ def deploy_components(
         )
         return {**result, "action": "deleting", "status": "Deleting"}
     if served != artifact:
-        if acted == "updated":
+        if updating:
             raise DeploymentFailed(
                 f"adapter component {dep.adapter_component} is InService with {served}, not "
                 f"this run's {artifact}: SageMaker rolled the update back "
