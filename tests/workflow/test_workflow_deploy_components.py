@@ -138,6 +138,8 @@ def test_first_run_creates_endpoint_base_and_adapter_components(aws, base_input,
     (model,) = [p for op, p in _mutations(calls) if op == "CreateModel"]
     assert "ModelDataUrl" not in model["PrimaryContainer"]
     assert model["PrimaryContainer"]["Environment"]["CODETUNE_BASE_MODEL"] == BASE
+    # no adapter at start: vLLM's LoRA slots are sized for the shipped configs' ranks and more
+    assert model["PrimaryContainer"]["Environment"]["CODETUNE_VLLM_MAX_LORA_RANK"] == "64"
     base = double.components[f"{ENDPOINT}-base"]
     adapter = double.components[request.deployment.adapter_component]
     assert base.specification["ModelName"] == request.jobs.base_model and base.copies == 1
