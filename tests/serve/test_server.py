@@ -349,6 +349,38 @@ def test_register_adapter_from_a_packed_artifact_directory(client, random_adapte
     assert r.status_code == 400 and "holds no adapter" in r.text
 
 
+def test_smoke_test_through_components_against_the_server(server, client, random_adapter):
+    # Guards: the deployment's smoke test in components mode, against the real server, the way
+    # SageMaker drives an adapter component: the adapter registered by POST /adapters under
+    # SageMaker's identifier, then requests with no model named and that identifier in
+    # X-Amzn-SageMaker-Adapter-Identifier (emulated by codetune.local.LocalRuntime) are
+    # answered by it, not by the server's default adapter; "base" by the base.
+    from codetune.local import LocalRuntime
+    from codetune.workflow import validate_run_input
+    from codetune.workflow.smoke import smoke_test
+
+    request = validate_run_input(
+        {
+            "baseModel": "embedded",
+            "data": {"codebase": "s3://artifacts-bkt/codebases/svc/"},
+            "training": {"config": "cpu-smollm2", "instanceType": "ml.g5.xlarge"},
+            "deployment": {"adapterName": "rand"},
+        },
+        execution_name="smoke",
+        artifact_bucket="artifacts-bkt",
+    )
+    dep = request.deployment
+    identifier = "ic-0a1b2c"  # whatever SageMaker names it; not the adapter's own name
+    r = client.post("/adapters", json={"name": identifier, "src": str(random_adapter)})
+    assert r.status_code == 200, r.text
+    try:
+        out = smoke_test(request, LocalRuntime(server.url, {dep.adapter_component: identifier}))
+    finally:
+        client.delete(f"/adapters/{identifier}")
+    assert out["adapterModel"] == identifier and out["baseModel"] == "base"
+    assert out["adapterComponent"] == dep.adapter_component
+
+
 def test_access_log_has_one_json_line_per_request(server, client):
     # Guards: one structured log line per request with id, adapter, token counts and timings.
     r = tgi(client, headers={"X-Request-Id": "req-123"})

@@ -76,3 +76,13 @@ def test_gpu_type_of_unknown_size_is_refused_with_components(base_input, fake_pl
     # count is unknown is refused before anything is trained
     with pytest.raises(InvalidRunInput, match=r"\$\.deployment\.instanceType.*single-model"):
         _validate(base_input, instanceType="ml.g7.xlarge")
+
+
+def test_adapter_rank_above_the_base_components_is_refused(base_input, fake_planner):
+    # guards: the base component starts with no adapter, so its LoRA slots are sized up front
+    # (deploy.BASE_MAX_LORA_RANK); a larger adapter would fail registration after training
+    base_input["training"]["overrides"] = {"lora.rank": 128}
+    with pytest.raises(InvalidRunInput, match=r"lora\.rank.*up to rank 64"):
+        _validate(base_input)
+    base_input["training"]["overrides"] = {"lora.rank": 128}
+    assert _validate(base_input, mode="single-model").deployment.mode == "single-model"

@@ -138,6 +138,8 @@ def test_first_run_creates_endpoint_base_and_adapter_components(aws, base_input,
     (model,) = [p for op, p in _mutations(calls) if op == "CreateModel"]
     assert "ModelDataUrl" not in model["PrimaryContainer"]
     assert model["PrimaryContainer"]["Environment"]["CODETUNE_BASE_MODEL"] == BASE
+    # no adapter at start: vLLM's LoRA slots are sized for the shipped configs' ranks and more
+    assert model["PrimaryContainer"]["Environment"]["CODETUNE_VLLM_MAX_LORA_RANK"] == "64"
     base = double.components[f"{ENDPOINT}-base"]
     adapter = double.components[request.deployment.adapter_component]
     assert base.specification["ModelName"] == request.jobs.base_model and base.copies == 1
@@ -192,6 +194,32 @@ def test_same_adapter_name_replaces_its_artifact(aws, base_input, fake_planner):
     spec = double.components[f"{ENDPOINT}-svc"].specification
     assert spec["Container"]["ArtifactUrl"] == second.paths.model_data
     assert _problems(calls) == []
+
+
+def test_an_update_rolled_back_is_deployment_failed(aws, base_input, fake_planner):
+    # guards: SageMaker rolling this run's artifact update back (the component InService with
+    # the old artifact after Updating) fails the deployment instead of updating again
+    double, _, clients = aws
+    _deploy_until_in_service(
+        _request(base_input, fake_planner, "run-a", adapterName="svc"), clients
+    )
+    second = _request(base_input, fake_planner, "run-b", adapterName="svc")
+    package = _package(clients["sagemaker"], second)
+    kw = dict(
+        model_package_arn=package, role_arn=ROLE, kms_key_id=None, rollback_alarms=[], **clients
+    )
+    out = deploy_endpoint(second, previous={"action": "start"}, **kw)
+    assert out["action"] == "updated"
+    component = double.components[f"{ENDPOINT}-svc"]
+    old = dict(
+        component.specification, Container={"ArtifactUrl": "s3://artifacts-bkt/runs/run-a/x.tar.gz"}
+    )
+    component.specification = old  # still Updating: the next look sees it in progress
+    out = deploy_endpoint(second, previous=out, **kw)
+    assert (out["action"], out.get("updating")) == ("waiting", True)
+    component.status = "InService"
+    with pytest.raises(DeploymentFailed, match="rolled the update back"):
+        deploy_endpoint(second, previous=out, **kw)
 
 
 def test_a_different_base_model_is_refused(aws, base_input, fake_planner):

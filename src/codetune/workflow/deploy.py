@@ -398,6 +398,10 @@ FROM_ZERO_POLICY = "codetune-scale-out-from-zero"
 # container needs the rest of the host for loading, and SageMaker keeps some for itself.
 BASE_MEMORY_MB = 1024
 BUSY = ("Creating", "Updating")
+# The base container starts without adapters, so vLLM cannot size its LoRA slots from them:
+# the base takes adapters up to this rank (vLLM's rank slots: 16, 32, 64, ...; the shipped
+# configs train 16 and 32). ValidateRequest refuses a run whose adapter would not fit.
+BASE_MAX_LORA_RANK = 64
 
 
 def base_compute(instance_type: str) -> dict:
@@ -497,7 +501,10 @@ def _ensure_base_model(request, sm, container: dict, role_arn: str, vpc: dict | 
     name = request.jobs.base_model
     if _describe(sm.describe_model, "sagemaker:DescribeModel", ModelName=name):
         return
+    from codetune.serve.config import ENV_MAX_LORA_RANK
+
     env = {k: v for k, v in container.get("Environment", {}).items() if k != ENV_ADAPTER_NAME}
+    env.setdefault(ENV_MAX_LORA_RANK, str(BASE_MAX_LORA_RANK))
     kw = {"VpcConfig": vpc} if vpc else {}
     call(
         "sagemaker:CreateModel",
@@ -649,9 +656,12 @@ def deploy_components(
     adapter_status = adapter["InferenceComponentStatus"]
     served = ((adapter.get("Specification") or {}).get("Container") or {}).get("ArtifactUrl")
     ours = acted in ("adapter-created", "updated", "waiting")
+    # set while this run's UpdateInferenceComponent is in progress (a rollback check below)
+    updating = acted == "updated" or bool((previous or {}).get("updating"))
     if adapter_status in BUSY:
         if served == artifact or ours:
-            return {**result, "action": "waiting", "status": adapter_status}
+            extra = {"updating": True} if updating else {}
+            return {**result, "action": "waiting", "status": adapter_status, **extra}
         raise RetryableError(
             f"adapter component {dep.adapter_component} is {adapter_status} (another "
             "deployment of this adapter name in progress); retry later"
@@ -672,7 +682,7 @@ def deploy_components(
         )
         return {**result, "action": "deleting", "status": "Deleting"}
     if served != artifact:
-        if acted == "updated":
+        if updating:
             raise DeploymentFailed(
                 f"adapter component {dep.adapter_component} is InService with {served}, not "
                 f"this run's {artifact}: SageMaker rolled the update back "

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from codetune.errors import CodetuneError
 from codetune.train.hyperparameters import to_hyperparameters
 from codetune.workflow import naming, tuning
-from codetune.workflow.deploy import supports_kms_volume
+from codetune.workflow.deploy import BASE_MAX_LORA_RANK, supports_kms_volume
 from codetune.workflow.errors import InvalidRunInput
 from codetune.workflow.request import (
     SCHEMA_VERSION,
@@ -413,6 +413,16 @@ def _cross_field(
                 "endpoint's base component); choose another name",
             )
         )
+    rank = _lora_rank(doc["training"]) if isinstance(doc.get("training"), dict) else None
+    if dep.get("mode", "components") == "components" and rank and rank > BASE_MAX_LORA_RANK:
+        out.append(
+            (
+                "$.training.overrides.lora.rank",
+                f"rank {rank}: the endpoint's base component takes adapters up to rank "
+                f"{BASE_MAX_LORA_RANK}; train a smaller rank or set deployment.mode to "
+                '"single-model"',
+            )
+        )
     if dep.get("mode", "components") == "components" and isinstance(dep.get("instanceType"), str):
         from codetune.workflow.deploy import base_compute
 
@@ -524,6 +534,23 @@ def _check_prepare_arguments(config: dict) -> list[tuple[str, str]]:
             )
         )
     return out
+
+
+def _lora_rank(tr: dict) -> int | None:
+    """The adapter's LoRA rank: ``training.overrides["lora.rank"]``, else the shipped training
+    config's ``lora.rank`` (None when neither is known here)."""
+    rank = (tr.get("overrides") or {}).get("lora.rank")
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        return rank
+    name = tr.get("config")
+    for parent in Path(__file__).resolve().parents:
+        path = parent / "training_image" / "configs" / f"{name}.yaml"
+        if isinstance(name, str) and path.is_file():
+            from codetune.config import read_yaml
+
+            rank = ((read_yaml(path) or {}).get("lora") or {}).get("rank")
+            return rank if isinstance(rank, int) else None
+    return None
 
 
 def _rl_enabled(tr: dict) -> bool:
