@@ -83,97 +83,130 @@ class WorkflowFunctions(Construct):
                 f"{deps_dir} has no jsonschema: run `make lambda-deps` (installs the Lambda "
                 "layer's dependencies for the Lambda runtime) before synthesizing"
             )
-        self.layer = lambda_.LayerVersion(
+        self.layer = _codetune_layer(
             self,
-            "CodetuneLayer",
-            description="codetune library, JSON Schemas, training configs, jsonschema, Powertools",
-            compatible_runtimes=[RUNTIME],
-            compatible_architectures=[lambda_.Architecture.X86_64],
-            code=lambda_.Code.from_asset(
-                str(package_dir),
-                asset_hash_type=AssetHashType.OUTPUT,
-                bundling=BundlingOptions(
-                    # Never pulled: the local bundler always succeeds.
-                    image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.14"),
-                    local=_CopyLayer(
-                        deps_dir=deps_dir,
-                        package_dir=package_dir,
-                        schemas_dir=schemas_dir,
-                        configs_dir=configs_dir,
-                    ),
-                ),
-            ),
+            deps_dir=deps_dir,
+            package_dir=package_dir,
+            schemas_dir=schemas_dir,
+            configs_dir=configs_dir,
         )
         self.functions: dict[str, lambda_.Function] = {}
         for spec in specs:
-            handler_dir = lambdas_dir / spec.name
-            if not (handler_dir / "handler.py").is_file():
-                raise FileNotFoundError(f"{handler_dir / 'handler.py'} is missing")
-            log_group = logs.LogGroup(
-                self,
-                f"{_pascal(spec.name)}Logs",
-                retention=log_retention,
-                encryption_key=key,
+            self.functions[spec.name] = self._glue_function(
+                spec,
+                handler_dir=lambdas_dir / spec.name,
+                key=key,
+                log_retention=log_retention,
+                reserved_concurrency=reserved_concurrency,
             )
-            # Own role instead of AWSLambdaBasicExecutionRole (a managed policy writing to
-            # every log group): this role writes only its function's log group.
-            role = iam.Role(
-                self,
-                f"{_pascal(spec.name)}Role",
-                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                description=f"codetune {spec.name} Lambda",
-            )
-            log_group.grant_write(role)
-            allow_key(role, key, encrypt=False)  # environment variables are encrypted with it
-            function = lambda_.Function(
-                self,
-                _pascal(spec.name),
-                runtime=RUNTIME,
-                architecture=lambda_.Architecture.X86_64,
-                handler="handler.lambda_handler",
-                code=lambda_.Code.from_asset(
-                    str(handler_dir), exclude=["__pycache__", "*.pyc", "tests"]
+
+    def _glue_function(
+        self,
+        spec: FunctionSpec,
+        *,
+        handler_dir: Path,
+        key: kms.IKey,
+        log_retention: logs.RetentionDays,
+        reserved_concurrency: int | None,
+    ) -> lambda_.Function:
+        """One handler with its own encrypted log group and a role that writes only there."""
+        if not (handler_dir / "handler.py").is_file():
+            raise FileNotFoundError(f"{handler_dir / 'handler.py'} is missing")
+        log_group = logs.LogGroup(
+            self,
+            f"{_pascal(spec.name)}Logs",
+            retention=log_retention,
+            encryption_key=key,
+        )
+        # Own role instead of AWSLambdaBasicExecutionRole (a managed policy writing to
+        # every log group): this role writes only its function's log group.
+        role = iam.Role(
+            self,
+            f"{_pascal(spec.name)}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"codetune {spec.name} Lambda",
+        )
+        log_group.grant_write(role)
+        allow_key(role, key, encrypt=False)  # environment variables are encrypted with it
+        function = lambda_.Function(
+            self,
+            _pascal(spec.name),
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.X86_64,
+            handler="handler.lambda_handler",
+            code=lambda_.Code.from_asset(
+                str(handler_dir), exclude=["__pycache__", "*.pyc", "tests"]
+            ),
+            layers=[self.layer],
+            timeout=spec.timeout,
+            memory_size=spec.memory_mb,
+            environment={
+                "POWERTOOLS_SERVICE_NAME": f"codetune-{spec.name}",
+                "CODETUNE_TRAINING_CONFIGS": "/opt/training_image/configs",
+                **spec.environment,
+            },
+            environment_encryption=key,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            reserved_concurrent_executions=reserved_concurrency,
+            role=role,
+        )
+        acknowledge(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords have no resource type."
+            + (f" {spec.wildcard_reason}" if spec.wildcard_reason else ""),
+        )
+        _skip_checkov_findings(function, reserved_concurrency=reserved_concurrency)
+        return function
+
+
+def _codetune_layer(
+    scope: Construct, *, deps_dir: Path, package_dir: Path, schemas_dir: Path, configs_dir: Path
+) -> lambda_.LayerVersion:
+    return lambda_.LayerVersion(
+        scope,
+        "CodetuneLayer",
+        description="codetune library, JSON Schemas, training configs, jsonschema, Powertools",
+        compatible_runtimes=[RUNTIME],
+        compatible_architectures=[lambda_.Architecture.X86_64],
+        code=lambda_.Code.from_asset(
+            str(package_dir),
+            asset_hash_type=AssetHashType.OUTPUT,
+            bundling=BundlingOptions(
+                # Never pulled: the local bundler always succeeds.
+                image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.14"),
+                local=_CopyLayer(
+                    deps_dir=deps_dir,
+                    package_dir=package_dir,
+                    schemas_dir=schemas_dir,
+                    configs_dir=configs_dir,
                 ),
-                layers=[self.layer],
-                timeout=spec.timeout,
-                memory_size=spec.memory_mb,
-                environment={
-                    "POWERTOOLS_SERVICE_NAME": f"codetune-{spec.name}",
-                    "CODETUNE_TRAINING_CONFIGS": "/opt/training_image/configs",
-                    **spec.environment,
-                },
-                environment_encryption=key,
-                tracing=lambda_.Tracing.ACTIVE,
-                log_group=log_group,
-                reserved_concurrent_executions=reserved_concurrency,
-                role=role,
-            )
-            acknowledge(
-                role.node.find_child("DefaultPolicy"),
-                "AwsSolutions-IAM5[Resource::*]",
-                "X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords have no resource type."
-                + (f" {spec.wildcard_reason}" if spec.wildcard_reason else ""),
-            )
-            checkov_skip(
-                function,
-                "CKV_AWS_116",
-                "Step Functions invokes it synchronously; a DLQ only catches asynchronous "
-                "invocations, failures go through the state's Catch to NotifyFailure.",
-            )
-            checkov_skip(
-                function,
-                "CKV_AWS_117",
-                "It calls only AWS APIs (TLS, IAM-scoped) and reaches no VPC resource; in a VPC "
-                "it would need NAT or six interface endpoints.",
-            )
-            if reserved_concurrency is None:
-                checkov_skip(
-                    function,
-                    "CKV_AWS_115",
-                    "Reserved concurrency is per stage (lambdaReservedConcurrency), off by "
-                    "default: new accounts' limit of 10 leaves nothing to reserve.",
-                )
-            self.functions[spec.name] = function
+            ),
+        ),
+    )
+
+
+def _skip_checkov_findings(function: lambda_.Function, *, reserved_concurrency: int | None) -> None:
+    checkov_skip(
+        function,
+        "CKV_AWS_116",
+        "Step Functions invokes it synchronously; a DLQ only catches asynchronous "
+        "invocations, failures go through the state's Catch to NotifyFailure.",
+    )
+    checkov_skip(
+        function,
+        "CKV_AWS_117",
+        "It calls only AWS APIs (TLS, IAM-scoped) and reaches no VPC resource; in a VPC "
+        "it would need NAT or six interface endpoints.",
+    )
+    if reserved_concurrency is None:
+        checkov_skip(
+            function,
+            "CKV_AWS_115",
+            "Reserved concurrency is per stage (lambdaReservedConcurrency), off by "
+            "default: new accounts' limit of 10 leaves nothing to reserve.",
+        )
 
 
 def _pascal(name: str) -> str:

@@ -143,43 +143,70 @@ def run_grpo(
     """
     rows = check_rl_inputs(train_records, rl_config)
 
-    import torch
-    from datasets import Dataset
     from peft import PeftModel
-    from transformers import PrinterCallback, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
 
     if not isinstance(model, PeftModel):
         raise CodetuneError(
             "run_grpo needs the PEFT model after SFT (a peft.PeftModel with the LoRA adapter)"
         )
+    names, funcs, weights = _weighted_rewards(rl_config)
+    prompts_per_step = _prompts_per_step(len(rows), rl_config)
+    history: list[dict] = []
 
-    # Rewards with weight 0 (or left out of rl.reward_weights) are not computed at all.
+    scratch = tempfile.mkdtemp(prefix="codetune-grpo-")
+    try:
+        args = _grpo_args(rl_config, scratch, prompts_per_step, weights)
+        start = time.perf_counter()
+        _train(model, tokenizer, rows, funcs, args, _step_logger(history, names, log_fn))
+        wall = time.perf_counter() - start
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    summary = _summary(rl_config, rows, prompts_per_step, names, weights, wall, history)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "rl_summary.json", summary)
+    return summary
+
+
+def _weighted_rewards(rl_config: RLConfig) -> tuple[list[str], list[Callable], list[float]]:
+    """The rewards to compute, their functions and weights (weight 0 or left out of
+    rl.reward_weights: not computed at all)."""
     names = [n for n in rewards.REWARDS if rl_config.reward_weights.get(n, 0.0) != 0.0]
     funcs = [rewards.REWARDS[n] for n in names]
     weights = [float(rl_config.reward_weights[n]) for n in names]
+    return names, funcs, weights
 
+
+def _prompts_per_step(n_prompts: int, rl_config: RLConfig) -> int:
+    """rl.prompts_per_step, lowered when the split has too few prompts for every process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     prompts_per_step = rl_config.prompts_per_step
-    if len(rows) < prompts_per_step * world:
+    if n_prompts < prompts_per_step * world:
         # TRL's sampler drops incomplete prompt groups: too few prompts would train nothing.
-        prompts_per_step = max(1, len(rows) // world)
+        prompts_per_step = max(1, n_prompts // world)
         log.warning(
             "only %d bugfix prompts in the training split: using %d prompts per step instead "
             "of rl.prompts_per_step=%d",
-            len(rows),
+            n_prompts,
             prompts_per_step,
             rl_config.prompts_per_step,
         )
-    if len(rows) < world:
+    if n_prompts < world:
         raise ConfigError(
-            f"rl.enabled with {len(rows)} bugfix prompts but {world} training processes; "
+            f"rl.enabled with {n_prompts} bugfix prompts but {world} training processes; "
             "GRPO needs at least one prompt per process"
         )
+    return prompts_per_step
+
+
+def _grpo_args(rl_config: RLConfig, scratch: str, prompts_per_step: int, weights: list[float]):
+    """TRL's GRPOConfig: one log line per step, no checkpoints, TRL's output in ``scratch``."""
+    import torch
+    from trl import GRPOConfig
 
     cuda = torch.cuda.is_available()
-    scratch = tempfile.mkdtemp(prefix="codetune-grpo-")
-    args = GRPOConfig(
+    return GRPOConfig(
         output_dir=scratch,
         use_cpu=not cuda,
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
@@ -204,7 +231,11 @@ def run_grpo(
         seed=0,
     )
 
-    history: list[dict] = []
+
+def _step_logger(history: list[dict], names: list[str], log_fn: Callable[[int, dict], None]):
+    """A TrainerCallback that appends each step's metrics to ``history`` and hands them to
+    ``log_fn`` (main process only)."""
+    from transformers import TrainerCallback
 
     class _Log(TrainerCallback):
         def on_log(self, _args, state, _control, logs=None, **_):
@@ -215,41 +246,54 @@ def run_grpo(
             history.append({"step": state.global_step, **values})
             log_fn(state.global_step, values)
 
+    return _Log()
+
+
+def _train(model, tokenizer, rows: list[dict], funcs: list[Callable], args, callback) -> None:
+    """GRPO on ``model``'s LoRA adapter in place; afterwards the model holds exactly that
+    adapter again, in the training mode it had."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
     trainable_dtypes = {n: p.dtype for n, p in model.named_parameters() if p.requires_grad}
     if not trainable_dtypes:
         raise CodetuneError("the model has no trainable (LoRA) parameters to train with GRPO")
     was_training = model.training
-
-    start = time.perf_counter()
-    try:
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=funcs,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            callbacks=[_Log()],
-        )
-        # With tqdm off, Trainer prints every log dict to stdout; our metric lines replace it.
-        trainer.remove_callback(PrinterCallback)
-        # Undo TRL's bf16 cast of quantized models' LoRA weights (before the optimizer exists).
-        for n, p in trainer.model.named_parameters():
-            if n in trainable_dtypes and p.dtype != trainable_dtypes[n]:
-                p.data = p.data.to(trainable_dtypes[n])
-        trainer.train()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    wall = time.perf_counter() - start
-
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
+    # With tqdm off, Trainer prints every log dict to stdout; our metric lines replace it.
+    trainer.remove_callback(PrinterCallback)
+    # Undo TRL's bf16 cast of quantized models' LoRA weights (before the optimizer exists).
+    for n, p in trainer.model.named_parameters():
+        if n in trainable_dtypes and p.dtype != trainable_dtypes[n]:
+            p.data = p.data.to(trainable_dtypes[n])
+    trainer.train()
+    del trainer
     # Drop TRL's frozen reference copy so the caller saves exactly the trained adapter.
     if "ref" in model.peft_config:
         model.delete_adapter("ref")
     model.set_adapter("default")
     model.train(was_training)
-    del trainer
 
+
+def _summary(
+    rl_config: RLConfig,
+    rows: list[dict],
+    prompts_per_step: int,
+    names: list[str],
+    weights: list[float],
+    wall: float,
+    history: list[dict],
+) -> dict:
     keys = sorted({k for h in history for k in h if k != "step"})
-    summary = {
+    return {
         "steps": rl_config.steps,
         "prompts": len(rows),
         "prompts_per_step": prompts_per_step,
@@ -261,7 +305,3 @@ def run_grpo(
         "mean": {k: _mean([h[k] for h in history if k in h]) for k in keys},
         "history": history,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "rl_summary.json", summary)
-    return summary
