@@ -160,7 +160,6 @@ LONG_FUNCTIONS_PENDING = {
     "src/codetune/evaluate/runner.py::run_evaluation",
     "src/codetune/generation.py::generate_continuous",
     "src/codetune/serve/app.py::create_app",
-    "src/codetune/train/runner.py::run_training",
     "src/codetune/workflow/deploy.py::deploy_components",
     "src/codetune/workflow/deploy.py::deploy_single_model",
     "src/codetune/workflow/validate.py::_cross_field",

@@ -369,151 +369,36 @@ def run_training(
     )
     base_path, base_name = resolve_base(config, base_model)
 
-    import torch
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # progress bars flood SageMaker/CloudWatch logs
-
+    _process_setup(config)
     cuda, dtype = _device_setup(config)
-    threads = os.environ.get(ENV_TORCH_THREADS)
-    if threads:
-        # On a CPU shared with other processes, OpenMP threads spin-waiting for each other
-        # cost far more than they add (see benchmarks/RESULTS.md, serve section).
-        torch.set_num_threads(int(threads))
-    torch.manual_seed(config.seed)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base_path)
-    except OSError as e:
-        raise CodetuneError(f"--base-model {base_path!r}: cannot load its tokenizer ({e})") from e
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    train_ds, train_stats = tokenize_records(
-        tokenizer, train_records, config.max_seq_length, config.overlong
+    tokenizer = _load_tokenizer(base_path)
+    train_ds, train_stats, val_ds, val_stats = _tokenize_splits(
+        config, tokenizer, train_records, val_records, data_dir
     )
-    if not train_ds:
-        raise CodetuneError(
-            f"--data {data_dir}: all {train_stats.examples} training examples are longer than "
-            f"max_seq_length={config.max_seq_length}; raise max_seq_length or use overlong=truncate"
-        )
-    val_ds, val_stats = tokenize_records(
-        tokenizer, val_records, config.max_seq_length, config.overlong
-    )
-    if config.eval_max_examples:
-        val_ds = val_ds[: config.eval_max_examples]
-    log.info("train: %s", train_stats.as_dict())
-
     model = load_model(config, base_path, dtype, cuda)
 
-    work = Path(checkpoints_dir) if checkpoints_dir else Path(tempfile.mkdtemp(prefix="ct-ckpt-"))
-    work.mkdir(parents=True, exist_ok=True)
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
-        ckpts.remove_torn(work)
-    resume = ckpts.newest_valid(work)
-    counters = _Counters()
-    if resume is not None and (resume / ckpts.COUNTERS).is_file():
-        saved = json.loads((resume / ckpts.COUNTERS).read_text())
-        if is_main:  # totals are global; one rank carries them
-            counters.tokens_seen = saved["tokens_seen"]
-            counters.loss_tokens = saved["loss_bearing_tokens"]
-            counters.prior_seconds = saved.get("train_seconds", 0.0)
-
-    optim = config.optimizer
-    if optim == "auto":
-        optim = "paged_adamw_8bit" if cuda else "adamw_torch"
-    args = TrainingArguments(
-        output_dir=str(work),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        optim=optim,
-        bf16=cuda and dtype == torch.bfloat16,
-        fp16=cuda and dtype == torch.float16,
-        use_cpu=not cuda,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        # >= 2: rotation deletes the previous checkpoint *before* the new one is marked valid.
-        save_total_limit=max(2, config.save_total_limit),
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if config.batching == "padded" else "random",
-        gradient_checkpointing=False,  # already enabled on the model (kbit prep / above)
-        ddp_find_unused_parameters=False,
-        ddp_backend="gloo" if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        dataloader_num_workers=0,
-        **_fsdp_args(config),
-    )
-
-    class CountingTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if model.training:
-                counters.add(inputs)
-            inputs = loss_positions_only(inputs)
-            return super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
-
+    work, resume, counters = _resume_point(checkpoints_dir, is_main)
+    args = _training_arguments(config, work, cuda, dtype)
     stop_flag = threading.Event()
     t_train = time.monotonic()
-    trainer = CountingTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds or None,
-        data_collator=make_collator(tokenizer, config.batching),
-        processing_class=tokenizer,
-        callbacks=[_make_callbacks(counters, stop_flag, t_train)],
+    trainer = _counting_trainer(
+        model, args, tokenizer, config, train_ds, val_ds, counters, stop_flag, t_train
     )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
 
-    base_val = trainer.evaluate()["eval_loss"] if val_ds else None
-    if base_val is not None and is_main:
-        print(format_metrics(0, {"eval_loss": base_val}), flush=True)
-    with _sigterm_sets(stop_flag):
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    base_val = _validation_loss(trainer, val_ds, 0, is_main)
+    result = _train(trainer, stop_flag, resume, work, config.max_steps)
     train_seconds = time.monotonic() - t_train
-    if stop_flag.is_set() and trainer.state.global_step < config.max_steps:
-        raise TrainingInterrupted(
-            f"stopped by SIGTERM at step {trainer.state.global_step}/{config.max_steps}; a "
-            f"checkpoint is in {work}; run again with the same --checkpoints to resume"
-        )
-    val_loss = trainer.evaluate()["eval_loss"] if val_ds else None
-    if val_loss is not None and is_main:
-        print(format_metrics(trainer.state.global_step, {"eval_loss": val_loss}), flush=True)
+    val_loss = _validation_loss(trainer, val_ds, trainer.state.global_step, is_main)
 
-    # Staging lives inside out_dir so the final os.replace calls stay on one file system.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    if not trainer.is_world_process_zero():
-        shutil.rmtree(staging, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix="ct-rl-"))
+    staging = _staging_dir(out_dir, trainer.is_world_process_zero())
+    rl_summary = None
     if config.rl.enabled:
-        # The GRPO stage continues training the same PEFT model in place; what it
-        # writes into its out_dir is published with the adapter. The SFT-only adapter is kept
-        # first in <out>/sft/, so the evaluation can compare base, SFT and SFT+GRPO.
-        from codetune.train.grpo import run_grpo
-        from codetune.train.rl_config import SFT_ADAPTER_SUBDIR
+        rl_summary = _continue_with_grpo(
+            config, trainer, model, tokenizer, train_records, staging, base_name
+        )
 
-        if trainer.is_world_process_zero():
-            save_sft_adapter(trainer.model, tokenizer, staging / SFT_ADAPTER_SUBDIR, base_name)
-
-        rl_summary = run_grpo(model, tokenizer, train_records, config.rl, staging, _print_metrics)
-    else:
-        rl_summary = None
-
+    # Collectives: every rank takes part, then only rank 0 writes.
     totals = _all_reduce_sum([counters.tokens_seen, counters.loss_tokens, counters.run_loss_tokens])
     peak, peak_kind = _peak_memory_bytes(cuda)
     peak = int(_all_reduce_sum([float(peak)])[0]) if args.world_size > 1 else peak
@@ -546,7 +431,226 @@ def run_training(
         "quantization": config.quantization,
         "python": sys.version.split()[0],
     }
+    _save_and_publish(
+        trainer,
+        tokenizer,
+        summary,
+        staging,
+        out_dir,
+        base_path=base_path,
+        base_name=base_name,
+        dtype=dtype,
+        merge=merge,
+        rl=config.rl.enabled,
+    )
+    return summary
 
+
+def _process_setup(config: TrainConfig) -> None:
+    """Quiet Hugging Face progress bars, size torch's thread pool, seed."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress bars flood SageMaker/CloudWatch logs
+    threads = os.environ.get(ENV_TORCH_THREADS)
+    if threads:
+        # On a CPU shared with other processes, OpenMP threads spin-waiting for each other
+        # cost far more than they add (see benchmarks/RESULTS.md, serve section).
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(config.seed)
+
+
+def _load_tokenizer(base_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_path)
+    except OSError as e:
+        raise CodetuneError(f"--base-model {base_path!r}: cannot load its tokenizer ({e})") from e
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _tokenize_splits(config: TrainConfig, tokenizer, train_records, val_records, data_dir):
+    """The tokenized training and validation examples and their statistics; raises
+    CodetuneError when no training example fits ``max_seq_length``."""
+    train_ds, train_stats = tokenize_records(
+        tokenizer, train_records, config.max_seq_length, config.overlong
+    )
+    if not train_ds:
+        raise CodetuneError(
+            f"--data {data_dir}: all {train_stats.examples} training examples are longer than "
+            f"max_seq_length={config.max_seq_length}; raise max_seq_length or use overlong=truncate"
+        )
+    val_ds, val_stats = tokenize_records(
+        tokenizer, val_records, config.max_seq_length, config.overlong
+    )
+    if config.eval_max_examples:
+        val_ds = val_ds[: config.eval_max_examples]
+    log.info("train: %s", train_stats.as_dict())
+    return train_ds, train_stats, val_ds, val_stats
+
+
+def _resume_point(checkpoints_dir, is_main: bool) -> tuple[Path, Path | None, _Counters]:
+    """The checkpoint folder (a temporary one without --checkpoints), the newest valid
+    checkpoint in it to resume from, and the token counters that checkpoint carried."""
+    work = Path(checkpoints_dir) if checkpoints_dir else Path(tempfile.mkdtemp(prefix="ct-ckpt-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        ckpts.remove_torn(work)
+    resume = ckpts.newest_valid(work)
+    counters = _Counters()
+    if resume is not None and (resume / ckpts.COUNTERS).is_file():
+        saved = json.loads((resume / ckpts.COUNTERS).read_text())
+        if is_main:  # totals are global; one rank carries them
+            counters.tokens_seen = saved["tokens_seen"]
+            counters.loss_tokens = saved["loss_bearing_tokens"]
+            counters.prior_seconds = saved.get("train_seconds", 0.0)
+    return work, resume, counters
+
+
+def _training_arguments(config: TrainConfig, work: Path, cuda: bool, dtype):
+    import torch
+    from transformers import TrainingArguments
+
+    optim = config.optimizer
+    if optim == "auto":
+        optim = "paged_adamw_8bit" if cuda else "adamw_torch"
+    return TrainingArguments(
+        output_dir=str(work),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=optim,
+        bf16=cuda and dtype == torch.bfloat16,
+        fp16=cuda and dtype == torch.float16,
+        use_cpu=not cuda,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        # >= 2: rotation deletes the previous checkpoint *before* the new one is marked valid.
+        save_total_limit=max(2, config.save_total_limit),
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if config.batching == "padded" else "random",
+        gradient_checkpointing=False,  # already enabled on the model (kbit prep / above)
+        ddp_find_unused_parameters=False,
+        ddp_backend="gloo" if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        dataloader_num_workers=0,
+        **_fsdp_args(config),
+    )
+
+
+def _counting_trainer(
+    model,
+    args,
+    tokenizer,
+    config: TrainConfig,
+    train_ds,
+    val_ds,
+    counters: _Counters,
+    stop_flag: threading.Event,
+    t_train: float,
+):
+    """A transformers Trainer that counts the tokens it trains on and computes the loss at
+    the answer positions only; our callbacks print the metric lines instead of its own."""
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class CountingTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                counters.add(inputs)
+            inputs = loss_positions_only(inputs)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+    trainer = CountingTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds or None,
+        data_collator=make_collator(tokenizer, config.batching),
+        processing_class=tokenizer,
+        callbacks=[_make_callbacks(counters, stop_flag, t_train)],
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def _validation_loss(trainer, val_ds, step: int, is_main: bool) -> float | None:
+    """The validation loss now (None without a validation split), printed as a metric line."""
+    loss = trainer.evaluate()["eval_loss"] if val_ds else None
+    if loss is not None and is_main:
+        print(format_metrics(step, {"eval_loss": loss}), flush=True)
+    return loss
+
+
+def _train(trainer, stop_flag: threading.Event, resume: Path | None, work: Path, max_steps: int):
+    """Train (from ``resume`` when set); raises TrainingInterrupted when SIGTERM stopped the
+    run before ``max_steps`` (the checkpoint in ``work`` resumes it)."""
+    with _sigterm_sets(stop_flag):
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if stop_flag.is_set() and trainer.state.global_step < max_steps:
+        raise TrainingInterrupted(
+            f"stopped by SIGTERM at step {trainer.state.global_step}/{max_steps}; a "
+            f"checkpoint is in {work}; run again with the same --checkpoints to resume"
+        )
+    return result
+
+
+def _staging_dir(out_dir: Path, is_main: bool) -> Path:
+    """Where the outputs are assembled before publishing: inside ``out_dir`` on rank 0 (so the
+    final os.replace calls stay on one file system), a scratch folder on the other ranks."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    if not is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix="ct-rl-"))
+    return staging
+
+
+def _continue_with_grpo(
+    config: TrainConfig, trainer, model, tokenizer, train_records, staging: Path, base_name: str
+) -> dict:
+    """The GRPO stage continues training the same PEFT model in place; what it writes into
+    ``staging`` is published with the adapter. The SFT-only adapter is kept first in
+    <out>/sft/, so the evaluation can compare base, SFT and SFT+GRPO."""
+    from codetune.train.grpo import run_grpo
+    from codetune.train.rl_config import SFT_ADAPTER_SUBDIR
+
+    if trainer.is_world_process_zero():
+        save_sft_adapter(trainer.model, tokenizer, staging / SFT_ADAPTER_SUBDIR, base_name)
+    return run_grpo(model, tokenizer, train_records, config.rl, staging, _print_metrics)
+
+
+def _save_and_publish(
+    trainer,
+    tokenizer,
+    summary: dict,
+    staging: Path,
+    out_dir: Path,
+    *,
+    base_path: str,
+    base_name: str,
+    dtype,
+    merge: bool,
+    rl: bool,
+) -> None:
+    """Write the adapter, tokenizer, loss curve, merged model (``merge``) and summary into
+    ``staging``, then publish them into ``out_dir``; on any failure nothing is published."""
     try:
         trainer.model.save_pretrained(staging, safe_serialization=True)
         _record_base(staging / "adapter_config.json", base_name)
@@ -556,7 +660,7 @@ def run_training(
             merge_adapter(base_path, staging, staging / "merged", dtype)
         (staging / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         publish(staging, out_dir)
-        if not config.rl.enabled:
+        if not rl:
             from codetune.train.rl_config import SFT_ADAPTER_SUBDIR
 
             # An SFT-only adapter left by an earlier RL run would be compared as this run's.
@@ -564,7 +668,6 @@ def run_training(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return summary
 
 
 def save_sft_adapter(model, tokenizer, dest: Path, base_name: str) -> Path:
