@@ -156,7 +156,6 @@ LONG_FUNCTIONS_PENDING = {
     "cdk/constructs/workflow.py::TrainingWorkflow.__init__",
     "cdk/stack.py::CodetuneStack.__init__",
     "cdk/stack.py::CodetuneStack._grant_functions",
-    "src/codetune/data/pipeline.py::prepare",
     "src/codetune/evaluate/runner.py::run_evaluation",
     "src/codetune/generation.py::generate_continuous",
     "src/codetune/serve/app.py::create_app",

@@ -282,45 +282,18 @@ def prepare(
 
     from tqdm import tqdm
 
-    from codetune.data.lsh import DedupIndex
-
     st = _Stats()
-    index = DedupIndex(cfg.near_dup_threshold, cfg.num_perm)
-    weights = {op: cfg.mutation_weights.get(op, 0.0) for op in OPERATORS}
-    # Per task and split: the cap is shared by the split fractions, each split stops alone.
-    quota = (
-        split_quotas(cfg.max_examples_per_task, cfg.split) if cfg.max_examples_per_task else None
-    )
     content_hash = hashlib.sha256()
-    durations: dict[str, float] = {}
-
     order = cfg.file_order
     if order == "auto":
         order = "shuffled" if cfg.max_examples_per_task and not cfg.max_files else "walk"
-
-    def discovered() -> Iterator[tuple[str, str]]:
-        n = 0
-        items = iter_files(codebase, cfg, st.skipped, shard_index, num_shards)
-        if order == "shuffled":
-            # A run that stops early would otherwise take its examples from the first
-            # directories of the walk; in a seeded hash order they sample the whole tree.
-            items = iter(sorted(items, key=lambda it: _order_key(cfg.seed, it[0])))
-        for item in items:
-            if cfg.max_files and n >= cfg.max_files:
-                return
-            n += 1
-            yield item
-
-    def room(task: str, split: str) -> bool:
-        return quota is None or st.per_task_split[f"{task}/{split}"] < quota[split]
-
-    def done() -> bool:
-        return quota is not None and not any(room(t, s) for t in cfg.tasks for s in SPLITS)
+    files = _discovered(codebase, cfg, st, order, shard_index, num_shards)
 
     with atomic_dir(out) as tmp:
         handles = {s: open(tmp / f"{s}.jsonl", "wb") for s in SPLITS}
         gc_was = pause_gc()  # see worker.pause_gc; the dedup index is millions of objects
         try:
+            examples = _Examples(cfg, overheads, st, handles)
             bar = tqdm(
                 desc="prepare",
                 unit="file",
@@ -328,98 +301,20 @@ def prepare(
                 disable=not progress or None,
                 mininterval=1.0,
             )
-
-            def emit(task: str, code: str, answer: str, res, fr, mutation, split, n):
-                lang = res.language
-                msgs = messages(task, code, answer, path=res.rel, language=lang)
-                meta = {
-                    "path": res.rel,
-                    "language": lang,
-                    "symbol": fr.symbol,
-                    "lineno": fr.lineno,
-                    "mutation": mutation,
-                    "split": split,
-                    "tokens": n,
-                }
-                handles[split].write(record_line(task, msgs, meta))
-                st.per_task[task] += 1
-                st.per_split[split] += 1
-                st.per_task_split[f"{task}/{split}"] += 1
-                st.per_language_task[f"{lang}/{task}"] += 1
-                st.tokens[task].append(n)
-                if mutation:
-                    st.per_mutation[mutation] += 1
-                    st.per_language_mutation[(lang, mutation)] += 1
-
             # Workers skip building examples that cannot fit, so they need the template's
             # share first (from the disk cache; measured with transformers on a miss).
             ovh = {
                 lang: {t: overheads.get(t, lang) for t in cfg.tasks}
                 for lang in cfg.language_names()
             }
-            results = _results(discovered(), cfg, tok_file, ovh)
+            results = _results(files, cfg, tok_file, ovh)
             for res in results:
-                st.files_seen += 1
-                if st.files_seen % GC_EVERY_FILES == 0:
-                    gc.collect()
-                st.bytes_seen += res.nbytes
-                bar.update(1)
-                if st.files_seen % 50 == 0:
-                    bar.set_postfix_str(
-                        f"{st.bytes_seen / 1e6:.0f} MB, {st.per_task['bugfix']} bugfix, "
-                        f"{st.per_task['complete']} complete"
-                    )
-                content_hash.update(f"{res.rel}\0{res.sha256}\n".encode())
-                by_lang = st.files_by_language.get(res.language)
-                if by_lang is None:
-                    by_lang = st.files_by_language[res.language] = Counter()
-                by_lang["processed"] += 1
-                by_lang["bytes"] += res.nbytes
+                _count_file(st, res, content_hash, bar)
                 if res.skip:
                     st.skip(res.skip, res.rel)
                     continue
-                st.files_used += 1
-                by_lang["used"] += 1
-                lang = res.language
-                st.fn_skipped.update(res.fn_skips)
-                split = split_of(res.rel, cfg.split, cfg.seed)
-                for fr in res.functions:
-                    st.functions += 1
-                    dup = index.add(fr.digest, fr.minhash)
-                    if dup:
-                        # Dropped, never assigned elsewhere: a near-duplicate cluster keeps
-                        # its first member only, so no cluster can straddle two splits.
-                        st.fn_skipped[dup] += 1
-                        continue
-                    if fr.dup:  # the worker's index is a subset of this one: cannot be
-                        raise RuntimeError(f"{res.rel}:{fr.symbol}: duplicate indexes disagree")
-                    if fr.over:
-                        st.fn_skipped["over_max_tokens"] += fr.over
-                    elif not fr.mutants and not fr.stub:
-                        st.fn_skipped["no_task"] += 1
-                    if fr.mutants and room("bugfix", split):
-                        # Balance: the candidate whose operator is furthest below its share
-                        # (in its language: operators apply unevenly across languages).
-                        i = min(
-                            range(len(fr.mutants)),
-                            key=lambda k: (
-                                (st.per_language_mutation[(lang, fr.mutants[k][0])] + 1)
-                                / weights[fr.mutants[k][0]]
-                            ),
-                        )
-                        op, mutant = fr.mutants[i]
-                        n = overheads.get("bugfix", lang) + res.n_path + fr.n_mutants[i] + fr.n_code
-                        if n <= cfg.max_tokens:
-                            emit("bugfix", mutant, fr.code, res, fr, op, split, n)
-                        else:
-                            st.fn_skipped["over_max_tokens"] += 1
-                    if fr.stub and room("complete", split):
-                        n = overheads.get("complete", lang) + res.n_path + fr.n_stub + fr.n_code
-                        if n <= cfg.max_tokens:
-                            emit("complete", fr.stub, fr.code, res, fr, None, split, n)
-                        else:
-                            st.fn_skipped["over_max_tokens"] += 1
-                if done():
+                examples.add_file(res)
+                if examples.done():
                     break
             results.close()  # stops the worker pool when a limit ended the run early
             bar.close()
@@ -427,49 +322,200 @@ def prepare(
             resume_gc(gc_was)
             for h in handles.values():
                 h.close()
-        durations["process_s"] = round(time.time() - t0, 2)
+        durations = {"process_s": round(time.time() - t0, 2)}
         _check_outcome(codebase, cfg, st)
-        manifest = {
-            "codetune_version": __version__,
-            "codebase": str(codebase),
-            "input_sha256": content_hash.hexdigest(),
-            "config": cfg.to_dict(),
-            "shard": {"index": shard_index, "count": num_shards},
-            "workers": cfg.worker_count(),
-            "tokenizer": str(tok_file.parent),
-            "files": {
-                "order": order,
-                "processed": st.files_seen,
-                "used": st.files_used,
-                "bytes": st.bytes_seen,
-                "skipped": dict(sorted(st.skipped.items())),
-                "skipped_examples": st.skipped_examples,
-                "by_language": {
-                    lang: dict(sorted(c.items()))
-                    for lang, c in sorted(st.files_by_language.items())
-                },
-            },
-            "functions": {
-                "extracted": st.functions,
-                "skipped": dict(sorted(st.fn_skipped.items())),
-            },
-            "counts": {
-                "task": dict(sorted(st.per_task.items())),
-                "mutation": dict(sorted(st.per_mutation.items())),
-                "split": dict(sorted(st.per_split.items())),
-                "task_split": dict(sorted(st.per_task_split.items())),
-                "language_task": dict(sorted(st.per_language_task.items())),
-                "language_mutation": {
-                    f"{lang}/{op}": n for (lang, op), n in sorted(st.per_language_mutation.items())
-                },
-            },
-            "tokens": {t: _token_stats(v) for t, v in st.tokens.items()},
-            "durations": durations,
-        }
+        manifest = _manifest(
+            codebase, cfg, st, content_hash.hexdigest(), order, (shard_index, num_shards), tok_file
+        )
+        manifest["durations"] = durations
         # Durations make manifests differ between runs; the data files never do.
         write_json_atomic(tmp / "manifest.json", manifest)
     manifest["durations"]["total_s"] = round(time.time() - t0, 2)
     return manifest
+
+
+def _discovered(
+    codebase: Path, cfg: PrepareConfig, st: _Stats, order: str, shard_index: int, num_shards: int
+) -> Iterator[tuple[str, str]]:
+    """The files to read, as (relative path, text), in ``order``; stops at ``max_files``."""
+    n = 0
+    items = iter_files(codebase, cfg, st.skipped, shard_index, num_shards)
+    if order == "shuffled":
+        # A run that stops early would otherwise take its examples from the first
+        # directories of the walk; in a seeded hash order they sample the whole tree.
+        items = iter(sorted(items, key=lambda it: _order_key(cfg.seed, it[0])))
+    for item in items:
+        if cfg.max_files and n >= cfg.max_files:
+            return
+        n += 1
+        yield item
+
+
+def _count_file(st: _Stats, res: FileResult, content_hash, bar) -> None:
+    """Count a processed file (used or skipped) in the stats, the input hash and the bar."""
+    st.files_seen += 1
+    if st.files_seen % GC_EVERY_FILES == 0:
+        gc.collect()
+    st.bytes_seen += res.nbytes
+    bar.update(1)
+    if st.files_seen % 50 == 0:
+        bar.set_postfix_str(
+            f"{st.bytes_seen / 1e6:.0f} MB, {st.per_task['bugfix']} bugfix, "
+            f"{st.per_task['complete']} complete"
+        )
+    content_hash.update(f"{res.rel}\0{res.sha256}\n".encode())
+    by_lang = st.files_by_language.get(res.language)
+    if by_lang is None:
+        by_lang = st.files_by_language[res.language] = Counter()
+    by_lang["processed"] += 1
+    by_lang["bytes"] += res.nbytes
+
+
+class _Examples:
+    """Turns each file's functions into examples written to the split files (``handles``):
+    near-duplicates across the whole run are dropped, the bugfix mutation furthest below its
+    share is chosen, and each task/split stops at its quota."""
+
+    def __init__(self, cfg: PrepareConfig, overheads: _Overheads, st: _Stats, handles: dict):
+        from codetune.data.lsh import DedupIndex
+
+        self.cfg = cfg
+        self.overheads = overheads
+        self.st = st
+        self.handles = handles
+        self.index = DedupIndex(cfg.near_dup_threshold, cfg.num_perm)
+        self.weights = {op: cfg.mutation_weights.get(op, 0.0) for op in OPERATORS}
+        # Per task and split: the cap is shared by the split fractions, each split stops alone.
+        self.quota = (
+            split_quotas(cfg.max_examples_per_task, cfg.split)
+            if cfg.max_examples_per_task
+            else None
+        )
+
+    def room(self, task: str, split: str) -> bool:
+        return self.quota is None or self.st.per_task_split[f"{task}/{split}"] < self.quota[split]
+
+    def done(self) -> bool:
+        """Every task and split reached its quota."""
+        return self.quota is not None and not any(
+            self.room(t, s) for t in self.cfg.tasks for s in SPLITS
+        )
+
+    def add_file(self, res: FileResult) -> None:
+        # Locals: this loop runs once per function of the codebase.
+        cfg, st, overheads, weights = self.cfg, self.st, self.overheads, self.weights
+        index_add, room, emit = self.index.add, self.room, self._emit
+        st.files_used += 1
+        st.files_by_language[res.language]["used"] += 1
+        lang = res.language
+        st.fn_skipped.update(res.fn_skips)
+        split = split_of(res.rel, cfg.split, cfg.seed)
+        for fr in res.functions:
+            st.functions += 1
+            dup = index_add(fr.digest, fr.minhash)
+            if dup:
+                # Dropped, never assigned elsewhere: a near-duplicate cluster keeps
+                # its first member only, so no cluster can straddle two splits.
+                st.fn_skipped[dup] += 1
+                continue
+            if fr.dup:  # the worker's index is a subset of this one: cannot be
+                raise RuntimeError(f"{res.rel}:{fr.symbol}: duplicate indexes disagree")
+            if fr.over:
+                st.fn_skipped["over_max_tokens"] += fr.over
+            elif not fr.mutants and not fr.stub:
+                st.fn_skipped["no_task"] += 1
+            if fr.mutants and room("bugfix", split):
+                # Balance: the candidate whose operator is furthest below its share
+                # (in its language: operators apply unevenly across languages).
+                i = min(
+                    range(len(fr.mutants)),
+                    key=lambda k: (
+                        (st.per_language_mutation[(lang, fr.mutants[k][0])] + 1)
+                        / weights[fr.mutants[k][0]]
+                    ),
+                )
+                op, mutant = fr.mutants[i]
+                n = overheads.get("bugfix", lang) + res.n_path + fr.n_mutants[i] + fr.n_code
+                if n <= cfg.max_tokens:
+                    emit("bugfix", mutant, fr.code, res, fr, op, split, n)
+                else:
+                    st.fn_skipped["over_max_tokens"] += 1
+            if fr.stub and room("complete", split):
+                n = overheads.get("complete", lang) + res.n_path + fr.n_stub + fr.n_code
+                if n <= cfg.max_tokens:
+                    emit("complete", fr.stub, fr.code, res, fr, None, split, n)
+                else:
+                    st.fn_skipped["over_max_tokens"] += 1
+
+    def _emit(self, task: str, code: str, answer: str, res, fr, mutation, split, n) -> None:
+        st = self.st
+        lang = res.language
+        msgs = messages(task, code, answer, path=res.rel, language=lang)
+        meta = {
+            "path": res.rel,
+            "language": lang,
+            "symbol": fr.symbol,
+            "lineno": fr.lineno,
+            "mutation": mutation,
+            "split": split,
+            "tokens": n,
+        }
+        self.handles[split].write(record_line(task, msgs, meta))
+        st.per_task[task] += 1
+        st.per_split[split] += 1
+        st.per_task_split[f"{task}/{split}"] += 1
+        st.per_language_task[f"{lang}/{task}"] += 1
+        st.tokens[task].append(n)
+        if mutation:
+            st.per_mutation[mutation] += 1
+            st.per_language_mutation[(lang, mutation)] += 1
+
+
+def _manifest(
+    codebase: Path,
+    cfg: PrepareConfig,
+    st: _Stats,
+    input_sha256: str,
+    order: str,
+    shard: tuple[int, int],
+    tok_file: Path,
+) -> dict:
+    """manifest.json without its ``durations``."""
+    return {
+        "codetune_version": __version__,
+        "codebase": str(codebase),
+        "input_sha256": input_sha256,
+        "config": cfg.to_dict(),
+        "shard": {"index": shard[0], "count": shard[1]},
+        "workers": cfg.worker_count(),
+        "tokenizer": str(tok_file.parent),
+        "files": {
+            "order": order,
+            "processed": st.files_seen,
+            "used": st.files_used,
+            "bytes": st.bytes_seen,
+            "skipped": dict(sorted(st.skipped.items())),
+            "skipped_examples": st.skipped_examples,
+            "by_language": {
+                lang: dict(sorted(c.items())) for lang, c in sorted(st.files_by_language.items())
+            },
+        },
+        "functions": {
+            "extracted": st.functions,
+            "skipped": dict(sorted(st.fn_skipped.items())),
+        },
+        "counts": {
+            "task": dict(sorted(st.per_task.items())),
+            "mutation": dict(sorted(st.per_mutation.items())),
+            "split": dict(sorted(st.per_split.items())),
+            "task_split": dict(sorted(st.per_task_split.items())),
+            "language_task": dict(sorted(st.per_language_task.items())),
+            "language_mutation": {
+                f"{lang}/{op}": n for (lang, op), n in sorted(st.per_language_mutation.items())
+            },
+        },
+        "tokens": {t: _token_stats(v) for t, v in st.tokens.items()},
+    }
 
 
 def _check_outcome(codebase: Path, cfg: PrepareConfig, st: _Stats) -> None:
