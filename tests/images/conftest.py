@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # harness.py
 import harness  # noqa: E402
 
 # What a run input through ValidateRequest becomes on AWS (artifact bucket, S3 codebase):
-# the state machine hands the jobs parts of this request verbatim. The endpoint is a CPU
-# instance type: the test image is the CPU build.
+# the state machine hands the jobs parts of this request verbatim. The endpoint is one model
+# (the adapter as its model data) on a CPU instance type: the test image is the CPU build.
 RUN_INPUT = {
     "baseModel": "embedded",
     "data": {"codebase": "s3://codetune-artifacts-123456789012/codebases/stdlib/"},
@@ -40,7 +40,7 @@ RUN_INPUT = {
         },
     },
     "evaluation": {"suites": ["humaneval", "bugfix"], "limit": 1},
-    "deployment": {"instanceType": "ml.m5.xlarge"},
+    "deployment": {"mode": "single-model", "instanceType": "ml.m5.xlarge"},
 }
 
 
