@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,9 @@ WHEELHOUSE = CACHE / "wheelhouse"
 # Docker's default capabilities that podman's default set lacks.
 DOCKER_EXTRA_CAPS = "AUDIT_WRITE,MKNOD,NET_RAW"
 BUILD_WHEELHOUSE = "/wheelhouse"
+# More `podman run` options for every job, to see the tests fail under other conditions:
+# "--user 1000:1000" is what the images' former `USER 1000:1000` did.
+EXTRA_RUN_ARGS = shlex.split(os.environ.get("CODETUNE_IMAGE_RUN_ARGS", ""))
 TEST_PYTHON = "/usr/bin/python3.11"  # Debian bookworm's, in the base image
 
 
@@ -169,17 +173,21 @@ class Job:
             cmd += ["-v", f"{host}:{target}{ro}"]
         for k, v in sorted(self.env.items()):
             cmd += ["-e", f"{k}={v}"]
-        return cmd + self.extra + [self.image] + self.args
+        return cmd + self.extra + EXTRA_RUN_ARGS + [self.image] + self.args
 
     def run(self, timeout: float) -> subprocess.CompletedProcess:
-        """Run to completion (killed after ``timeout`` seconds)."""
+        """Run to completion (killed after ``timeout`` seconds). The container is removed
+        whatever ends the wait (a timeout, pytest's own timeout, Ctrl-C): killing the podman
+        client alone would leave it running."""
         try:
             return subprocess.run(self.command(), timeout=timeout, **_text())
         except subprocess.TimeoutExpired as e:
-            remove(self.name)
             raise AssertionError(
                 f"{self.args} did not finish in {timeout:.0f} s:\n{e.stdout}\n{e.stderr}"
             ) from e
+        finally:
+            if not self.detach:
+                remove(self.name)
 
     def start(self) -> None:
         res = subprocess.run(self.command(), **_text())
@@ -188,6 +196,28 @@ class Job:
 
     def exec(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(["podman", "exec", self.name, *args], timeout=timeout, **_text())
+
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        port: int = 8080,
+        timeout: float = 300,
+    ) -> tuple[int, bytes]:
+        """An HTTP request to the container's own port, sent from inside it (the container
+        has no network, only its loopback); returns (status, body), status 0 when nothing
+        answers."""
+        res = subprocess.run(
+            ["podman", "exec", "-i", self.name, "python", "-c", HTTP_CLIENT, method,
+             f"http://127.0.0.1:{port}{path}", content_type],
+            input=body, capture_output=True, timeout=timeout,
+        )  # fmt: skip
+        if res.returncode != 0:
+            raise AssertionError(f"podman exec failed: {res.stderr.decode(errors='replace')}")
+        status, _, payload = res.stdout.partition(b"\n")
+        return int(status), payload
 
     def logs(self) -> str:
         res = subprocess.run(["podman", "logs", self.name], **_text())
@@ -198,6 +228,55 @@ class Job:
             ["podman", "inspect", "--format", "{{.State.Running}}", self.name], **_text()
         )
         return res.stdout.strip() == "true"
+
+
+# Run with `python -c` inside a container: METHOD URL CONTENT-TYPE, the body on stdin; prints
+# the status (0: no answer), a newline, the body.
+HTTP_CLIENT = """
+import sys, urllib.error, urllib.request
+method, url, ctype = sys.argv[1:4]
+body = sys.stdin.buffer.read() if method != "GET" else None
+req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": ctype})
+try:
+    with urllib.request.urlopen(req, timeout=280) as r:
+        status, data = r.status, r.read()
+except urllib.error.HTTPError as e:
+    status, data = e.code, e.read()
+except OSError as e:
+    status, data = 0, str(e).encode()
+sys.stdout.buffer.write(str(status).encode() + b"\\n" + data)
+"""
+
+
+def processing_resource_config() -> dict:
+    """/opt/ml/config/resourceconfig.json of a one-instance Processing job."""
+    return {"current_host": "algo-1", "hosts": ["algo-1"]}
+
+
+def training_resource_config(instance_type: str, hosts: list[str]) -> dict:
+    """/opt/ml/input/config/resourceconfig.json of a training job on its first host."""
+    group = "homogeneousCluster"
+    return {
+        "current_host": hosts[0],
+        "current_instance_type": instance_type,
+        "current_group_name": group,
+        "hosts": hosts,
+        "instance_groups": [
+            {"instance_group_name": group, "instance_type": instance_type, "hosts": hosts}
+        ],
+        "network_interface_name": "eth0",
+    }
+
+
+def model_archive(model_dir: Path, dest: Path) -> Path:
+    """``model.tar.gz`` of ``model_dir``'s contents, as SageMaker packs /opt/ml/model."""
+    import tarfile
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest, "w:gz") as tar:
+        for p in sorted(model_dir.iterdir()):
+            tar.add(p, arcname=p.name)
+    return dest
 
 
 def remove(name: str) -> None:
