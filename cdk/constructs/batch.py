@@ -103,65 +103,69 @@ class BatchModelRole(Construct):
             )
         )
         if vpc_subnet_ids:
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=[
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeVpcs",
-                        "ec2:DescribeDhcpOptions",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeSecurityGroups",
-                    ],
-                    resources=["*"],  # Describe* actions have no resource-level permissions
-                )
-            )
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:CreateNetworkInterfacePermission",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:DeleteNetworkInterfacePermission",
-                    ],
-                    resources=[
-                        stack.format_arn(
-                            service="ec2", resource="network-interface", resource_name="*"
-                        ),
-                        *(
-                            stack.format_arn(service="ec2", resource="subnet", resource_name=s)
-                            for s in vpc_subnet_ids
-                        ),
-                        *(
-                            stack.format_arn(
-                                service="ec2", resource="security-group", resource_name=g
-                            )
-                            for g in vpc_security_group_ids
-                        ),
-                    ],
-                )
-            )
-        policy = role.node.find_child("DefaultPolicy")
+            _allow_enis(role, stack, vpc_subnet_ids, vpc_security_group_ids)
+        _acknowledge_role(role.node.find_child("DefaultPolicy"), vpc=bool(vpc_subnet_ids))
+
+
+def _allow_enis(role: iam.Role, stack: Stack, subnets, security_groups) -> None:
+    """A model in a VPC: SageMaker creates ENIs in the subnets and security groups."""
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=[
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeVpcs",
+                "ec2:DescribeDhcpOptions",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeSecurityGroups",
+            ],
+            resources=["*"],  # Describe* actions have no resource-level permissions
+        )
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=[
+                "ec2:CreateNetworkInterface",
+                "ec2:CreateNetworkInterfacePermission",
+                "ec2:DeleteNetworkInterface",
+                "ec2:DeleteNetworkInterfacePermission",
+            ],
+            resources=[
+                stack.format_arn(service="ec2", resource="network-interface", resource_name="*"),
+                *(
+                    stack.format_arn(service="ec2", resource="subnet", resource_name=x)
+                    for x in subnets
+                ),
+                *(
+                    stack.format_arn(service="ec2", resource="security-group", resource_name=g)
+                    for g in security_groups
+                ),
+            ],
+        )
+    )
+
+
+def _acknowledge_role(policy, *, vpc: bool) -> None:
+    acknowledge(
+        policy,
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+        f"<AWS::AccountId>:log-group:{TRANSFORM_LOG_GROUP}:*]",
+        "SageMaker names one log stream per transform job instance in its fixed log group.",
+    )
+    acknowledge(
+        policy,
+        "AwsSolutions-IAM5[Resource::*]",
+        "cloudwatch:PutMetricData has no resource type (namespace condition); "
+        "ecr:GetAuthorizationToken is account-wide by design"
+        + ("; ec2:Describe* have no resource-level permissions" if vpc else "")
+        + ".",
+    )
+    if vpc:
         acknowledge(
             policy,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-            f"<AWS::AccountId>:log-group:{TRANSFORM_LOG_GROUP}:*]",
-            "SageMaker names one log stream per transform job instance in its fixed log group.",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:"
+            "<AWS::AccountId>:network-interface/*]",
+            "SageMaker creates the ENIs with generated ids in the configured subnets.",
         )
-        acknowledge(
-            policy,
-            "AwsSolutions-IAM5[Resource::*]",
-            "cloudwatch:PutMetricData has no resource type (namespace condition); "
-            "ecr:GetAuthorizationToken is account-wide by design"
-            + ("; ec2:Describe* have no resource-level permissions" if vpc_subnet_ids else "")
-            + ".",
-        )
-        if vpc_subnet_ids:
-            acknowledge(
-                policy,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:"
-                "<AWS::AccountId>:network-interface/*]",
-                "SageMaker creates the ENIs with generated ids in the configured subnets.",
-            )
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,77 @@ class BatchInferenceWorkflow(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._settings = settings
-        timeout = settings.transform_timeout
+        self._notify = self._failure_path(notify_function)
+        validate = self._lambda(
+            "ValidateBatch",
+            validate_function,
+            payload=sfn.TaskInput.from_object(
+                {"input": sfn.JsonPath.entire_payload, "executionName": sfn.JsonPath.execution_name}
+            ),
+            result_selector={"request.$": "$"},
+            result_path="$",
+        )
+        self._catch(validate, "ValidateBatch")
+        transform = self._transform(settings.transform_timeout)
+        transform.next(
+            sfn.Pass(
+                self,
+                "SummarizeBatch",
+                parameters={
+                    "batchId.$": "$.request.batchId",
+                    "jobName.$": "$.transform.jobName",
+                    "output.$": "$.transform.output",
+                },
+            ).next(sfn.Succeed(self, "BatchDone"))
+        )
+        definition = validate.next(self._create_model()).next(self._resources_choice(transform))
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, encryption_key=key)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            # validate + model + the transform's queueing before it starts
+            timeout=settings.transform_timeout.plus(Duration.minutes(30)),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            comment="codetune: answer a JSONL of requests with a registered adapter",
+        )
+        self._grant(self.state_machine.role)
+        policy = self.state_machine.role.node.find_child("DefaultPolicy")
+        for fn in (validate_function, notify_function):
+            acknowledge(
+                policy,
+                f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(fn.node.default_child)}.Arn>:*]",
+                "LambdaInvoke may call any version/alias of this one function.",
+            )
+
+    # -- states -------------------------------------------------------------------------------
+
+    def _lambda(self, name, function, *, payload, result_path, result_selector=None):
+        task = tasks.LambdaInvoke(
+            self,
+            name,
+            lambda_function=function,
+            payload=payload,
+            payload_response_only=True,
+            retry_on_service_exceptions=False,  # explicit Retry below, with our error names
+            result_selector=result_selector,
+            result_path=result_path,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+        )
+        task.add_retry(
+            errors=["RetryableError", *LAMBDA_TRANSIENT_ERRORS],
+            interval=Duration.seconds(5),
+            backoff_rate=2,
+            max_attempts=5,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        return task
+
+    def _failure_path(self, notify_function) -> sfn.IChainable:
+        """NotifyFailure → Fail (StepFailed for States.* errors, which a Fail may not raise)."""
         fail = (
             sfn.Choice(self, "ServiceError?")
             .when(
@@ -206,10 +280,9 @@ class BatchInferenceWorkflow(Construct):
                 )
             )
         )
-        notify = tasks.LambdaInvoke(
-            self,
+        notify = self._lambda(
             "NotifyFailure",
-            lambda_function=notify_function,
+            notify_function,
             payload=sfn.TaskInput.from_object(
                 {
                     "executionArn": sfn.JsonPath.string_at("$.executionArn"),
@@ -218,63 +291,36 @@ class BatchInferenceWorkflow(Construct):
                     "error": sfn.JsonPath.object_at("$.error"),
                 }
             ),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
         )
-        notify.add_retry(
-            errors=["RetryableError", *LAMBDA_TRANSIENT_ERRORS],
-            interval=Duration.seconds(5),
-            backoff_rate=2,
-            max_attempts=5,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        # A failure to notify must not hide the batch's own error: go straight to the Fail.
         notify.add_catch(fail, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
-        self._notify = notify.next(fail)
+        return notify.next(fail)
 
-        validate = tasks.LambdaInvoke(
-            self,
-            "ValidateBatch",
-            lambda_function=validate_function,
-            payload=sfn.TaskInput.from_object(
-                {"input": sfn.JsonPath.entire_payload, "executionName": sfn.JsonPath.execution_name}
-            ),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-            result_selector={"request.$": "$"},
-            result_path="$",
-            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
-        )
-        validate.add_retry(
-            errors=["RetryableError", *LAMBDA_TRANSIENT_ERRORS],
-            interval=Duration.seconds(5),
-            backoff_rate=2,
-            max_attempts=5,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
-        self._catch(validate, "ValidateBatch")
-
-        model_params: dict = {
+    def _create_model(self) -> sfn.CustomState:
+        s = self._settings
+        params: dict = {
             "ModelName.$": "$.request.modelName",
-            "ExecutionRoleArn": settings.model_role_arn,
+            "ExecutionRoleArn": s.model_role_arn,
             "PrimaryContainer": {"ModelPackageName.$": "$.request.modelPackageArn"},
             "Tags": [{"Key": "codetune:batchId", "Value.$": "$.request.batchId"}],
         }
-        if settings.subnet_ids:
-            model_params["VpcConfig"] = {
-                "Subnets": list(settings.subnet_ids),
-                "SecurityGroupIds": list(settings.security_group_ids),
+        if s.subnet_ids:
+            params["VpcConfig"] = {
+                "Subnets": list(s.subnet_ids),
+                "SecurityGroupIds": list(s.security_group_ids),
             }
-        create_model = self._sagemaker(
+        return self._sagemaker(
             "CreateBatchModel",
             "sagemaker:createModel",
-            model_params,
+            params,
             Duration.minutes(5),
             {"modelArn.$": "$.ModelArn"},
             "$.model",
         )
-        transform = self._sagemaker(
+
+    def _transform(self, timeout: Duration) -> sfn.CustomState:
+        return self._sagemaker(
             "RunBatchTransform",
             "sagemaker:createTransformJob.sync",
             {
@@ -300,7 +346,7 @@ class BatchInferenceWorkflow(Construct):
                     "S3OutputPath.$": "$.request.output",
                     "Accept": "application/json",
                     "AssembleWith": "Line",
-                    "KmsKeyId": settings.key_arn,
+                    "KmsKeyId": self._settings.key_arn,
                 },
                 # Built by TransformVolumeKey? (NVMe instance storage refuses a volume key).
                 "TransformResources.$": RESOURCES,
@@ -314,6 +360,10 @@ class BatchInferenceWorkflow(Construct):
             },
             "$.transform",
         )
+
+    def _resources_choice(self, transform: sfn.IChainable) -> sfn.Choice:
+        """`TransformVolumeKey?`: TransformResources with the stack key unless the request
+        says the instance type has NVMe storage (SageMaker refuses a key there)."""
         resources = {
             "InstanceType.$": "$.request.instanceType",
             "InstanceCount.$": "$.request.instanceCount",
@@ -321,7 +371,7 @@ class BatchInferenceWorkflow(Construct):
         with_key = sfn.Pass(
             self,
             "TransformResourcesWithVolumeKey",
-            parameters={**resources, "VolumeKmsKeyId": settings.key_arn},
+            parameters={**resources, "VolumeKmsKeyId": self._settings.key_arn},
             result_path=RESOURCES,
         )
         local_storage = sfn.Pass(
@@ -333,42 +383,11 @@ class BatchInferenceWorkflow(Construct):
         )
         with_key.next(transform)
         local_storage.next(transform)
-        done = sfn.Pass(
-            self,
-            "SummarizeBatch",
-            parameters={
-                "batchId.$": "$.request.batchId",
-                "jobName.$": "$.transform.jobName",
-                "output.$": "$.transform.output",
-            },
-        ).next(sfn.Succeed(self, "BatchDone"))
-        transform.next(done)
-        definition = validate.next(create_model).next(
+        return (
             sfn.Choice(self, "TransformVolumeKey?")
             .when(sfn.Condition.boolean_equals("$.request.volumeKmsKey", False), local_storage)
             .otherwise(with_key)
         )
-
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, encryption_key=key)
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            timeout=timeout.plus(Duration.minutes(30)),  # validate + model + queueing
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
-            ),
-            comment="codetune: answer a JSONL of requests with a registered adapter",
-        )
-        self._grant(self.state_machine.role)
-        policy = self.state_machine.role.node.find_child("DefaultPolicy")
-        for fn in (validate_function, notify_function):
-            acknowledge(
-                policy,
-                f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(fn.node.default_child)}.Arn>:*]",
-                "LambdaInvoke may call any version/alias of this one function.",
-            )
 
     def _catch(self, task, name: str) -> None:
         record = sfn.Pass(

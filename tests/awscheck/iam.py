@@ -759,6 +759,11 @@ def transform_needs(
         b, k = _split(uri)
         out.append(Need(role, "s3:GetObject", _obj(b, k), (), why))
         out += _kms_for_bucket(policies, role, uri, "kms:Decrypt", why)
+    base = container.get("Environment", {}).get("CODETUNE_BASE_MODEL", "")
+    if base.startswith("s3://"):  # the server loads an S3 base model with the model's role
+        out += _s3_reads(role, base, why) + _kms_for_bucket(
+            policies, role, base, "kms:Decrypt", why
+        )
     bucket, prefix = _split(source)  # S3Prefix: SageMaker lists the objects under it
     out.append(Need(role, "s3:ListBucket", f"arn:aws:s3:::{bucket}", (("s3:prefix", prefix),), why))
     answer = transform["TransformOutput"]["S3OutputPath"] + input_object.rsplit("/", 1)[-1] + ".out"

@@ -88,7 +88,10 @@ def test_transform_request_follows_the_line_contract(synth, gpu_run):
     assert req["TransformOutput"]["S3OutputPath"] == (
         f"s3://{env['ARTIFACT_BUCKET']}/batch/nightly-1/output/"
     )
-    assert req["Environment"] == {"CODETUNE_DEFAULT_MODEL": "my-run"}
+    assert req["Environment"] == {
+        "CODETUNE_DEFAULT_MODEL": "my-run",
+        "CODETUNE_INSTANCE_TYPE": "ml.g5.xlarge",
+    }
     assert req["MaxPayloadInMB"] == 1  # the server's max_body_bytes (1 MiB)
 
 
@@ -102,7 +105,7 @@ def test_output_is_encrypted_and_nvme_volumes_get_no_key(gpu_run, cpu_run):
     cpu = cpu_run.job_requests["RunBatchTransform"]
     assert cpu["TransformResources"]["VolumeKmsKeyId"] == cpu["TransformOutput"]["KmsKeyId"]
     assert cpu["MaxConcurrentTransforms"] == 0  # ask the container (/execution-parameters)
-    assert cpu["Environment"] == {}
+    assert cpu["Environment"] == {"CODETUNE_INSTANCE_TYPE": "ml.m5.xlarge"}
 
 
 def test_requests_validate_against_botocore_shapes(gpu_run, cpu_run):
@@ -170,15 +173,17 @@ def test_a_failed_transform_job_is_reported(synth, handlers, monkeypatch):  # no
 
 
 def _package(synth) -> dict:
-    """The registered package's container, as RegisterAdapter creates it."""
+    """The registered package's container, as RegisterAdapter creates it (base model in S3)."""
     env = _function_env(synth)
+    artifact = env["validate_batch"]["ARTIFACT_BUCKET"]
     return {
         "InferenceSpecification": {
             "Containers": [
                 {
                     "Image": env["register_adapter"]["INFERENCE_IMAGE_URI"],
-                    "ModelDataUrl": f"s3://{env['validate_batch']['ARTIFACT_BUCKET']}/runs/r1/"
-                    "output/dev-r1-train-r0/output/model.tar.gz",
+                    "ModelDataUrl": f"s3://{artifact}/runs/r1/output/dev-r1-train-r0/output/"
+                    "model.tar.gz",
+                    "Environment": {"CODETUNE_BASE_MODEL": f"s3://{artifact}/base-models/q/"},
                 }
             ]
         }

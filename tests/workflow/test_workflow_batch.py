@@ -23,7 +23,9 @@ def test_defaults_and_names():
     r = resolve(GOOD)
     assert r["jobName"] == "dev-nightly-1-batch" and r["modelName"] == "dev-nightly-1-bmodel"
     assert r["output"] == "s3://art/batch/nightly-1/output/"
-    assert r["environment"] == {}  # no job adapter: the model's own default answers
+    # no job adapter: the model's own default answers; the batch's instance type, not the
+    # endpoint's the package names
+    assert r["environment"] == {"CODETUNE_INSTANCE_TYPE": "ml.g5.xlarge"}
     assert (r["instanceType"], r["volumeKmsKey"], r["maxConcurrentTransforms"]) == (
         "ml.g5.xlarge",
         False,  # NVMe instance storage: SageMaker refuses a volume key
@@ -33,7 +35,10 @@ def test_defaults_and_names():
 
 def test_job_adapter_becomes_the_servers_default_model():
     r = resolve({**GOOD, "adapter": "my-run", "instanceType": "ml.m5.xlarge"})
-    assert r["environment"] == {"CODETUNE_DEFAULT_MODEL": "my-run"}
+    assert r["environment"] == {
+        "CODETUNE_INSTANCE_TYPE": "ml.m5.xlarge",
+        "CODETUNE_DEFAULT_MODEL": "my-run",
+    }
     assert r["volumeKmsKey"] is True
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from codetune.workflow.deploy import supports_kms_volume
 from codetune.workflow.errors import InvalidRunInput
 from codetune.workflow.naming import SAGEMAKER_NAME, job_names, run_id
+from codetune.workflow.registry import ENV_INSTANCE_TYPE
 
 BATCH_PREFIX = "batch/"  # where batch inputs and outputs live in the artifact bucket
 DEFAULTS: dict[str, Any] = {
@@ -120,7 +121,12 @@ def resolve_batch_request(
         "modelPackageArn": package,
         "input": source,
         "output": f"s3://{artifact_bucket}/{BATCH_PREFIX}{rid}/output/",
-        "environment": {ENV_DEFAULT_MODEL: adapter} if adapter else {},
+        # The package's container names the endpoint's instance type (the vLLM engine sizes
+        # itself by it); the batch runs on its own.
+        "environment": {
+            ENV_INSTANCE_TYPE: itype,
+            **({ENV_DEFAULT_MODEL: adapter} if adapter else {}),
+        },
         "instanceType": itype,
         "instanceCount": count,
         "volumeKmsKey": supports_kms_volume(itype),
