@@ -22,6 +22,7 @@ from cdk.config import (
     RUNS_PREFIX,
     StageConfig,
 )
+from cdk.constructs.batch import BatchInferenceWorkflow, BatchModelRole, BatchSettings
 from cdk.constructs.functions import FunctionSpec, WorkflowFunctions
 from cdk.constructs.images import ContainerImages, RegistryScanOnPush
 from cdk.constructs.monitoring import EndpointAlarms, FailureTopic, TimedOutExecutions
@@ -32,8 +33,10 @@ from cdk.grants import allow_key, allow_objects, allow_put
 from cdk.nag import acknowledge, checkov_skip
 from codetune.metrics import metric_definitions
 from codetune.train import remote as train_remote
+from codetune.workflow.batch import BATCH_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
+BATCH_HOURS = 24  # the transform task's timeout (a nightly job over a repository)
 
 
 class CodetuneStack(Stack):
@@ -189,6 +192,15 @@ class CodetuneStack(Stack):
                         "MAX_TRAINING_SECONDS": str((config.training_timeout_hours - 1) * 3600),
                     },
                 ),
+                FunctionSpec(
+                    name="validate_batch",
+                    timeout=Duration.seconds(30),
+                    environment={
+                        **common,
+                        "ARTIFACT_BUCKET": bucket.bucket_name,
+                        "MODEL_PACKAGE_GROUP": config.model_package_group,
+                    },
+                ),
                 FunctionSpec(name="quality_gate", timeout=Duration.seconds(60), environment=common),
                 FunctionSpec(
                     name="register_adapter",
@@ -269,6 +281,46 @@ class CodetuneStack(Stack):
             )
         )
         package_group.node.add_dependency(functions)  # keep logical order stable; no data flow
+
+        # Batch inference: its own model role reads the adapter, base models and batch inputs
+        # and writes only the answers (batch/<batchId>/output/); nothing of the input bucket.
+        batch_role = BatchModelRole(
+            self,
+            "BatchModel",
+            key=key,
+            repository=images.inference_image.repository,
+            vpc_subnet_ids=config.vpc_subnet_ids,
+            vpc_security_group_ids=config.vpc_security_group_ids,
+        ).role
+        for prefix, reason in (
+            (RUNS_PREFIX, "The batch model loads the registered adapter (model.tar.gz)."),
+            (BASE_MODELS_PREFIX, "The batch model loads base-model weights under base-models/."),
+            (BATCH_PREFIX, "Batch Transform reads the request lines under batch/."),
+        ):
+            allow_objects(batch_role, bucket, prefix, write=False, reason=reason)
+        allow_put(
+            batch_role,
+            bucket,
+            f"{BATCH_PREFIX}*/output/*",
+            reason="Batch Transform uploads the answers to batch/<batchId>/output/ only.",
+        )
+        batch = BatchInferenceWorkflow(
+            self,
+            "BatchInference",
+            validate_function=fns["validate_batch"],
+            notify_function=fns["notify_failure"],
+            settings=BatchSettings(
+                model_role_arn=batch_role.role_arn,
+                key_arn=key.key_arn,
+                name_prefix=f"{config.stage}-",
+                model_package_group=config.model_package_group,
+                subnet_ids=config.vpc_subnet_ids,
+                security_group_ids=config.vpc_security_group_ids,
+                transform_timeout=Duration.hours(BATCH_HOURS),
+            ),
+            key=key,
+            log_retention=_retention(config.log_retention_days),
+        )
         self.key = key
         self.storage = storage
         self.images = images
@@ -277,9 +329,16 @@ class CodetuneStack(Stack):
         self.topic = topic
         self.alarms = alarms
         self.workflow = workflow
+        self.batch = batch
 
         state_machine_arn = workflow.state_machine.state_machine_arn
         CfnOutput(self, "StateMachineArn", value=state_machine_arn)
+        CfnOutput(
+            self,
+            "BatchStateMachineArn",
+            description="Batch inference: a JSONL under batch/ answered by a registered adapter",
+            value=batch.state_machine.state_machine_arn,
+        )
         CfnOutput(self, "ArtifactBucketName", value=bucket.bucket_name)
         if storage.input_bucket is not None:
             CfnOutput(self, "InputBucketName", value=storage.input_bucket.bucket_name)

@@ -92,11 +92,11 @@ class Policies:
                 return res["Properties"]["Role"]["Fn::GetAtt"][0]
         raise KeyError(f"no Lambda for handler {handler}")
 
-    def state_machine_role(self) -> str:
-        (sm,) = [
-            r for r in self.template["Resources"].values()
-            if r["Type"] == "AWS::StepFunctions::StateMachine"
-        ]  # fmt: skip
+    def state_machine_role(self, construct: str = "Workflow") -> str:
+        """The role of the state machine of construct ``construct`` (render.TRAINING/BATCH)."""
+        from render import state_machine_id
+
+        sm = self.template["Resources"][state_machine_id(self.template, construct)]
         return sm["Properties"]["RoleArn"]["Fn::GetAtt"][0]
 
     def allows(self, need: Need) -> bool:
@@ -389,6 +389,22 @@ SERVICE_SIDE: dict[str, tuple[str, str]] = {
         SM_GUARDRAILS,
         "the endpoint role reads the rollback alarms (cloudwatch:DescribeAlarms)",
     ),
+    "sfn.createModel": (
+        SFN_SAGEMAKER,
+        "Step Functions calls CreateModel (and AddTags for its Tags) and iam:PassRole of the "
+        "model's execution role; the model package is read as the caller",
+    ),
+    "sfn.createTransformJob.sync": (
+        SFN_SAGEMAKER,
+        "Step Functions calls CreateTransformJob, DescribeTransformJob, StopTransformJob, AddTags,"
+        " ListTags and manages the StepFunctionsGetEventsForSageMakerTransformJobsRule",
+    ),
+    "sagemaker.transform.model": (
+        SM_ROLES,
+        "the model's role reads the input prefix and the model data, writes <input>.out under "
+        "S3OutputPath (KmsKeyId: Encrypt/GenerateDataKey), pulls the image, writes logs; "
+        "VolumeKmsKeyId: kms:CreateGrant (GrantIsForAWSResource)",
+    ),
     "autoscaling.caller": (
         SM_AUTOSCALING,
         "Application Auto Scaling checks sagemaker:DescribeEndpoint, UpdateEndpointWeightsAndCapacities"
@@ -664,9 +680,11 @@ def autoscaling_needs(principal: str, call_params: dict, operation: str) -> list
     return []
 
 
-def lambda_invoke_needs(policies: Policies, definition: dict) -> list[Need]:
+def lambda_invoke_needs(
+    policies: Policies, definition: dict, construct: str = "Workflow"
+) -> list[Need]:
     """The state machine role invokes every function its Lambda Task states name."""
-    sfn = policies.state_machine_role()
+    sfn = policies.state_machine_role(construct)
     out = []
     for name, state in definition["States"].items():
         fn = (
@@ -694,3 +712,81 @@ def missing(policies: Policies, needs: Iterable[Need]) -> list[str]:
 
 def describe(needs: Iterable[Need]) -> str:
     return json.dumps(sorted({(n.principal, n.action) for n in needs}), indent=1)
+
+
+def transform_needs(
+    policies: Policies,
+    create_model: dict,
+    transform: dict,
+    package: dict,
+    *,
+    input_object: str,
+    construct: str = "BatchInference",
+) -> list[Need]:
+    """What one CreateModel (from ``package``) + CreateTransformJob run needs: from the batch
+    state machine's role (the two integrations) and from the model's execution role (what
+    Batch Transform does with it). ``input_object``: a JSONL file under the input prefix."""
+    sfn = policies.state_machine_role(construct)
+    role = policies.role_of_arn(create_model["ExecutionRoleArn"])
+    model = f"{SM}:model/{create_model['ModelName']}"
+    job = f"{SM}:transform-job/{transform['TransformJobName']}"
+    why_model, why_job = _rule("sfn.createModel"), _rule("sfn.createTransformJob.sync")
+    out = [
+        Need(sfn, a, model, (), why_model) for a in ("sagemaker:CreateModel", "sagemaker:AddTags")
+    ]
+    out.append(
+        Need(sfn, "sagemaker:DescribeModelPackage", create_model["PrimaryContainer"]["ModelPackageName"], (), why_model)
+    )  # fmt: skip
+    out.append(
+        Need(
+            sfn,
+            "iam:PassRole",
+            create_model["ExecutionRoleArn"],
+            (("iam:PassedToService", "sagemaker.amazonaws.com"),),
+            why_model,
+        )
+    )
+    out += [
+        Need(sfn, f"sagemaker:{a}", job, (), why_job)
+        for a in ("CreateTransformJob", "DescribeTransformJob", "StopTransformJob", "AddTags", "ListTags")
+    ]  # fmt: skip
+    rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/StepFunctionsGetEventsForSageMakerTransformJobsRule"
+    out += [Need(sfn, f"events:{a}", rule_arn, (), why_job) for a in ("PutTargets", "PutRule", "DescribeRule")]  # fmt: skip
+
+    why = _rule("sagemaker.transform.model")
+    container = package["InferenceSpecification"]["Containers"][0]
+    source = transform["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    source_object = source + input_object if source.endswith("/") else source
+    for uri in (source_object, container["ModelDataUrl"]):  # each line file, model.tar.gz
+        b, k = _split(uri)
+        out.append(Need(role, "s3:GetObject", _obj(b, k), (), why))
+        out += _kms_for_bucket(policies, role, uri, "kms:Decrypt", why)
+    base = container.get("Environment", {}).get("CODETUNE_BASE_MODEL", "")
+    if base.startswith("s3://"):  # the server loads an S3 base model with the model's role
+        out += _s3_reads(role, base, why) + _kms_for_bucket(
+            policies, role, base, "kms:Decrypt", why
+        )
+    bucket, prefix = _split(source)  # S3Prefix: SageMaker lists the objects under it
+    out.append(Need(role, "s3:ListBucket", f"arn:aws:s3:::{bucket}", (("s3:prefix", prefix),), why))
+    answer = transform["TransformOutput"]["S3OutputPath"] + input_object.rsplit("/", 1)[-1] + ".out"
+    b, k = _split(answer)
+    out.append(Need(role, "s3:PutObject", _obj(b, k), (), why))
+    out += _kms_for_bucket(policies, role, answer, "kms:GenerateDataKey", why)
+    key = transform["TransformOutput"].get("KmsKeyId")
+    if key:
+        out += [Need(role, a, key, (), why) for a in ("kms:Encrypt", "kms:GenerateDataKey")]
+    volume_key = transform["TransformResources"].get("VolumeKmsKeyId")
+    if volume_key:
+        out.append(
+            Need(role, "kms:CreateGrant", volume_key, (("kms:GrantIsForAWSResource", True),), why)
+        )
+    out += _ecr_pull(role, container["Image"], why)
+    out += _logs(
+        role,
+        "/aws/sagemaker/TransformJobs",
+        f"{transform['TransformJobName']}/i-0123456789abcdef0",
+        "/aws/sagemaker/TransformJobs",
+        why,
+    )
+    out += _vpc(role, create_model.get("VpcConfig"), _rule("sagemaker.job.vpc"))
+    return out

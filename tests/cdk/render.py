@@ -87,27 +87,33 @@ def _sub(template: dict, expr: str) -> str:
     return ref(template, expr)
 
 
-def state_machine_id(template: dict) -> str:
-    """Logical id of the (only) state machine."""
+TRAINING = "Workflow"  # construct id of the training state machine (cdk/stack.py)
+BATCH = "BatchInference"  # construct id of the batch inference state machine
+
+
+def state_machine_id(template: dict, construct: str = TRAINING) -> str:
+    """Logical id of the state machine of construct ``construct``."""
     (sm,) = [
         k
         for k, v in template["Resources"].items()
         if v["Type"] == "AWS::StepFunctions::StateMachine"
+        and k.startswith(f"{construct}StateMachine")
     ]
     return sm
 
 
-def rendered_definition(template: dict) -> dict:
+def rendered_definition(template: dict, construct: str = TRAINING) -> dict:
     """The state machine definition as deployed: plain ASL JSON."""
-    props = template["Resources"][state_machine_id(template)]["Properties"]
+    props = template["Resources"][state_machine_id(template, construct)]["Properties"]
     return json.loads(resolve(template, props["DefinitionString"]))
 
 
 def template_with_rendered_definition(template: dict) -> dict:
-    """A copy of the template whose state machine has `Definition` (object) instead of the
+    """A copy of the template whose state machines have `Definition` (object) instead of the
     joined `DefinitionString`, so cfn-lint validates the states themselves."""
     out = json.loads(json.dumps(template))
-    props = out["Resources"][state_machine_id(out)]["Properties"]
-    props["Definition"] = rendered_definition(template)
-    del props["DefinitionString"]
+    for construct in (TRAINING, BATCH):
+        props = out["Resources"][state_machine_id(out, construct)]["Properties"]
+        props["Definition"] = rendered_definition(template, construct)
+        del props["DefinitionString"]
     return out

@@ -291,7 +291,7 @@ def test_training_ends_before_the_execution_times_out(synth):
     (validate_env,) = [
         f["Properties"]["Environment"]["Variables"]
         for f in functions
-        if "ARTIFACT_BUCKET" in f["Properties"]["Environment"]["Variables"]
+        if "MAX_TRAINING_SECONDS" in f["Properties"]["Environment"]["Variables"]
     ]
     assert int(validate_env["MAX_TRAINING_SECONDS"]) < train
 

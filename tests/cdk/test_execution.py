@@ -32,12 +32,13 @@ from types import SimpleNamespace
 import pytest
 import requests
 from awscheck.record import as_principal
-from render import ACCOUNT, REGION, rendered_definition
+from render import ACCOUNT, REGION, TRAINING, rendered_definition
 
 from codetune.workflow.errors import DeploymentFailed
 
 HANDLERS = (
     "validate_request",
+    "validate_batch",
     "quality_gate",
     "register_adapter",
     "deploy_endpoint",
@@ -89,6 +90,14 @@ def _describe(state: dict, run_input_name: str) -> dict:
                 "S3ModelArtifacts": "s3://artifacts/runs/x/output/train/output/model.tar.gz"
             },
         }
+    if "createTransformJob" in state["Resource"]:
+        return {
+            "TransformJobName": f"dev-{run_input_name}-batch-r0",
+            "TransformJobStatus": "Completed",
+            "TransformOutput": {"S3OutputPath": f"s3://artifacts/batch/{run_input_name}/output/"},
+        }
+    if "createModel" in state["Resource"]:
+        return {"ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/dev-{run_input_name}"}
     return {"ProcessingJobName": f"dev-{run_input_name}-job", "ProcessingJobStatus": "Completed"}
 
 
@@ -374,16 +383,22 @@ def aws_world(synth, handlers, scenario: Scenario, monkeypatch):
         )
 
 
-def execute(synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1") -> Outcome:
+def execute(
+    synth, handlers, scenario: Scenario, monkeypatch, name: str = "run-1", construct=TRAINING
+) -> Outcome:
+    """Run ``scenario`` through the state machine of ``construct`` (render.TRAINING/BATCH)."""
     with aws_world(synth, handlers, scenario, monkeypatch) as world:
-        return execute_in(world, synth, scenario, name)
+        return execute_in(world, synth, scenario, name, construct)
 
 
-def execute_in(world: World, synth, scenario: Scenario, name: str) -> Outcome:
-    """One execution of the rendered state machine in ``world`` (several may share one)."""
+def execute_in(world: World, synth, scenario: Scenario, name: str, construct=TRAINING) -> Outcome:
+    """One execution of the rendered state machine of ``construct`` in ``world`` (several may
+    share one)."""
     import boto3
 
-    definition = substitute_sagemaker_jobs(rendered_definition(synth.template), scenario, name)
+    definition = substitute_sagemaker_jobs(
+        rendered_definition(synth.template, construct), scenario, name
+    )
     world.dispatcher.scenario = scenario
     world.dispatcher.calls = []
     dispatcher, sqs, queue_url = world.dispatcher, world.sqs, world.queue_url

@@ -244,7 +244,7 @@ def test_lambdas_latest_runtime_tracing_and_concurrency(synth):
     # unreserved and new accounts often have a limit of 10: `cdk deploy` would fail), own
     # log group, encrypted env
     functions = _resources(synth, "AWS::Lambda::Function")
-    assert len(functions) == 6
+    assert len(functions) == 7
     for fn in functions.values():
         p = fn["Properties"]
         assert p["Runtime"] == "python3.14"
@@ -265,7 +265,7 @@ def test_reserved_concurrency_set_per_stage_reaches_every_function(synth_vpc):
 def test_log_groups_have_retention_and_kms(synth):
     # guards: every log group has a retention and is encrypted with the stack key
     groups = _resources(synth, "AWS::Logs::LogGroup")
-    assert len(groups) == 7  # six Lambdas + the workflow
+    assert len(groups) == 9  # seven Lambdas + the two state machines
     for g in groups.values():
         assert g["Properties"]["RetentionInDays"] == 30
         assert "KmsKeyId" in g["Properties"]
@@ -477,7 +477,7 @@ def test_endpoint_name_pinned_to_the_alarmed_endpoint(synth):
     # test are granted that one endpoint, the one the rollback alarms watch
     functions = _resources(synth, "AWS::Lambda::Function")
     envs = [f["Properties"].get("Environment", {}).get("Variables", {}) for f in functions.values()]
-    [validate_env] = [e for e in envs if "ARTIFACT_BUCKET" in e]
+    [validate_env] = [e for e in envs if "ENDPOINT_NAME" in e]  # ValidateRequest
     assert validate_env["ENDPOINT_NAME"] == "codetune-dev"  # cdk.json dev endpointName
     alarms = _resources(synth, "AWS::CloudWatch::Alarm").values()
     for alarm in alarms:
