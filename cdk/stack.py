@@ -31,7 +31,6 @@ from cdk.constructs.storage import ArtifactStorage, EncryptionKey
 from cdk.constructs.workflow import JobSettings, TrainingWorkflow
 from cdk.grants import allow_key, allow_objects, allow_put
 from cdk.nag import acknowledge, checkov_skip
-from codetune.metrics import metric_definitions
 from codetune.train import remote as train_remote
 from codetune.workflow.batch import BATCH_PREFIX
 
@@ -190,6 +189,13 @@ class CodetuneStack(Stack):
                         # the training task's timeout less an hour for SageMaker to start
                         # the job and upload the model after MaxRuntime/MaxWait
                         "MAX_TRAINING_SECONDS": str((config.training_timeout_hours - 1) * 3600),
+                        # what it builds the CreateTrainingJob input with (TrainAdapter sends
+                        # it as it is; codetune.train.job.training_job)
+                        "TRAINING_IMAGE_URI": images.training_image.image_uri,
+                        "TRAINING_ROLE_ARN": roles.job_role.role_arn,
+                        "KMS_KEY_ID": key.key_arn,
+                        "VPC_SUBNET_IDS": ",".join(config.vpc_subnet_ids),
+                        "VPC_SECURITY_GROUP_IDS": ",".join(config.vpc_security_group_ids),
                     },
                 ),
                 FunctionSpec(
@@ -259,7 +265,6 @@ class CodetuneStack(Stack):
                 key_arn=key.key_arn,
                 subnet_ids=config.vpc_subnet_ids,
                 security_group_ids=config.vpc_security_group_ids,
-                metric_definitions=tuple(metric_definitions()),
                 prepare_timeout=Duration.hours(PREPARE_HOURS),
                 merge_timeout=Duration.hours(MERGE_HOURS),
                 training_timeout=Duration.hours(config.training_timeout_hours),

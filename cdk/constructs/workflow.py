@@ -4,10 +4,10 @@ State data: `$.request` is the resolved run request (ValidateRequest's output); 
 step writes its result next to it (`$.prepare`, `$.merge` after a sharded prepare, `$.training`, `$.evaluation`, `$.gate`,
 `$.registration`, `$.deployment`, `$.smoke`).
 
-The SageMaker job states are `CustomState`s: the L2 `SageMakerCreateTrainingJob` has no
-managed spot, `MaxWaitTimeInSeconds`, `CheckpointConfig`, inter-container encryption, nor
-hyperparameters taken whole from the state (`$.request.training.hyperparameters`), and there
-is no L2 task for processing jobs. The Lambda states use the L2 `LambdaInvoke`.
+The SageMaker job states are `CustomState`s: the L2 `SageMakerCreateTrainingJob` cannot take
+its request from the state (TrainAdapter sends ValidateRequest's `$.request.training.job`, the
+CreateTrainingJob input `codetune.train.job.training_job` built), and there is no L2 task for
+processing jobs. The Lambda states use the L2 `LambdaInvoke`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,24 @@ SAGEMAKER_TRANSIENT_ERRORS = [
 EVAL_SANDBOX_REQUIRE = "seccomp"
 # Retries of a job state; the attempt number is one digit of the job name's "-r<n>" suffix.
 SAGEMAKER_MAX_ATTEMPTS = 4
-# Where the VolumeKey? choices put each job's resource block (`.training`, `.prepare`,
+# The training job's CreateTrainingJob input, built by ValidateRequest
+# (codetune.train.job.training_job); TrainAdapter sends each of these keys as it is there.
+# RoleArn is the one it sets itself, to the role it may pass (ValidateRequest is given the
+# same; and moto's ASL parser reads a "RoleArn.$" key as the Credentials field's).
+TRAINING_JOB = "$.request.training.job"
+TRAINING_JOB_KEYS = (
+    "AlgorithmSpecification",
+    "HyperParameters",
+    "InputDataConfig",
+    "OutputDataConfig",
+    "ResourceConfig",
+    "StoppingCondition",
+    "EnableManagedSpotTraining",
+    "EnableInterContainerTrafficEncryption",
+    "CheckpointConfig",
+    "Environment",
+)
+# Where the VolumeKey? choices put each processing job's resource block (`.prepare`, `.merge`,
 # `.evaluation`): the job states take it whole.
 JOB_RESOURCES = "$.jobResources"
 CONTEXT_RECORD = {
@@ -73,7 +90,6 @@ class JobSettings:
     key_arn: str
     subnet_ids: tuple[str, ...]
     security_group_ids: tuple[str, ...]
-    metric_definitions: tuple[dict[str, str], ...]
     prepare_timeout: Duration  # PrepareDataset's; PrepareDatasetSharded + MergeDataset share it
     merge_timeout: Duration
     training_timeout: Duration
@@ -187,11 +203,7 @@ class TrainingWorkflow(Construct):
             timeout=jobs.merge_timeout,
             result_path="$.merge",
         )
-        train_variants = {
-            (spot, s3_model): self._training(spot=spot, s3_model=s3_model)
-            for spot in (False, True)
-            for s3_model in (False, True)
-        }
+        train = self._training()
         eval_variants = {
             s3_model: self._evaluation(s3_model=s3_model) for s3_model in (False, True)
         }
@@ -297,41 +309,10 @@ class TrainingWorkflow(Construct):
         evaluate_choice.when(_has_s3_model(), eval_variants[True]).otherwise(eval_variants[False])
         for task in eval_variants.values():
             task.next(gate)
-        train_choice = sfn.Choice(self, "TrainingMode?")
-        for (spot, s3_model), task in train_choice_order(train_variants):
-            cond = sfn.Condition.boolean_equals("$.request.training.spot", spot)
-            cond = sfn.Condition.and_(
-                cond, _has_s3_model() if s3_model else sfn.Condition.not_(_has_s3_model())
-            )
-            train_choice.when(cond, task)
-        train_choice.otherwise(
-            sfn.Pass(
-                self,
-                "UnknownTrainingMode",
-                parameters={
-                    "state": "TrainingMode?",
-                    "error": {
-                        "Error": "InvalidRunInput",
-                        "Cause": "training.spot is not a boolean",
-                    },
-                    **CONTEXT_RECORD,
-                },
-            ).next(self.notify_failure)
-        )
         # SageMaker refuses VolumeKmsKeyId on instance types with NVMe instance storage (g5,
-        # p4d...): ValidateRequest says per job whether the key applies, and a Choice before
-        # each job builds its resource block with or without it (output is always encrypted).
-        train_resources = self._volume_key_choice(
-            "Training",
-            "$.request.training",
-            {
-                # Full instance names from the request (ml.g5.xlarge): no "ml." added here.
-                "InstanceType.$": "$.request.training.instanceType",
-                "InstanceCount.$": "$.request.training.instanceCount",
-                "VolumeSizeInGB.$": "$.request.training.volumeSizeGb",
-            },
-            train_choice,
-        )
+        # p4d...): ValidateRequest says per processing job whether the key applies, and a
+        # Choice before each builds its resource block with or without it (output is always
+        # encrypted). The training job's ResourceConfig comes decided in training.job.
         prepare_resources = self._volume_key_choice(
             "Prepare",
             "$.request.prepare",
@@ -358,7 +339,7 @@ class TrainingWorkflow(Construct):
             merge,
         )
         prepare_sharded.next(merge_resources)
-        merge.next(train_resources)
+        merge.next(train)
         evaluation_resources = self._volume_key_choice(
             "Evaluation",
             "$.request.evaluation",
@@ -369,13 +350,12 @@ class TrainingWorkflow(Construct):
             },
             evaluate_choice,
         )
-        for task in train_variants.values():
-            task.next(evaluation_resources)
-        prepare.next(train_resources)
+        train.next(evaluation_resources)
+        prepare.next(train)
 
         definition = validate.next(
             sfn.Choice(self, "DatasetPrepared?")
-            .when(sfn.Condition.boolean_equals("$.request.data.skipPrepare", True), train_resources)
+            .when(sfn.Condition.boolean_equals("$.request.data.skipPrepare", True), train)
             .otherwise(prepare_resources)
         )
         gate.next(
@@ -642,56 +622,20 @@ class TrainingWorkflow(Construct):
             isolate=s3_model,
         )
 
-    def _training(self, *, spot: bool, s3_model: bool) -> sfn.CustomState:
-        jobs = self._jobs
-        channels = [
-            _channel("train", "$.request.paths.dataset"),
-            _channel("validation", "$.request.paths.dataset"),
-        ]
-        if s3_model:
-            channels.append(_channel("model", "$.request.baseModel.s3Uri"))
+    def _training(self) -> sfn.CustomState:
         params: dict = {
             "TrainingJobName.$": attempt_job_name("$.request.jobs.train"),
-            "RoleArn": jobs.role_arn,
-            "AlgorithmSpecification": {
-                "TrainingImage": jobs.training_image_uri,
-                "TrainingInputMode": "File",
-                "MetricDefinitions": [dict(m) for m in jobs.metric_definitions],
-            },
-            "HyperParameters.$": "$.request.training.hyperparameters",
-            "InputDataConfig": channels,
-            "OutputDataConfig": {
-                "S3OutputPath.$": "$.request.paths.output",
-                "KmsKeyId": jobs.key_arn,
-            },
-            # Built by TrainingVolumeKey? before the job (volume_key_choice).
-            "ResourceConfig.$": f"{JOB_RESOURCES}.training",
-            "StoppingCondition": {"MaxRuntimeInSeconds.$": "$.request.training.maxRuntimeSeconds"},
-            "EnableInterContainerTrafficEncryption": True,
-            "Environment": {"CODETUNE_RUN_ID.$": "$.request.runId"},
+            "RoleArn": self._jobs.role_arn,
+            **{f"{key}.$": f"{TRAINING_JOB}.{key}" for key in TRAINING_JOB_KEYS},
         }
-        if spot:
-            # Spot can be interrupted: SageMaker syncs /opt/ml/checkpoints with S3 and the
-            # trainer resumes from the newest checkpoint.
-            params["EnableManagedSpotTraining"] = True
-            params["StoppingCondition"]["MaxWaitTimeInSeconds.$"] = (
-                "$.request.training.maxWaitSeconds"
-            )
-            params["CheckpointConfig"] = {
-                "S3Uri.$": "$.request.paths.checkpoints",
-                "LocalPath": "/opt/ml/checkpoints",
-            }
-        if jobs.subnet_ids:
-            params["VpcConfig"] = {
-                "Subnets": list(jobs.subnet_ids),
-                "SecurityGroupIds": list(jobs.security_group_ids),
-            }
-        name = "TrainAdapter" + ("Spot" if spot else "") + ("S3Model" if s3_model else "")
+        if self._jobs.subnet_ids:
+            # ValidateRequest has the same subnets (its VPC_SUBNET_IDS) and sends VpcConfig
+            params["VpcConfig.$"] = f"{TRAINING_JOB}.VpcConfig"
         return self._custom(
-            name,
+            "TrainAdapter",
             "sagemaker:createTrainingJob.sync",
             params,
-            jobs.training_timeout,
+            self._jobs.training_timeout,
             {
                 "jobName.$": "$.TrainingJobName",
                 "status.$": "$.TrainingJobStatus",
@@ -767,26 +711,8 @@ def attempt_job_name(base_path: str) -> str:
     return f"States.Format('{{}}{ATTEMPT_SEPARATOR}{{}}', {base_path}, $$.State.RetryCount)"
 
 
-def train_choice_order(variants: dict) -> list:
-    """Choice branches in a fixed order (the rendered definition must be deterministic)."""
-    return sorted(variants.items(), key=lambda kv: kv[0])
-
-
 def _has_s3_model() -> sfn.Condition:
     return sfn.Condition.and_(
         sfn.Condition.is_present("$.request.baseModel.s3Uri"),
         sfn.Condition.is_string("$.request.baseModel.s3Uri"),
     )
-
-
-def _channel(name: str, uri_path: str) -> dict:
-    return {
-        "ChannelName": name,
-        "DataSource": {
-            "S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri.$": uri_path,
-                "S3DataDistributionType": "FullyReplicated",
-            }
-        },
-    }

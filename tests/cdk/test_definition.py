@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from render import rendered_definition, template_with_rendered_definition
 
-from codetune.metrics import metric_definitions
+from cdk.constructs.workflow import TRAINING_JOB_KEYS
 from codetune.workflow.errors import RETRYABLE_ERRORS
 
 
@@ -30,7 +30,7 @@ def _jobs(states, kind: str) -> dict:
 def test_every_task_retries_catches_and_times_out(states):
     # guards: Retry with backoff, Catch to the failure path, TimeoutSeconds on every Task
     tasks = {n: s for n, s in states.items() if s["Type"] == "Task"}
-    assert len(tasks) == 15  # 6 Lambdas, prepare (single, sharded + merge), 4 train, 2 eval
+    assert len(tasks) == 12  # 6 Lambdas, prepare (single, sharded + merge), train, 2 eval
     for name, s in tasks.items():
         assert s.get("TimeoutSeconds", 0) > 0, name
         assert any(r.get("BackoffRate", 1) > 1 for r in s["Retry"]), name
@@ -50,16 +50,25 @@ def test_lambda_tasks_retry_the_handlers_retryable_error(states):
         assert set(RETRYABLE_ERRORS) <= set(s["Retry"][0]["ErrorEquals"])
 
 
-def test_training_jobs_encrypt_everything(states):
-    # guards: KMS on output always, inter-container encryption (cdk-nag has no rule), and the
-    # volume config built by TrainingVolumeKey? (test_volume_key_only_where_the_instance_allows)
-    jobs = _jobs(states, "Training")
-    assert len(jobs) == 4
-    for s in jobs.values():
-        p = s["Parameters"]
-        assert p["ResourceConfig.$"] == "$.jobResources.training"
-        assert p["OutputDataConfig"]["KmsKeyId"].startswith("arn:aws:kms:")
-        assert p["EnableInterContainerTrafficEncryption"] is True
+def test_training_job_is_sent_as_validate_request_built_it(states):
+    # guards one request builder: TrainAdapter takes every key of the CreateTrainingJob input
+    # from ValidateRequest's training.job (codetune.train.job.training_job) and sets only the
+    # attempt's name and the role it may pass; no per-mode variants, no choice before it
+    (name,) = _jobs(states, "Training")
+    assert name == "TrainAdapter"
+    p = dict(states[name]["Parameters"])
+    assert p.pop("TrainingJobName.$").startswith("States.Format('{}-r{}', $.request.jobs.train")
+    assert p.pop("RoleArn").startswith("arn:aws:iam::")  # = ValidateRequest's TRAINING_ROLE_ARN
+    assert p == {f"{k}.$": f"$.request.training.job.{k}" for k in TRAINING_JOB_KEYS}
+    assert "VpcConfig.$" not in p  # this stage has no subnets (test_vpc_stage_sends_vpc_config)
+    assert not [n for n in states if n.startswith(("Training", "UnknownTraining"))]
+
+
+def test_vpc_stage_sends_vpc_config(synth_vpc):
+    # guards: with subnets, TrainAdapter also sends the block's VpcConfig (ValidateRequest
+    # gets the same subnets in its environment)
+    p = rendered_definition(synth_vpc.template)["States"]["TrainAdapter"]["Parameters"]
+    assert p["VpcConfig.$"] == "$.request.training.job.VpcConfig"
 
 
 def test_processing_jobs_encrypt_everything(states):
@@ -91,7 +100,6 @@ def _predecessors(states, target: str) -> set[str]:
 @pytest.mark.parametrize(
     "job, spec, entry",
     [
-        ("Training", "$.request.training", "TrainingMode?"),
         ("Prepare", "$.request.prepare", "PrepareSharded?"),
         ("Merge", "$.request.prepare", "MergeDataset"),
         ("Evaluation", "$.request.evaluation", "BaseModelInS3ForEvaluation?"),
@@ -164,30 +172,12 @@ def test_sharded_prepare_then_merge(states):
     assert states["MergeDataset"]["Next"] == states["PrepareDataset"]["Next"]
 
 
-def test_spot_variants_have_max_wait_and_checkpoints(states):
-    # guards: managed spot only with MaxWaitTimeInSeconds and a CheckpointConfig
-    for name, s in _jobs(states, "Training").items():
-        p = s["Parameters"]
-        spot = p.get("EnableManagedSpotTraining", False)
-        assert ("Spot" in name) == spot
-        assert ("MaxWaitTimeInSeconds.$" in p["StoppingCondition"]) == spot
-        assert ("CheckpointConfig" in p) == spot
-
-
-def test_metric_definitions_match_the_trainer(states):
-    # guards: MetricDefinitions come from codetune.metrics (the trainer's log line format)
-    for s in _jobs(states, "Training").values():
-        assert (
-            s["Parameters"]["AlgorithmSpecification"]["MetricDefinitions"] == metric_definitions()
-        )
-
-
 def test_instance_types_come_whole_from_the_request(synth, states):
     # guards: no "ml.ml." double prefix; instance types are the request's full names
     assert "ml.ml." not in json.dumps(synth.template)
-    for pass_state in ("TrainingResourcesWithVolumeKey", "TrainingResourcesLocalStorage"):
+    for pass_state in ("PrepareResourcesWithVolumeKey", "PrepareResourcesLocalStorage"):
         resources = states[pass_state]["Parameters"]
-        assert resources["InstanceType.$"] == "$.request.training.instanceType"
+        assert resources["InstanceType.$"] == "$.request.prepare.instanceType"
 
 
 def test_evaluation_isolated_when_base_model_in_s3(states):

@@ -299,6 +299,7 @@ class Outcome:
     lambda_calls: list[str]
     notifications: list[dict]
     job_requests: dict[str, dict]  # state -> the Create*Job request it would have sent
+    request: dict | None = None  # ValidateRequest's output (the resolved run request)
 
 
 @dataclass
@@ -421,9 +422,11 @@ def execute_in(world: World, synth, scenario: Scenario, name: str, construct=TRA
     entered = [
         e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e
     ]
-    job_requests = {}
+    job_requests, request = {}, None
     for e in history:
         exited = e.get("stateExitedEventDetails")
+        if exited and exited["name"] == "ValidateRequest":
+            request = json.loads(exited["output"]).get("request")
         if exited and exited["name"] in definition["States"]:
             sent = json.loads(exited.get("output") or "{}").get("sent", {})
             if exited["name"] in sent:
@@ -438,6 +441,7 @@ def execute_in(world: World, synth, scenario: Scenario, name: str, construct=TRA
         lambda_calls=dispatcher.calls,
         notifications=[json.loads(m["Body"]) for m in messages],
         job_requests=job_requests,
+        request=request,
     )
 
 
@@ -677,6 +681,26 @@ def test_smoke_test_failure_catches_base_model_fallback(synth, handlers, monkeyp
     ]
 
 
+def test_train_adapter_sends_the_job_validate_request_built(synth, handlers, monkeypatch):
+    # guards one request builder: the CreateTrainingJob input TrainAdapter sends is, key for
+    # key, ValidateRequest's training.job (codetune.train.job.training_job), its first
+    # attempt's name included; spot and an S3 base model need no state of their own
+    artifact = _function_env(synth)["validate_request"]["ARTIFACT_BUCKET"]
+    model = f"s3://{artifact}/base-models/qwen-coder/"
+    run_input = _input(synth)
+    run_input["baseModel"] = model
+    run_input["training"].update(instanceType="ml.p3.2xlarge", spot=True)
+    run_input["registration"] = {"autoApprove": False}
+    scenario = Scenario(run_input, _report(0.30), objects={model + "config.json": b"{}"})
+    out = execute(synth, handlers, scenario, monkeypatch)
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    built = out.request["training"]["job"]
+    assert out.job_requests["TrainAdapter"] == built
+    assert built["EnableManagedSpotTraining"] is True
+    assert built["CheckpointConfig"]["S3Uri"] == out.request["paths"]["checkpoints"]
+    assert built["InputDataConfig"][2]["DataSource"]["S3DataSource"]["S3Uri"] == model
+
+
 def _volumes(out: Outcome) -> dict[str, dict]:
     """Per job state run: its volume config as sent, and its output encryption key."""
     res = {}
@@ -747,9 +771,9 @@ def test_s3_base_model_reaches_the_s3_model_states(synth, handlers, monkeypatch)
     scenario = Scenario(run_input, _report(0.30), objects={model + "config.json": b"{}"})
     out = execute(synth, handlers, scenario, monkeypatch)
     assert out.status == "SUCCEEDED", (out.error, out.cause)
-    assert "TrainAdapterS3Model" in out.states and "EvaluateAdapterS3Model" in out.states
-    assert "TrainAdapter" not in out.states and "EvaluateAdapter" not in out.states
-    train = out.job_requests["TrainAdapterS3Model"]
+    assert "TrainAdapter" in out.states and "EvaluateAdapterS3Model" in out.states
+    assert "EvaluateAdapter" not in out.states
+    train = out.job_requests["TrainAdapter"]
     channels = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in train["InputDataConfig"]
     }

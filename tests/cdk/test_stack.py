@@ -515,15 +515,30 @@ def test_outputs_are_what_train_remote_reads(synth, synth_vpc):
 
 def test_vpc_config_reaches_every_sagemaker_job(synth_vpc):
     # guards: optional VPC settings from the stage config go to training and processing jobs
-    from render import rendered_definition
+    # (the training job's VpcConfig is in the CreateTrainingJob input ValidateRequest builds
+    # with its VPC_* environment)
+    from render import rendered_definition, resolve
 
     states = rendered_definition(synth_vpc.template)["States"]
     jobs = [s for s in states.values() if "sagemaker:create" in str(s.get("Resource"))]
     assert jobs
+    vpc = {"Subnets": ["subnet-0a1b2c3d"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
     for s in jobs:
         p = s["Parameters"]
-        vpc = p.get("VpcConfig") or p["NetworkConfig"]["VpcConfig"]
-        assert vpc == {"Subnets": ["subnet-0a1b2c3d"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
+        if "TrainingJobName.$" in p:
+            assert p["VpcConfig.$"] == "$.request.training.job.VpcConfig"
+        else:
+            assert p["NetworkConfig"]["VpcConfig"] == vpc
+    (validate,) = [
+        r["Properties"]["Environment"]["Variables"]
+        for k, r in synth_vpc.template["Resources"].items()
+        if r["Type"] == "AWS::Lambda::Function" and "ValidateRequest" in k
+    ]
+    env = resolve(synth_vpc.template, validate)
+    assert (env["VPC_SUBNET_IDS"], env["VPC_SECURITY_GROUP_IDS"]) == (
+        "subnet-0a1b2c3d",
+        "sg-0a1b2c3d",
+    )
 
 
 def _scrub(text: str) -> str:

@@ -103,7 +103,11 @@ def test_job_request_matches_the_workflow_contract(aws, sent, capsys):
     assert sent[0]["AlgorithmSpecification"]["MetricDefinitions"] == metric_definitions()
     assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["train", "validation"]
     assert {c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]} == {DATA}
-    assert job["OutputDataConfig"] == {"S3OutputPath": OUT, "KmsKeyId": KEY}
+    assert job["OutputDataConfig"] == {
+        "S3OutputPath": OUT,
+        "KmsKeyId": KEY,
+        "CompressionType": "GZIP",
+    }
     assert job["ResourceConfig"]["InstanceType"] == "ml.p3.2xlarge"
     assert job["ResourceConfig"]["VolumeKmsKeyId"] == KEY  # EBS volume: the stack key
     assert "VpcConfig" not in sent[0]  # this stack has no VPC outputs
@@ -214,6 +218,8 @@ def test_auto_instance_asks_the_planner_and_s3_model_adds_a_channel(aws):
         (["--config", "training_image/configs/cpu-smollm2.yaml"], "shipped in the training image"),
         (["--config", "nope"], "not in the image; known: "),
         (["--instance-count", "0"], "--instance-count must be >= 1"),
+        (["--max-wait-seconds", "90000"], "--max-wait-seconds is only allowed with --spot"),
+        (["--spot", "--checkpoints", CKPT, "--max-wait-seconds", "60"], "must be --max-runtime"),
     ],
 )
 def test_bad_flags_fail_before_anything_is_created(aws, extra, match):

@@ -662,3 +662,30 @@ def test_spot_default_wait_stays_within_the_training_step(fake_planner, base_inp
     base_input["training"].update(spot=True, maxRuntimeSeconds=86_400)
     req = _validate(base_input, max_training_seconds=100_800)
     assert req.training.max_wait_seconds == 100_800
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lora.rank": 0}, "lora.rank must be >= 1, got 0"),
+        ({"lora.rnak": 8}, "unknown key(s) rnak; known keys: "),
+        ({"learning_rate": 2.0}, "learning_rate must be in (0, 1), got 2.0"),
+    ],
+)
+def test_training_overrides_are_refused_with_the_trainers_message(
+    fake_planner, base_input, overrides, message
+):
+    # guards "validated once": ValidateRequest loads the job's config with the trainer's own
+    # loader (codetune.train.config.load_train_config), so what the job would refuse at
+    # start-up is refused before anything starts, with the trainer's words, and not planned
+    from codetune.train.config import load_train_config
+
+    doc = copy.deepcopy(base_input)
+    doc["training"] = {"config": "cpu-smollm2", "overrides": overrides}
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(doc)
+    with pytest.raises(Exception) as trainer:
+        load_train_config("cpu-smollm2", {**overrides, "base_model": doc["baseModel"]})
+    assert message in str(trainer.value)
+    assert f"$.training.overrides: the trainer refuses it: {trainer.value}" in str(e.value)
+    assert fake_planner == []  # nothing planned for a config the trainer refuses

@@ -53,6 +53,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     remote.add_argument(
         "--spot", action="store_true", help="managed spot training (needs checkpoints)"
     )
+    remote.add_argument(
+        "--max-runtime-seconds", type=int, default=86400, help="the job's MaxRuntimeInSeconds"
+    )
+    remote.add_argument(
+        "--max-wait-seconds",
+        type=int,
+        default=None,
+        help="with --spot: MaxWaitTimeInSeconds (default twice the runtime)",
+    )
     remote.add_argument("--role", default=None, help="SageMaker execution role ARN")
     remote.add_argument("--image", default=None, help="training image URI")
     remote.add_argument(

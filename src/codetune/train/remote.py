@@ -40,8 +40,7 @@ from pathlib import Path
 import yaml
 
 from codetune.errors import CodetuneError, ConfigError
-from codetune.metrics import metric_definitions
-from codetune.train.hyperparameters import to_hyperparameters
+from codetune.train.job import MAX_SECONDS, JobStack, TrainingJobSpec, training_job
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +102,7 @@ class RemoteOptions:
     image: str | None = None
     wait: bool = True
     max_runtime_seconds: int = MAX_RUNTIME_SECONDS
+    max_wait_seconds: int | None = None  # with spot; default twice the runtime
     volume_size_gb: int = VOLUME_SIZE_GB
 
 
@@ -155,6 +155,17 @@ def options_from_args(args: argparse.Namespace) -> RemoteOptions:
             "--spot needs --checkpoints s3://ARTIFACTS/checkpoints/NAME/: a spot job can be "
             "interrupted and resumes only from checkpoints synced to S3"
         )
+    runtime = getattr(args, "max_runtime_seconds", MAX_RUNTIME_SECONDS)
+    wait = getattr(args, "max_wait_seconds", None)
+    if not 1 <= runtime <= MAX_SECONDS:
+        raise RemoteError(f"--max-runtime-seconds must be 1..{MAX_SECONDS}, got {runtime}")
+    if wait is not None and not args.spot:
+        raise RemoteError("--max-wait-seconds is only allowed with --spot")
+    if wait is not None and not runtime <= wait <= MAX_SECONDS:
+        raise RemoteError(
+            f"--max-wait-seconds must be --max-runtime-seconds ({runtime})..{MAX_SECONDS}, "
+            f"got {wait}"
+        )
     if args.checkpoints and not str(args.checkpoints).startswith("s3://"):
         raise RemoteError(f"--checkpoints must be an s3:// URI with --remote: {args.checkpoints}")
     overrides = flat_overrides(args.overrides)
@@ -174,6 +185,8 @@ def options_from_args(args: argparse.Namespace) -> RemoteOptions:
         role=args.role,
         image=args.image,
         wait=bool(args.wait),
+        max_runtime_seconds=runtime,
+        max_wait_seconds=wait,
     )
 
 
@@ -285,74 +298,48 @@ def new_job_name(now: float | None = None) -> str:
     return f"codetune-remote-{stamp}-{secrets.token_hex(2)}"
 
 
-def _channel(name: str, uri: str) -> dict:
-    return {
-        "ChannelName": name,
-        "DataSource": {
-            "S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": uri,
-                "S3DataDistributionType": "FullyReplicated",
-            }
-        },
-    }
+def job_spec(opts: RemoteOptions, job_name: str, instance_type: str) -> TrainingJobSpec:
+    """The job ``opts`` describe, as the workflow's ValidateRequest would describe it."""
+    model = opts.base_model if opts.base_model and opts.base_model.startswith("s3://") else None
+    return TrainingJobSpec(
+        job_name=job_name,
+        run_id=job_name,
+        config=opts.config,
+        overrides=opts.overrides,
+        dataset=opts.data,
+        output=opts.out,
+        instance_type=instance_type,
+        instance_count=opts.instance_count,
+        volume_size_gb=opts.volume_size_gb,
+        max_runtime_seconds=opts.max_runtime_seconds,
+        spot=opts.spot,
+        max_wait_seconds=opts.max_wait_seconds,
+        checkpoints=opts.checkpoints,
+        model=_dir_uri(model) if model else None,
+    )
 
 
-def build_request(opts: RemoteOptions, stack: StackInfo, job_name: str, instance_type: str) -> dict:
-    """The ``CreateTrainingJob`` request, shaped like the workflow's TrainAdapter state."""
-    from codetune.workflow.deploy import supports_kms_volume
-
+def job_stack(opts: RemoteOptions, stack: StackInfo) -> JobStack:
+    """The stack's image, role, key and network (``--image`` / ``--role`` replace theirs)."""
     image = opts.image or stack.image_uri
     role = opts.role or stack.role_arn
     if not image:
         raise RemoteError(f"no training image: pass --image, or deploy a stack with {OUT_IMAGE}")
     if not role:
         raise RemoteError(f"no execution role: pass --role, or deploy a stack with {OUT_ROLE}")
-    channels = [_channel("train", opts.data), _channel("validation", opts.data)]
-    if opts.base_model and opts.base_model.startswith("s3://"):
-        channels.append(_channel("model", _dir_uri(opts.base_model)))
-    output: dict = {"S3OutputPath": opts.out}
-    resources: dict = {
-        "InstanceType": instance_type,
-        "InstanceCount": opts.instance_count,
-        "VolumeSizeInGB": opts.volume_size_gb,
-    }
-    if stack.key_arn:
-        output["KmsKeyId"] = stack.key_arn
-        # Instance types with NVMe instance storage (g5, g6e, p4d...) encrypt it in hardware
-        # and SageMaker refuses a VolumeKmsKeyId for them.
-        if supports_kms_volume(instance_type):
-            resources["VolumeKmsKeyId"] = stack.key_arn
-    req: dict = {
-        "TrainingJobName": job_name,
-        "RoleArn": role,
-        "AlgorithmSpecification": {
-            "TrainingImage": image,
-            "TrainingInputMode": "File",
-            "MetricDefinitions": metric_definitions(),
-        },
-        "HyperParameters": to_hyperparameters(opts.config, opts.overrides),
-        "InputDataConfig": channels,
-        "OutputDataConfig": output,
-        "ResourceConfig": resources,
-        "StoppingCondition": {"MaxRuntimeInSeconds": opts.max_runtime_seconds},
-        "EnableInterContainerTrafficEncryption": True,
-        "Environment": {"CODETUNE_RUN_ID": job_name},
-    }
-    if stack.subnet_ids:
-        req["VpcConfig"] = {
-            "Subnets": list(stack.subnet_ids),
-            "SecurityGroupIds": list(stack.security_group_ids),
-        }
-    if opts.checkpoints:
-        req["CheckpointConfig"] = {"S3Uri": opts.checkpoints, "LocalPath": "/opt/ml/checkpoints"}
-    if opts.spot:
-        req["EnableManagedSpotTraining"] = True
-        # same rule as ValidateRequest: wait up to twice the runtime
-        req["StoppingCondition"]["MaxWaitTimeInSeconds"] = min(
-            2 * opts.max_runtime_seconds, 2419200
-        )
-    return req
+    return JobStack(
+        image_uri=image,
+        role_arn=role,
+        key_arn=stack.key_arn,
+        subnet_ids=stack.subnet_ids,
+        security_group_ids=stack.security_group_ids,
+    )
+
+
+def build_request(opts: RemoteOptions, stack: StackInfo, job_name: str, instance_type: str) -> dict:
+    """The ``CreateTrainingJob`` input: :func:`codetune.train.job.training_job`, as for the
+    workflow's TrainAdapter."""
+    return training_job(job_spec(opts, job_name, instance_type), job_stack(opts, stack))
 
 
 def explain_client_error(e, request: dict) -> RemoteError:

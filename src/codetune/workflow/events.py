@@ -14,6 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from codetune.train.job import JobStack
 from codetune.workflow.errors import InvalidEvent
 from codetune.workflow.request import RunRequest
 from codetune.workflow.schemas import load_schema
@@ -33,6 +34,9 @@ ENV_TOPIC_ARN = "TOPIC_ARN"
 ENV_MAX_TRAINING_SECONDS = "MAX_TRAINING_SECONDS"  # the training task's timeout
 ENV_VPC_SUBNET_IDS = "VPC_SUBNET_IDS"  # comma-separated; the endpoint's VpcConfig
 ENV_VPC_SECURITY_GROUP_IDS = "VPC_SECURITY_GROUP_IDS"
+# ValidateRequest's: what it builds the training job's CreateTrainingJob input with
+ENV_TRAINING_IMAGE_URI = "TRAINING_IMAGE_URI"
+ENV_TRAINING_ROLE_ARN = "TRAINING_ROLE_ARN"
 
 
 def validate_against(schema_name: str, doc: Any, where: str) -> None:
@@ -97,13 +101,32 @@ class ValidateRequestEnv:
     stage: str | None
     endpoint_name: str | None = None
     max_training_seconds: int | None = None  # the TrainAdapter task's timeout
+    # image, role, key and network of the training job (None: no CreateTrainingJob input is
+    # built, as in a local run)
+    job_stack: JobStack | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ValidateRequestEnv:
         limit = _env(ENV_MAX_TRAINING_SECONDS, environ, required=False)
         if limit is not None and not limit.isdigit():
             raise InvalidEvent(f"{ENV_MAX_TRAINING_SECONDS}={limit!r} is not a number of seconds")
+        image = _env(ENV_TRAINING_IMAGE_URI, environ, required=False)
+        role = _env(ENV_TRAINING_ROLE_ARN, environ, required=False)
+        if bool(image) != bool(role):
+            raise InvalidEvent(
+                f"set both {ENV_TRAINING_IMAGE_URI} and {ENV_TRAINING_ROLE_ARN} (the stack sets them)"
+            )
+        stack = None
+        if image and role:
+            stack = JobStack(
+                image_uri=image,
+                role_arn=role,
+                key_arn=_env(ENV_KMS_KEY_ID, environ, required=False),
+                subnet_ids=tuple(_names(environ.get(ENV_VPC_SUBNET_IDS))),
+                security_group_ids=tuple(_names(environ.get(ENV_VPC_SECURITY_GROUP_IDS))),
+            )
         return cls(
+            job_stack=stack,
             max_training_seconds=int(limit) if limit else None,
             artifact_bucket=_env(ENV_ARTIFACT_BUCKET, environ),
             allowed_buckets=_names(environ.get(ENV_ALLOWED_BUCKETS)),

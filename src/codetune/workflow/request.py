@@ -68,6 +68,9 @@ class TrainingSpec:
     # False on instance types with NVMe instance storage (g5, p4d...): SageMaker refuses a
     # VolumeKmsKeyId there (the state machine then sends none; output stays KMS-encrypted)
     volume_kms_key: bool
+    # the job's whole CreateTrainingJob input (codetune.train.job.training_job): TrainAdapter
+    # sends it with the attempt's TrainingJobName; None when no stack is known (local runs)
+    job: dict | None = None
 
 
 @dataclass(frozen=True)

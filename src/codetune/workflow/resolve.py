@@ -34,7 +34,7 @@ def resolve_run_request(
         doc,
         execution_name=execution_name,
         codebase_fingerprint=lambda uri: codebase_fingerprint(uri, s3),
-        **dataclasses.asdict(env),
+        **{f.name: getattr(env, f.name) for f in dataclasses.fields(env)},
     )
     check_inputs_exist(request, s3)
     # Step caching: the same codebase contents + prepare config -> the same dataset.

@@ -13,13 +13,19 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from codetune.errors import CodetuneError
 from codetune.train.hyperparameters import to_hyperparameters
+from codetune.train.job import (
+    MAX_SECONDS,
+    JobStack,
+    TrainingJobSpec,
+    default_max_wait,
+    training_job,
+)
 from codetune.workflow import naming, tuning
 from codetune.workflow.deploy import BASE_MAX_LORA_RANK, supports_kms_volume
 from codetune.workflow.errors import InvalidRunInput
@@ -40,7 +46,6 @@ from codetune.workflow.request import (
 from codetune.workflow.schemas import RUN_INPUT, load_schema
 
 S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
-MAX_SECONDS = 2419200  # SageMaker's 28-day ceiling for MaxRuntime / MaxWait
 # Where each S3 input may live in the artifact bucket: the prefixes the roles that read it are
 # granted (cdk/stack.py). Base models are read by the jobs and the endpoint, datasets by the
 # jobs and RegisterAdapter (its manifest): neither may come from an input bucket, which only
@@ -75,6 +80,7 @@ def validate_run_input(
     codebase_fingerprint: Callable[[str], str] | None = None,
     endpoint_name: str | None = None,
     max_training_seconds: int | None = None,
+    job_stack: JobStack | None = None,
 ) -> RunRequest:
     """Validate a run input, fill defaults, resolve ``"auto"``, derive names.
 
@@ -88,6 +94,8 @@ def validate_run_input(
     alarms watch that one endpoint); None allows any (local runs). ``max_training_seconds``:
     the state machine's timeout of the training task; a job that may run longer (max runtime,
     or max wait with spot) is refused, since the task would time out with the job running.
+    ``job_stack``: the image, role, key and network of the training job; with it (AWS runs)
+    the request carries the job's whole CreateTrainingJob input (``training.job``).
 
     Returns the ``RunRequest``; raises ``InvalidRunInput`` listing every violation.
     """
@@ -155,6 +163,8 @@ def validate_run_input(
         violations += tuning.check_tuning(
             doc["tuning"], doc["training"], config_check=_training_config_check(doc)
         )
+    if not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations):
+        violations += _check_training_config(doc)
     instance_type, source = None, "input"
     training_ok = not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations)
     if training_ok and not bad_paths:
@@ -177,6 +187,7 @@ def validate_run_input(
         codebase_fingerprint,
         endpoint_name,
         max_training_seconds,
+        job_stack,
     )
 
 
@@ -559,14 +570,15 @@ def _rl_enabled(tr: dict) -> bool:
     rl = tr.get("rl")
     if isinstance(rl, dict) and "enabled" in rl:
         return rl["enabled"] is True
-    name = tr.get("config")
-    for parent in Path(__file__).resolve().parents:
-        path = parent / "training_image" / "configs" / f"{name}.yaml"
-        if isinstance(name, str) and path.is_file():
-            from codetune.config import read_yaml
+    from codetune.train.config import configs_dir
 
-            cfg = read_yaml(path) or {}
-            return bool((cfg.get("rl") or {}).get("enabled", False))
+    name = tr.get("config")
+    path = configs_dir() / f"{name}.yaml"
+    if isinstance(name, str) and path.is_file():
+        from codetune.config import read_yaml
+
+        cfg = read_yaml(path) or {}
+        return bool((cfg.get("rl") or {}).get("enabled", False))
     return True
 
 
@@ -585,15 +597,26 @@ def _check_rl(rl: dict) -> list[tuple[str, str]]:
 def known_training_configs() -> set[str] | None:
     """Names of the shipped training configs, or None when they are not findable here.
 
-    Looked up in ``training_image/configs/*.yaml`` above this file (the repository, or a
-    Lambda asset that vendors them); a Lambda without them skips the check.
+    The trainer's lookup (``codetune.train.config.configs_dir``: ``$CODETUNE_CONFIG_DIR``,
+    which the Lambda's layer sets, or the repository's ``training_image/configs``).
     """
-    for parent in Path(__file__).resolve().parents:
-        d = parent / "training_image" / "configs"
-        names = {p.stem for p in d.glob("*.yaml")} if d.is_dir() else set()
-        if names:
-            return names
-    return None
+    from codetune.train.config import shipped_configs
+
+    return set(shipped_configs()) or None
+
+
+def _check_training_config(doc: dict) -> list[tuple[str, str]]:
+    """The training job's config as the trainer will load it: the shipped config plus the
+    job's overrides through the trainer's own loader, so a value the job would refuse at
+    start-up (``lora.rank: 0``, an unknown key) is refused here with the trainer's message."""
+    tr = doc.get("training")
+    if not isinstance(tr, dict) or not isinstance(doc.get("baseModel"), str):
+        return []
+    if not isinstance(tr.get("overrides"), dict) or not isinstance(tr.get("rl") or {}, dict):
+        return []  # the schema's errors say it
+    check = _training_config_check(doc)  # None: an unknown config, reported by _cross_field
+    error = check(_job_overrides(doc)) if check else None
+    return [("$.training.overrides", f"the trainer refuses it: {error}")] if error else []
 
 
 def _resolve_instance(doc: dict) -> tuple[str | None, str, str | None]:
@@ -663,6 +686,7 @@ def _build(
     codebase_fingerprint: Callable[[str], str] | None = None,
     endpoint_name: str | None = None,
     max_training_seconds: int | None = None,
+    job_stack: JobStack | None = None,
 ) -> RunRequest:
     if local:
         root = (
@@ -691,11 +715,30 @@ def _build(
     if tr["spot"]:
         # default: twice the runtime, within SageMaker's ceiling and the training task's
         ceiling = min(MAX_SECONDS, max_training_seconds or MAX_SECONDS)
-        max_wait = tr["maxWaitSeconds"] or max(
-            min(2 * tr["maxRuntimeSeconds"], ceiling), tr["maxRuntimeSeconds"]
-        )
+        max_wait = tr["maxWaitSeconds"] or default_max_wait(tr["maxRuntimeSeconds"], ceiling)
     base = doc["baseModel"]
     hyperparameters = to_hyperparameters(tr["config"], overrides)
+    checkpoints = _join(root, "checkpoints", rid)
+    job = None
+    if job_stack is not None and not local:
+        spec = TrainingJobSpec(
+            job_name=naming.attempt_name(jobs["train"]),  # the first attempt's
+            run_id=rid,
+            config=tr["config"],
+            overrides=overrides,
+            dataset=dataset_uri,
+            output=output,
+            instance_type=instance_type,
+            instance_count=tr["instanceCount"],
+            volume_size_gb=tr["volumeSizeGb"],
+            max_runtime_seconds=tr["maxRuntimeSeconds"],
+            spot=tr["spot"],
+            max_wait_seconds=max_wait,
+            # always: a spot job resumes from them, any job's progress survives a failure
+            checkpoints=checkpoints,
+            model=base if base.startswith("s3://") else None,
+        )
+        job = training_job(spec, job_stack)
     ev = doc["evaluation"]
     eval_type = instance_type if ev["instanceType"] == "auto" else ev["instanceType"]
     dep = doc["deployment"]
@@ -717,7 +760,7 @@ def _build(
             run_prefix=run_prefix,
             dataset=dataset_uri,
             dataset_shards=dataset_uri.rstrip("/") + "-shards/",
-            checkpoints=_join(root, "checkpoints", rid),
+            checkpoints=checkpoints,
             output=output,
             eval=eval_prefix,
             # the first attempt's; the state machine passes the actual one ($.training)
@@ -746,6 +789,7 @@ def _build(
             volume_size_gb=tr["volumeSizeGb"],
             rl=tr["rl"],
             volume_kms_key=supports_kms_volume(instance_type),
+            job=job,
         ),
         prepare=PrepareSpec(
             instance_type=doc["prepare"]["instanceType"],
