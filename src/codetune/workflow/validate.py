@@ -553,14 +553,15 @@ def _lora_rank(tr: dict) -> int | None:
     rank = (tr.get("overrides") or {}).get("lora.rank")
     if isinstance(rank, int) and not isinstance(rank, bool):
         return rank
-    name = tr.get("config")
-    for parent in Path(__file__).resolve().parents:
-        path = parent / "training_image" / "configs" / f"{name}.yaml"
-        if isinstance(name, str) and path.is_file():
-            from codetune.config import read_yaml
+    from codetune.train.config import configs_dir
 
-            rank = ((read_yaml(path) or {}).get("lora") or {}).get("rank")
-            return rank if isinstance(rank, int) else None
+    name = tr.get("config")
+    path = configs_dir() / f"{name}.yaml"
+    if isinstance(name, str) and path.is_file():
+        from codetune.config import read_yaml
+
+        rank = ((read_yaml(path) or {}).get("lora") or {}).get("rank")
+        return rank if isinstance(rank, int) else None
     return None
 
 
