@@ -67,7 +67,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install --quiet --upgrade pip
 	# torch first and exactly: a plain "torch" would pull a multi-GB CUDA build.
 	$(PIP) install --quiet -c constraints.txt torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e '.[train,serve,cdk,dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[train,serve,cdk,dev,remote]'
 	touch $@
 
 # --remember: .venv/bin/codetune finds this cache without CODETUNE_HOME set (README, "Model cache").

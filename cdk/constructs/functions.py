@@ -142,7 +142,7 @@ class WorkflowFunctions(Construct):
             memory_size=spec.memory_mb,
             environment={
                 "POWERTOOLS_SERVICE_NAME": f"codetune-{spec.name}",
-                "CODETUNE_TRAINING_CONFIGS": "/opt/training_image/configs",
+                "CODETUNE_CONFIG_DIR": "/opt/training_image/configs",
                 **spec.environment,
             },
             environment_encryption=key,

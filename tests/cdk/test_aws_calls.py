@@ -338,6 +338,7 @@ def _train_remote(synth, monkeypatch, rec: Recorded) -> list[Call]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv(remote.STACK_ENV, "CodetuneDevStack")
+    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")  # ModelTrainer's check: moto has no IAM
     with mock_aws(), recording() as calls, as_principal("user"):
         with as_principal(""):
             s3 = boto3.client("s3", region_name=REGION)

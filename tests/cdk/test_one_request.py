@@ -1,6 +1,7 @@
 """One training job request: ValidateRequest builds the CreateTrainingJob input
 (codetune.train.job.training_job), the state machine as rendered sends it, and
-`codetune train --remote` sends the same for the same job."""
+`codetune train --remote` (through the SageMaker SDK's ModelTrainer) sends the same for the
+same job."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from test_execution import (
     _input,
     _report,
     execute,
+    fresh_aws_clients,  # noqa: F401 - autouse fixture: no cached client leaves this module
     handlers,  # noqa: F401 - fixture
 )
 
@@ -39,10 +41,6 @@ def _remote_request(synth, monkeypatch, argv: list[str]) -> dict:
             s3.create_bucket(
                 Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
             )
-        boto3.client("iam", region_name=REGION).create_role(
-            RoleName=outputs[remote.OUT_ROLE].rsplit("/", 1)[1],
-            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
-        )
         boto3.client("cloudformation", region_name=REGION).create_stack(
             StackName="CodetuneDevStack",
             TemplateBody=json.dumps(
@@ -97,6 +95,7 @@ def test_validate_request_state_machine_and_remote_send_the_same_job(
             "--max-wait-seconds", str(out.request["training"]["maxWaitSeconds"]),
         ],
     )  # fmt: skip
-    name = sent["TrainingJobName"]
-    assert name.startswith("codetune-remote-")
-    assert sent == {**built, "TrainingJobName": name, "Environment": {"CODETUNE_RUN_ID": name}}
+    name = sent["TrainingJobName"]  # ModelTrainer's: <run id>-<timestamp>
+    run_id = name.rsplit("-", 1)[0]
+    assert run_id.startswith("codetune-remote-")
+    assert sent == {**built, "TrainingJobName": name, "Environment": {"CODETUNE_RUN_ID": run_id}}

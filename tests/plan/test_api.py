@@ -19,7 +19,7 @@ gradient_checkpointing: true
 @pytest.fixture
 def configs(tmp_path, monkeypatch):
     (tmp_path / "qlora.yaml").write_text(CONFIG)
-    monkeypatch.setenv("CODETUNE_TRAINING_CONFIGS", str(tmp_path))
+    monkeypatch.setenv("CODETUNE_CONFIG_DIR", str(tmp_path))
     return tmp_path
 
 

@@ -43,6 +43,7 @@ def aws(monkeypatch):
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
         remote.STACK_ENV: "CodetuneTestStack",
+        "SAGEMAKER_VALIDATE_ROLE": "false",  # ModelTrainer's role check: moto has no policies
     }.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
@@ -270,22 +271,66 @@ def test_no_region_or_no_credentials(monkeypatch, tmp_path):
         remote.run_remote(_args())
 
 
-def test_resource_limit_exceeded_names_the_quota_and_alternatives():
-    # Guards AWS error advice: which quota to raise and which fitting instances to try.
-    opts = remote.RemoteOptions(data=DATA, out=OUT, config="gpu-10gb-stable-code-3b")
-    req = remote.build_request(
-        opts, remote.StackInfo("s", ARTIFACTS, image_uri=IMAGE, role_arn=ROLE), "j", "ml.g5.xlarge"
+def test_job_is_created_through_model_trainer(aws, sent, monkeypatch):
+    # Guards: --remote submits with the SageMaker Python SDK's ModelTrainer (not a boto3 call
+    # of its own), which sends exactly the request codetune built, under ModelTrainer's name
+    from sagemaker.train import ModelTrainer
+
+    trainers = []
+    train = ModelTrainer.train
+
+    def spy(self, *a, **kw):
+        trainers.append(self)
+        return train(self, *a, **kw)
+
+    monkeypatch.setattr(ModelTrainer, "train", spy)
+    built = []
+    monkeypatch.setattr(
+        remote,
+        "build_request",
+        lambda *a, build=remote.build_request: built.append(build(*a)) or built[-1],
     )
+    assert remote.run_remote(_args("--instance-type", "ml.g5.xlarge")) == 0
+    (trainer,) = trainers
+    name = trainer._latest_training_job.training_job_name
+    assert _only_job(aws)["TrainingJobName"] == name
+    assert name.startswith(built[0]["TrainingJobName"] + "-")  # <run id>-<timestamp>
+    assert sent == [{**built[0], "TrainingJobName": name}]
 
-    class FakeSM:
-        def create_training_job(self, **kw):
-            raise ClientError(
-                {"Error": {"Code": "ResourceLimitExceeded", "Message": "limit is 0"}},
-                "CreateTrainingJob",
-            )
 
+def test_missing_sdk_is_named_before_anything_is_created(aws, monkeypatch):
+    # Guards: without the `remote` extra the user learns what to install, and nothing is made
+    real = remote.importlib.util.find_spec
+    monkeypatch.setattr(
+        remote.importlib.util,
+        "find_spec",
+        lambda n, *a: None if n == "sagemaker.train" else real(n, *a),
+    )
+    with pytest.raises(remote.RemoteError, match=r"pip install 'codetune\[remote\]'"):
+        remote.run_remote(_args("--instance-type", "ml.g5.xlarge"))
+    assert aws.list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_resource_limit_exceeded_names_the_quota_and_alternatives(aws, monkeypatch):
+    # Guards AWS error advice: which quota to raise and which fitting instances to try, when
+    # SageMaker refuses ModelTrainer's CreateTrainingJob.
+    original = remote.session_or_error
+
+    def refuse(**_):
+        raise ClientError(
+            {"Error": {"Code": "ResourceLimitExceeded", "Message": "limit is 0"}},
+            "CreateTrainingJob",
+        )
+
+    def session_or_error():
+        session = original()
+        session.events.register("before-call.sagemaker.CreateTrainingJob", refuse)
+        return session
+
+    monkeypatch.setattr(remote, "session_or_error", session_or_error)
+    args = _args("--config", "gpu-10gb-stable-code-3b", "--instance-type", "ml.g5.xlarge")
     with pytest.raises(remote.RemoteError) as e:
-        remote.submit(FakeSM(), req)
+        remote.run_remote(args)
     msg = str(e.value)
     assert "'ml.g5.xlarge for training job usage'" in msg and "Service Quotas" in msg
     assert "ml.g4dn.xlarge" in msg  # the cheapest other instance that fits

@@ -29,7 +29,6 @@ A missing key takes the planner default of :class:`codetune.plan.memory.Setup`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,11 @@ _MISSING = object()
 
 
 def configs_dir() -> Path:
-    """Where training configs live: ``$CODETUNE_TRAINING_CONFIGS`` or the repository's
-    ``training_image/configs``."""
-    env = os.environ.get("CODETUNE_TRAINING_CONFIGS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "training_image" / "configs"
+    """Where training configs live: the trainer's lookup (``$CODETUNE_CONFIG_DIR`` or the
+    repository's ``training_image/configs``)."""
+    from codetune.train.config import configs_dir as trainer_configs_dir
+
+    return trainer_configs_dir()
 
 
 def _nest(overrides: dict | None) -> dict:

@@ -1,10 +1,9 @@
 """``codetune train --remote``: one SageMaker training job from the command line.
 
-The job is the workflow's TrainAdapter step, built by hand: the same training image, role and
-KMS key (read from the deployed stack's outputs), the same hyperparameters encoding
-(:func:`codetune.train.hyperparameters.to_hyperparameters`), the same metric definitions
-(:func:`codetune.metrics.metric_definitions`), the same channels (``train`` and
-``validation`` on the dataset prefix, ``model`` when the base model is an S3 prefix).
+The job is the workflow's TrainAdapter job: its ``CreateTrainingJob`` input comes from the
+builder ValidateRequest uses (:func:`codetune.train.job.training_job`) with the training
+image, role, KMS key and network read from the deployed stack's outputs, and the SageMaker
+Python SDK's ``ModelTrainer`` submits it (``pip install 'codetune[remote]'``).
 
     codetune train --remote --data s3://ARTIFACTS/datasets/my-service/ \\
         --out s3://ARTIFACTS/runs/try-1/output/ --config gpu-24gb-qwen-coder-1.5b \\
@@ -15,16 +14,14 @@ The stack is ``$CODETUNE_STACK`` (default ``CodetuneDevStack``); ``--image`` / `
 replace its outputs. Credentials and region come from the usual boto3 chain
 (``AWS_PROFILE``, ``AWS_REGION``...).
 
-Why boto3 and not the ``sagemaker`` SDK's ``ModelTrainer``: every ``sagemaker`` 3.x release
-depends on ``sagemaker-core``, which requires ``rich<15`` while codetune pins ``rich==15.0.0``
-(pip: ResolutionImpossible); pip then backtracks through all 2.x sdists for minutes. The request
-``ModelTrainer`` would send is a plain ``CreateTrainingJob``, so codetune builds that request
-itself (:func:`build_request`) — which also makes it testable byte for byte against moto.
+ModelTrainer checks the role (``iam:SimulatePrincipalPolicy``) before it creates the job;
+``SAGEMAKER_VALIDATE_ROLE=false`` skips that. It names the job ``<run id>-<timestamp>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import logging
@@ -292,10 +289,10 @@ def resolve_instance(opts: RemoteOptions) -> str:
     return opts.instance_type
 
 
-def new_job_name(now: float | None = None) -> str:
-    """``codetune-remote-YYYYmmdd-HHMMSS-xxxx`` (<= 63 characters, unique enough to retry)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"codetune-remote-{stamp}-{secrets.token_hex(2)}"
+def new_run_id() -> str:
+    """``codetune-remote-xxxx``: the job's run id and the base of its name (ModelTrainer adds
+    ``-YYYYmmddHHMMSS``; the random part keeps two submissions in one second apart)."""
+    return f"codetune-remote-{secrets.token_hex(2)}"
 
 
 def job_spec(opts: RemoteOptions, job_name: str, instance_type: str) -> TrainingJobSpec:
@@ -385,14 +382,98 @@ def _alternatives(request: dict, n: int = 3) -> list[str]:
     return ok[:n]
 
 
-def submit(sm, request: dict) -> str:
-    """Create the training job; returns its ARN (AWS refusals become RemoteError)."""
+def model_trainer(request: dict, boto_session):
+    """The SageMaker Python SDK's ``ModelTrainer`` set up to send ``request`` (the
+    :func:`codetune.train.job.training_job` input), and the channels to train on.
+
+    ModelTrainer names the job ``<TrainingJobName>-<timestamp>``.
+    """
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.core.shapes import (
+        Channel,
+        DataSource,
+        MetricDefinition,
+        S3DataSource,
+        StoppingCondition,
+    )
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        Networking,
+        OutputDataConfig,
+    )
+    from sagemaker.train import ModelTrainer
+
+    algo, res = request["AlgorithmSpecification"], request["ResourceConfig"]
+    out, stop = request["OutputDataConfig"], request["StoppingCondition"]
+    vpc, ckpt = request.get("VpcConfig") or {}, request.get("CheckpointConfig")
+    trainer = ModelTrainer(
+        sagemaker_session=Session(boto_session=boto_session),
+        role=request["RoleArn"],
+        base_job_name=request["TrainingJobName"],
+        training_image=algo["TrainingImage"],
+        training_input_mode=algo["TrainingInputMode"],
+        hyperparameters=request["HyperParameters"],
+        environment=request["Environment"],
+        compute=Compute(
+            instance_type=res["InstanceType"],
+            instance_count=res["InstanceCount"],
+            volume_size_in_gb=res["VolumeSizeInGB"],
+            volume_kms_key_id=res.get("VolumeKmsKeyId"),
+            enable_managed_spot_training=request["EnableManagedSpotTraining"],
+        ),
+        networking=Networking(
+            subnets=vpc.get("Subnets"),
+            security_group_ids=vpc.get("SecurityGroupIds"),
+            enable_inter_container_traffic_encryption=request[
+                "EnableInterContainerTrafficEncryption"
+            ],
+        ),
+        stopping_condition=StoppingCondition(
+            max_runtime_in_seconds=stop["MaxRuntimeInSeconds"],
+            max_wait_time_in_seconds=stop.get("MaxWaitTimeInSeconds"),
+        ),
+        output_data_config=OutputDataConfig(
+            s3_output_path=out["S3OutputPath"],
+            kms_key_id=out.get("KmsKeyId"),
+            compression_type=out["CompressionType"],
+        ),
+        checkpoint_config=(
+            CheckpointConfig(s3_uri=ckpt["S3Uri"], local_path=ckpt["LocalPath"]) if ckpt else None
+        ),
+    ).with_metric_definitions(
+        [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in algo["MetricDefinitions"]]
+    )
+    channels = [
+        Channel(
+            channel_name=c["ChannelName"],
+            data_source=DataSource(
+                s3_data_source=S3DataSource(
+                    s3_data_type=c["DataSource"]["S3DataSource"]["S3DataType"],
+                    s3_uri=c["DataSource"]["S3DataSource"]["S3Uri"],
+                    s3_data_distribution_type=c["DataSource"]["S3DataSource"][
+                        "S3DataDistributionType"
+                    ],
+                )
+            ),
+        )
+        for c in request["InputDataConfig"]
+    ]
+    return trainer, channels
+
+
+def submit(session, request: dict) -> tuple[str, str]:
+    """Create the training job through ModelTrainer; returns its (name, ARN). AWS refusals
+    become RemoteError with what to do next."""
     from botocore.exceptions import ClientError
 
+    trainer, channels = model_trainer(request, session)
     try:
-        return sm.create_training_job(**request)["TrainingJobArn"]
+        trainer.train(input_data_config=channels, wait=False, logs=False)
     except ClientError as e:
         raise explain_client_error(e, request) from e
+    job = trainer._latest_training_job  # how ModelTrainer hands out the job it created
+    return job.training_job_name, job.training_job_arn
 
 
 def follow(sm, logs, job_name: str, out=None, poll_s: float = 15.0) -> dict:
@@ -460,15 +541,18 @@ def run_remote(args: argparse.Namespace, out=None) -> int:
     before every check passed."""
     out = out or sys.stdout
     opts = options_from_args(args)
+    if importlib.util.find_spec("sagemaker.train") is None:
+        raise RemoteError(
+            "--remote submits through the SageMaker Python SDK's ModelTrainer, which is not "
+            "installed: pip install 'codetune[remote]'"
+        )
     session = session_or_error()
     stack_name = os.environ.get(STACK_ENV, DEFAULT_STACK)
     stack = read_stack(session.client("cloudformation"), stack_name)
     check_paths(opts, stack)
     instance_type = resolve_instance(opts)
-    job_name = new_job_name()
-    request = build_request(opts, stack, job_name, instance_type)
-    sm = session.client("sagemaker")
-    arn = submit(sm, request)
+    request = build_request(opts, stack, new_run_id(), instance_type)
+    job_name, arn = submit(session, request)
     print(f"submitted {job_name} ({instance_type} x {opts.instance_count}): {arn}", file=out)
     if not opts.wait:
         print(
@@ -478,7 +562,7 @@ def run_remote(args: argparse.Namespace, out=None) -> int:
             file=out,
         )
         return 0
-    desc = follow(sm, session.client("logs"), job_name, out=out)
+    desc = follow(session.client("sagemaker"), session.client("logs"), job_name, out=out)
     if desc["TrainingJobStatus"] != "Completed":
         print(
             f"{job_name} {desc['TrainingJobStatus']}: {desc.get('FailureReason', 'no reason')}",
