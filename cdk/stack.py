@@ -333,6 +333,12 @@ class CodetuneStack(Stack):
         self.functions = functions
         self.topic = topic
         self.alarms = alarms
+        TimedOutExecutions(
+            self,
+            "TimedOutBatchExecutions",
+            state_machine_arn=batch.state_machine.state_machine_arn,
+            topic=topic,
+        )
         self.workflow = workflow
         self.batch = batch
 

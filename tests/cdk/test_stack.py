@@ -258,7 +258,7 @@ def test_reserved_concurrency_set_per_stage_reaches_every_function(synth_vpc):
     # guards: a stage's lambdaReservedConcurrency (3 in this variant) is what each function
     # reserves; the default stage reserves none (above)
     functions = _resources(synth_vpc, "AWS::Lambda::Function")
-    assert len(functions) == 7  # six workflow glue functions + the batch one
+    assert len(functions) == 7
     assert {f["Properties"].get("ReservedConcurrentExecutions") for f in functions.values()} == {3}
 
 
@@ -291,21 +291,26 @@ def _timeout_event(state_machine_arn: str, status: str) -> dict:
     }  # fmt: skip
 
 
-def test_timed_out_execution_is_published_to_the_failure_topic(synth):
+@pytest.mark.parametrize("construct", ["Workflow", "BatchInference"])
+def test_timed_out_execution_is_published_to_the_failure_topic(synth, construct):
     # guards: an execution that hits the machine's own timeout (no Catch runs, NotifyFailure
     # never does) still reaches the failure topic, naming the execution; other outcomes and
-    # other machines do not (NotifyFailure already reported a failure)
+    # other machines do not (NotifyFailure already reported a failure); for both machines
     from moto.events.models import EventPattern
     from moto.events.utils import EventTemplateParser
-    from render import resolve
+    from render import resolve, state_machine_id
 
     t = synth.template
-    # the training workflow (the batch machine's transform task times out before the machine)
-    (sm_id,) = [k for k, v in t["Resources"].items() if v["Type"] == "AWS::StepFunctions::StateMachine" and k.startswith("Workflow")]  # fmt: skip
+    sm_id = state_machine_id(t, construct)
     (topic_id,) = [k for k, v in t["Resources"].items() if v["Type"] == "AWS::SNS::Topic"]
     sm_arn, topic_arn = resolve(t, {"Ref": sm_id}), resolve(t, {"Ref": topic_id})
     rules = [resolve(t, r["Properties"]) for r in _resources(synth, "AWS::Events::Rule").values()]
-    (rule,) = [r for r in rules if "aws.states" in r["EventPattern"]["source"]]
+    (rule,) = [
+        r
+        for r in rules
+        if "aws.states" in r["EventPattern"]["source"]
+        and r["EventPattern"]["detail"]["stateMachineArn"] == [sm_arn]
+    ]
     pattern = EventPattern(None, rule["EventPattern"])
     assert pattern.matches_event(_timeout_event(sm_arn, "TIMED_OUT"))
     for status in ("SUCCEEDED", "FAILED", "RUNNING"):
