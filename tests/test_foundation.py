@@ -158,7 +158,6 @@ LONG_FUNCTIONS_PENDING = {
     "cdk/stack.py::CodetuneStack._grant_functions",
     "src/codetune/evaluate/runner.py::run_evaluation",
     "src/codetune/generation.py::generate_continuous",
-    "src/codetune/serve/app.py::create_app",
     "src/codetune/workflow/deploy.py::deploy_components",
     "src/codetune/workflow/deploy.py::deploy_single_model",
     "src/codetune/workflow/validate.py::_cross_field",

@@ -333,6 +333,8 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
     :func:`default_load`); /ping answers 503 until it has loaded and warmed up."""
     import model_hosting_container_standards.sagemaker as sm
 
+    from codetune.serve.middleware import GuardMiddleware
+
     state = ServerState(config, make_engine(config, load_fn=load_fn))
 
     async def lifespan(app: FastAPI):
@@ -346,17 +348,25 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
 
     app = FastAPI(title="codetune inference", lifespan=lifespan)
     app.state.codetune = state
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    _add_status_routes(app, state, sm)
+    _add_invocation_routes(app, state, sm)
+    _add_adapter_routes(app, state, sm)
+    app.add_middleware(GuardMiddleware, config=config)
+    sm.bootstrap(app)
+    return app
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        if exc.status_code == 404:
-            detail = f"no route {request.method} {request.url.path}; see /ping and /invocations"
-        elif exc.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, detail, "http_error", exc.headers)
 
-    # -- /ping ---------------------------------------------------------------------------
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    if exc.status_code == 404:
+        detail = f"no route {request.method} {request.url.path}; see /ping and /invocations"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, detail, "http_error", exc.headers)
+
+
+def _add_status_routes(app: FastAPI, state: ServerState, sm) -> None:
     @app.get("/ping")
     @sm.register_ping_handler
     async def ping(raw_request: Request) -> Response:
@@ -365,179 +375,209 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
         status = "failed" if state.load_error else "loading"
         return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
 
-    # -- /execution-parameters (Batch Transform asks when the job leaves them unset) -----
+    # Batch Transform asks when the job leaves its execution parameters unset.
     @app.get("/execution-parameters")
     async def execution_parameters() -> Response:
-        return JSONResponse(batch_execution_parameters(config, state.engine.kind))
+        return JSONResponse(batch_execution_parameters(state.config, state.engine.kind))
 
-    # -- /invocations --------------------------------------------------------------------
-    async def _invoke(raw_request: Request, force_stream: bool) -> Response:
-        info = raw_request.scope.setdefault("state", {}).setdefault("codetune", {})
-        request_id = info.get("request_id") or uuid.uuid4().hex
-        try:
-            if not state.ready.is_set():
-                raise ApiError(
-                    503,
-                    "the model is still loading; retry when GET /ping answers 200",
-                    "not_ready",
-                    {"Retry-After": str(RETRY_AFTER_S * 5)},
-                )
-            body = json.loads(await raw_request.body())
-            p = parse_request(state, body, raw_request.headers.get("accept", ""), force_stream)
-            info.update(adapter=_model_name(p.adapter), tokens_in=p.prompt_tokens, style=p.style)
-            stream = _submit(p)
-            if p.stream:
-                return _stream(p, stream, request_id, info)
-            try:
-                res = await asyncio.wait_for(_collect(stream), timeout=config.request_timeout_s)
-            except TimeoutError:
-                raise _timeout() from None
-            finally:
-                stream.cancel()  # no-op once finished; frees the row on timeout
-                _timings(stream, info)
-            info.update(tokens_out=res.completion_tokens)
-            return JSONResponse(
-                _completion_body(p, res, request_id),
-                headers={MODEL_HEADER: _model_name(res.adapter)},
-            )
-        except ApiError as e:
-            info["error"] = e.message
-            return error_response(e.status, e.message, e.kind, e.headers)
-        except CodetuneError as e:  # e.g. an adapter removed while the request waited
-            info["error"] = str(e)
-            return error_response(400, str(e), "invalid_request_error")
-        except Exception:
-            log.exception("request %s failed", request_id)
-            info["error"] = traceback.format_exc(limit=1).strip().splitlines()[-1]
-            return error_response(
-                500, f"internal error (request id {request_id}); see the server log", "internal"
-            )
 
-    def _submit(p: Parsed) -> Stream:
-        try:
-            return state.engine.submit(p.prompt_ids, p.adapter, p.sampling)
-        except QueueFull as e:
-            raise ApiError(
-                503,
-                f"server is at capacity ({e}); retry after {RETRY_AFTER_S}s",
-                "overloaded",
-                {"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
-
-    def _timeout() -> ApiError:
-        return ApiError(
-            504,
-            f"no answer within {config.request_timeout_s:.0f}s; lower max_new_tokens or retry",
-            "timeout",
-        )
-
-    async def _collect(stream: Stream) -> Result:
-        parts, last = [], None
-        async for d in stream:
-            parts.append(d.text)
-            last = d
-        return Result(
-            "".join(parts),
-            last.finish_reason,
-            stream.prompt_tokens,
-            last.completion_tokens,
-            stream.adapter,
-        )
-
-    def _timings(stream: Stream, info: dict) -> None:
-        start = stream.admitted or time.perf_counter()
-        info["queue_s"] = round(start - stream.enqueued, 4)
-        if stream.admitted and stream.finished:
-            info["generate_s"] = round(stream.finished - stream.admitted, 4)
-        info["batch_size"] = stream.batch_size
-
-    def _stream(p: Parsed, stream: Stream, request_id: str, info: dict) -> Response:
-        """Server-sent events, one per delta the engine produces (no re-prefill: the engine
-        keeps the row in its batch from the first token to the last)."""
-        name = _model_name(p.adapter)
-        created = int(time.time())
-
-        def event(delta: dict, finish: str | None) -> bytes:
-            return _sse(
-                {
-                    "id": f"chatcmpl-{request_id}",
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                }
-            )
-
-        async def events():
-            text, produced, finish = "", 0, "length"
-            if p.style == "chat":
-                yield event({"role": "assistant", "content": ""}, None)
-            it = aiter(stream)
-            try:
-                while True:
-                    try:
-                        d = await asyncio.wait_for(anext(it), timeout=config.request_timeout_s)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise _timeout() from None
-                    text += d.text
-                    if d.text:
-                        if p.style == "chat":
-                            yield event({"content": d.text}, None)
-                        else:
-                            yield _sse({"token": {"text": d.text}, "generated_text": None})
-                    if d.finish_reason is not None:
-                        finish, produced = d.finish_reason, d.completion_tokens
-                info.update(tokens_out=produced)
-                if p.style == "chat":
-                    yield event({}, finish)
-                else:
-                    yield _sse(
-                        {
-                            "token": {"text": ""},
-                            "generated_text": text,
-                            "details": {"finish_reason": finish, "generated_tokens": produced},
-                        }
-                    )
-                yield b"data: [DONE]\n\n"
-            except ApiError as e:
-                info["error"] = e.message
-                yield _sse({"error": {"message": e.message, "type": e.kind, "code": e.status}})
-            except CodetuneError as e:
-                info["error"] = str(e)
-                yield _sse({"error": {"message": str(e), "type": "invalid_request_error"}})
-            except Exception:
-                log.exception("stream %s failed", request_id)
-                info["error"] = "internal error while streaming"
-                yield _sse({"error": {"message": "internal error", "type": "internal"}})
-            finally:
-                stream.cancel()  # the client went away, or we are done: free the row
-                _timings(stream, info)
-
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={MODEL_HEADER: name, "Cache-Control": "no-cache"},
-        )
+def _add_invocation_routes(app: FastAPI, state: ServerState, sm) -> None:
+    """/invocations (SageMaker's route), its streaming twin and the OpenAI-style route: one
+    handler, :func:`_invoke`."""
 
     @app.post("/invocations")
     @sm.register_invocation_handler
     @sm.inject_adapter_id(HEADER_KEY)
     async def invocations(raw_request: Request) -> Response:
-        return await _invoke(raw_request, force_stream=False)
+        return await _invoke(state, raw_request, force_stream=False)
 
     @app.post("/invocations-response-stream")
     @sm.inject_adapter_id(HEADER_KEY)
     async def invocations_stream(raw_request: Request) -> Response:
-        return await _invoke(raw_request, force_stream=True)
+        return await _invoke(state, raw_request, force_stream=True)
 
     @app.post("/v1/chat/completions")
     @sm.inject_adapter_id(HEADER_KEY)
     async def chat_completions(raw_request: Request) -> Response:
-        return await _invoke(raw_request, force_stream=False)
+        return await _invoke(state, raw_request, force_stream=False)
 
-    # -- adapters ------------------------------------------------------------------------
+
+async def _invoke(state: ServerState, raw_request: Request, force_stream: bool) -> Response:
+    """Parse, submit to the engine, answer whole or as a stream; errors carry their status
+    (client mistakes 4xx, overload 503, timeout 504, anything unexpected 500 and logged)."""
+    config = state.config
+    info = raw_request.scope.setdefault("state", {}).setdefault("codetune", {})
+    request_id = info.get("request_id") or uuid.uuid4().hex
+    try:
+        if not state.ready.is_set():
+            raise ApiError(
+                503,
+                "the model is still loading; retry when GET /ping answers 200",
+                "not_ready",
+                {"Retry-After": str(RETRY_AFTER_S * 5)},
+            )
+        body = json.loads(await raw_request.body())
+        p = parse_request(state, body, raw_request.headers.get("accept", ""), force_stream)
+        info.update(adapter=_model_name(p.adapter), tokens_in=p.prompt_tokens, style=p.style)
+        stream = _submit(state, p)
+        if p.stream:
+            return _stream(config, p, stream, request_id, info)
+        try:
+            res = await asyncio.wait_for(_collect(stream), timeout=config.request_timeout_s)
+        except TimeoutError:
+            raise _timeout(config) from None
+        finally:
+            stream.cancel()  # no-op once finished; frees the row on timeout
+            _timings(stream, info)
+        info.update(tokens_out=res.completion_tokens)
+        return JSONResponse(
+            _completion_body(p, res, request_id),
+            headers={MODEL_HEADER: _model_name(res.adapter)},
+        )
+    except ApiError as e:
+        info["error"] = e.message
+        return error_response(e.status, e.message, e.kind, e.headers)
+    except CodetuneError as e:  # e.g. an adapter removed while the request waited
+        info["error"] = str(e)
+        return error_response(400, str(e), "invalid_request_error")
+    except Exception:
+        log.exception("request %s failed", request_id)
+        info["error"] = traceback.format_exc(limit=1).strip().splitlines()[-1]
+        return error_response(
+            500, f"internal error (request id {request_id}); see the server log", "internal"
+        )
+
+
+def _submit(state: ServerState, p: Parsed) -> Stream:
+    try:
+        return state.engine.submit(p.prompt_ids, p.adapter, p.sampling)
+    except QueueFull as e:
+        raise ApiError(
+            503,
+            f"server is at capacity ({e}); retry after {RETRY_AFTER_S}s",
+            "overloaded",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+
+
+def _timeout(config: ServeConfig) -> ApiError:
+    return ApiError(
+        504,
+        f"no answer within {config.request_timeout_s:.0f}s; lower max_new_tokens or retry",
+        "timeout",
+    )
+
+
+async def _collect(stream: Stream) -> Result:
+    parts, last = [], None
+    async for d in stream:
+        parts.append(d.text)
+        last = d
+    return Result(
+        "".join(parts),
+        last.finish_reason,
+        stream.prompt_tokens,
+        last.completion_tokens,
+        stream.adapter,
+    )
+
+
+def _timings(stream: Stream, info: dict) -> None:
+    start = stream.admitted or time.perf_counter()
+    info["queue_s"] = round(start - stream.enqueued, 4)
+    if stream.admitted and stream.finished:
+        info["generate_s"] = round(stream.finished - stream.admitted, 4)
+    info["batch_size"] = stream.batch_size
+
+
+def _stream(
+    config: ServeConfig, p: Parsed, stream: Stream, request_id: str, info: dict
+) -> Response:
+    """Server-sent events, one per delta the engine produces (no re-prefill: the engine
+    keeps the row in its batch from the first token to the last)."""
+    name = _model_name(p.adapter)
+    created = int(time.time())
+    return StreamingResponse(
+        _events(config, p, stream, request_id, info, name, created),
+        media_type="text/event-stream",
+        headers={MODEL_HEADER: name, "Cache-Control": "no-cache"},
+    )
+
+
+async def _events(
+    config: ServeConfig,
+    p: Parsed,
+    stream: Stream,
+    request_id: str,
+    info: dict,
+    name: str,
+    created: int,
+):
+    """The event stream: OpenAI chunks for chat requests, TGI token events otherwise; an
+    error after the first byte is sent as an event (the status is already 200)."""
+
+    def event(delta: dict, finish: str | None) -> bytes:
+        return _sse(
+            {
+                "id": f"chatcmpl-{request_id}",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    text, produced, finish = "", 0, "length"
+    if p.style == "chat":
+        yield event({"role": "assistant", "content": ""}, None)
+    it = aiter(stream)
+    try:
+        while True:
+            try:
+                d = await asyncio.wait_for(anext(it), timeout=config.request_timeout_s)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise _timeout(config) from None
+            text += d.text
+            if d.text:
+                if p.style == "chat":
+                    yield event({"content": d.text}, None)
+                else:
+                    yield _sse({"token": {"text": d.text}, "generated_text": None})
+            if d.finish_reason is not None:
+                finish, produced = d.finish_reason, d.completion_tokens
+        info.update(tokens_out=produced)
+        if p.style == "chat":
+            yield event({}, finish)
+        else:
+            yield _sse(
+                {
+                    "token": {"text": ""},
+                    "generated_text": text,
+                    "details": {"finish_reason": finish, "generated_tokens": produced},
+                }
+            )
+        yield b"data: [DONE]\n\n"
+    except ApiError as e:
+        info["error"] = e.message
+        yield _sse({"error": {"message": e.message, "type": e.kind, "code": e.status}})
+    except CodetuneError as e:
+        info["error"] = str(e)
+        yield _sse({"error": {"message": str(e), "type": "invalid_request_error"}})
+    except Exception:
+        log.exception("stream %s failed", request_id)
+        info["error"] = "internal error while streaming"
+        yield _sse({"error": {"message": "internal error", "type": "internal"}})
+    finally:
+        stream.cancel()  # the client went away, or we are done: free the row
+        _timings(stream, info)
+
+
+def _add_adapter_routes(app: FastAPI, state: ServerState, sm) -> None:
+    """GET /adapters here; POST /adapters and DELETE /adapters/{name} through the
+    container-standards handlers (mounted by ``sm.bootstrap``)."""
+
     @app.get("/adapters")
     async def list_adapters() -> Response:
         if not state.ready.is_set():
@@ -555,46 +595,48 @@ def create_app(config: ServeConfig, *, load_fn: Callable[[ServeConfig], object] 
 
     @sm.register_load_adapter_handler(request_shape={"name": "body.name", "src": "body.src"})
     async def register_adapter(req, raw_request: Request) -> Response:
-        from codetune.serve.loading import adapter_source
-
-        if not state.ready.is_set():
-            return error_response(503, "the model is still loading", "not_ready")
-        name, src = req.name, req.src
-        if name in BASE_ALIASES or name in state.base_ids or "/" in name:
-            return error_response(400, f"adapter name {name!r} is reserved", "invalid_name")
-        if name in state.known_adapters():
-            return error_response(
-                409,
-                f"adapter {name!r} already exists; DELETE /adapters/{name} first to replace it",
-                "conflict",
-            )
-        try:
-            local = await asyncio.to_thread(adapter_source, src)
-            await state.engine.add_adapter(name, local)
-        except CodetuneError as e:
-            return error_response(400, str(e), "invalid_adapter")
-        except Exception as e:
-            log.exception("registering adapter %s from %s failed", name, src)
-            return error_response(400, f"could not load adapter from {src}: {e}", "invalid_adapter")
-        log.info("registered adapter %s from %s", name, src)
-        return Response(status_code=200)
+        return await _register_adapter(state, req)
 
     @sm.register_unload_adapter_handler(request_shape={"name": "path_params.adapter_name"})
     async def unregister_adapter(req, raw_request: Request) -> Response:
-        if not state.ready.is_set():
-            return error_response(503, "the model is still loading", "not_ready")
-        name = req.name
-        if name not in state.known_adapters():
-            known = ", ".join(sorted(state.known_adapters())) or "none"
-            return error_response(
-                404, f"adapter {name!r} is not registered; registered: {known}", "not_found"
-            )
-        await state.engine.remove_adapter(name)
-        log.info("unregistered adapter %s", name)
-        return Response(status_code=200)
+        return await _unregister_adapter(state, req)
 
-    from codetune.serve.middleware import GuardMiddleware
 
-    app.add_middleware(GuardMiddleware, config=config)
-    sm.bootstrap(app)
-    return app
+async def _register_adapter(state: ServerState, req) -> Response:
+    from codetune.serve.loading import adapter_source
+
+    if not state.ready.is_set():
+        return error_response(503, "the model is still loading", "not_ready")
+    name, src = req.name, req.src
+    if name in BASE_ALIASES or name in state.base_ids or "/" in name:
+        return error_response(400, f"adapter name {name!r} is reserved", "invalid_name")
+    if name in state.known_adapters():
+        return error_response(
+            409,
+            f"adapter {name!r} already exists; DELETE /adapters/{name} first to replace it",
+            "conflict",
+        )
+    try:
+        local = await asyncio.to_thread(adapter_source, src)
+        await state.engine.add_adapter(name, local)
+    except CodetuneError as e:
+        return error_response(400, str(e), "invalid_adapter")
+    except Exception as e:
+        log.exception("registering adapter %s from %s failed", name, src)
+        return error_response(400, f"could not load adapter from {src}: {e}", "invalid_adapter")
+    log.info("registered adapter %s from %s", name, src)
+    return Response(status_code=200)
+
+
+async def _unregister_adapter(state: ServerState, req) -> Response:
+    if not state.ready.is_set():
+        return error_response(503, "the model is still loading", "not_ready")
+    name = req.name
+    if name not in state.known_adapters():
+        known = ", ".join(sorted(state.known_adapters())) or "none"
+        return error_response(
+            404, f"adapter {name!r} is not registered; registered: {known}", "not_found"
+        )
+    await state.engine.remove_adapter(name)
+    log.info("unregistered adapter %s", name)
+    return Response(status_code=200)
