@@ -176,12 +176,13 @@ def test_prompt_lookup_drafts_are_the_plain_greedy_answers(lm, bugfix_prompts):
 def test_prompt_lookup_follows_the_copy_across_one_changed_token():
     # Guards the draft source: a copy continues where it left off, and after one token the
     # answer changed (the fix) it resumes right after the replaced prompt token.
-    lk = generation._PromptLookup([9, 1, 2, 3, 4, 5, 6, 7, 8], ngram=3)
+    lk = generation._PromptLookup([9, 1, 2, 3, 4, 5, 6, 7, 8], ngram=3, k_max=4)
     assert lk.draft([1, 2], 3) == [3, 4, 5]
-    lk.advance(3)  # 3, 4, 5 accepted, then the model's own 6
+    lk.advance(3, 3)  # 3, 4, 5 accepted, then the model's own 6
     assert lk.draft([1, 2, 3, 4, 5, 6], 2) == [7, 8]
-    lk.advance(0)  # the model wrote 70 instead of 7
-    assert lk.draft([1, 2, 3, 4, 5, 6, 70], 2) == [8]
+    lk.advance(0, 2)  # the model wrote 70 instead of 7: the next draft is shorter
+    assert lk.draft([1, 2, 3, 4, 5, 6, 70], 9) == [8]
+    assert lk.k == 2
     assert generation._PromptLookup([1, 2, 3], 3).draft([42], 4) == []
     with pytest.raises(ValueError, match="greedy"):
         generation.generate_continuous(None, ["x"], temperature=0.7, draft_tokens=4)

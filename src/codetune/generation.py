@@ -396,20 +396,25 @@ class _PromptLookup:
     matching the prompt there (an answer that re-types a function stays on it). After a
     token that differs (the fix), the answer's tail of >= 2 tokens is looked up; failing
     that the copy skips the replaced token; failing that the last token is looked up. An
-    occurrence at or after the current place is preferred to an earlier one."""
+    occurrence at or after the current place is preferred to an earlier one.
 
-    def __init__(self, prompt: list[int], ngram: int):
+    The draft's length adapts (up to ``k_max``): it doubles after a draft was accepted whole
+    and halves after a miss, so a row whose answer has left the prompt stops making the
+    whole batch verify long drafts it will reject."""
+
+    def __init__(self, prompt: list[int], ngram: int, k_max: int = 8):
         self.prompt = prompt
         self.ngram = ngram
+        self.k_max = self.k = k_max
         self.index: dict[tuple[int, ...], list[int]] = {}
         for n in range(1, ngram + 1):
             for j in range(len(prompt) - n):
                 self.index.setdefault(tuple(prompt[j : j + n]), []).append(j + n)
         self.ptr = -1  # prompt position predicted to hold the answer's next token
 
-    def draft(self, answer: list[int], k: int) -> list[int]:
-        """Up to ``k`` prompt tokens predicted to follow ``answer`` (empty: no match)."""
-        p, ptr = self.prompt, self.ptr
+    def draft(self, answer: list[int], room: int) -> list[int]:
+        """Up to ``room`` prompt tokens predicted to follow ``answer`` (empty: no match)."""
+        p, ptr, k = self.prompt, self.ptr, min(room, self.k)
         if k <= 0 or not answer:
             return []
         if not (0 < ptr < len(p) and p[ptr - 1] == answer[-1]):
@@ -420,10 +425,14 @@ class _PromptLookup:
         self.ptr = ptr
         return p[ptr : ptr + k] if ptr >= 0 else []
 
-    def advance(self, accepted: int) -> None:
-        """The answer grew by ``accepted`` draft tokens and one token of the model's."""
+    def advance(self, accepted: int, drafted: int = 0) -> None:
+        """The answer grew by ``accepted`` of ``drafted`` draft tokens and one token of the
+        model's."""
         if self.ptr >= 0:
             self.ptr += accepted + 1
+        if drafted:
+            full = accepted == drafted
+            self.k = min(self.k_max, 2 * self.k) if full else max(1, self.k // 2)
 
     def _lookup(self, answer: list[int], min_n: int) -> int | None:
         import bisect
@@ -606,7 +615,7 @@ def generate_continuous(
                 out_tokens[i].append(t)
                 if finished(i, out_tokens[i]):
                     break
-            lookups[i].advance(m)
+            lookups[i].advance(m, len(d))
             kept.append(m + 1)
             counts["drafted"] += len(d)
             counts["accepted"] += m
@@ -658,12 +667,10 @@ def generate_continuous(
                 for r, i in enumerate(new):
                     out_tokens[i] = [int(first[r])]
                     if draft_tokens:
-                        lookups[i] = _PromptLookup(ids[i], draft_ngram)
+                        lookups[i] = _PromptLookup(ids[i], draft_ngram, draft_tokens)
             elif lookups and any(
                 drafts := [
-                    lookups[i].draft(
-                        out_tokens[i], min(draft_tokens, caps[i] - len(out_tokens[i]) - 1)
-                    )
+                    lookups[i].draft(out_tokens[i], caps[i] - len(out_tokens[i]) - 1)
                     for i in active
                 ]
             ):
