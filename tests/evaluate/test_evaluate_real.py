@@ -75,6 +75,12 @@ def test_report_follows_schema_and_contract(report_dir, repo_root):
     for suite, n in (("humaneval", 2), ("bugfix", 3)):
         assert sum(report["suites"][suite]["paired"].values()) == n
         assert report["generation"]["suites"][suite]["candidate"]["rows"] == n
+    # Greedy bugfix rows decode with prompt-lookup drafts (wall time, tokens/s and drafts
+    # recorded per suite and side); HumanEval rows without.
+    bf_gen = report["generation"]["suites"]["bugfix"]["base"]
+    assert bf_gen["draft_tokens"] > 0 and bf_gen["forwards"] > 0 and bf_gen["tokens_per_s"] > 0
+    assert "prompt-lookup" in bf_gen["engine"] and bf_gen["accepted"] <= bf_gen["drafted"]
+    assert report["generation"]["suites"]["humaneval"]["base"]["draft_tokens"] == 0
     # The forgetting guard: per-file losses for each side; the zero-delta sft side's loss is
     # the base's, the random adapter's is not.
     gen = report["suites"]["general"]
