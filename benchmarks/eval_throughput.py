@@ -8,7 +8,13 @@ Two measurements, both on the embedded SmolLM2-135M-Instruct (fp32) with a rando
    before continuous batching) and through ``generation.generate_continuous``
    (``--batch-size`` slots, refilled as rows finish), back to back; prints tokens/s and the
    ratio.
-2. ``target``: ``run_evaluation`` on ``--humaneval`` HumanEval problems + ``--bugfix`` bugfix
+2. ``drafts``: the same bugfix rows (base model, greedy, stop at the closing fence, the
+   evaluation's caps and admission order) through ``generate_continuous`` without and with
+   prompt-lookup drafts (``--draft-tokens``), ``--rounds`` rounds in the order
+   plain, drafts, drafts, plain (a load trend cancels out of each round's ratio); checks
+   that every answer is token-identical and prints each run's wall time, tokens/s, forwards
+   and the per-round wall-time ratios.
+3. ``target``: ``run_evaluation`` on ``--humaneval`` HumanEval problems + ``--bugfix`` bugfix
    problems, base and candidate, including model load, sandboxed execution and the report —
    the issue's target is 20 + 100 in <= 10 minutes on 2 cores.
 
@@ -18,6 +24,8 @@ got (other processes share it).
     MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/eval_throughput.py --data DATASET_DIR
     MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/eval_throughput.py --parts engine \
         --engine-humaneval 8 --engine-bugfix 32          # ratio only, ~3 min
+    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/eval_throughput.py --parts drafts \
+        --drafts-bugfix 16 --rounds 2                    # drafts vs none, bugfix rows
 
 ``--data`` is a prepared dataset (``codetune prepare``); without it a small mechanical bugfix
 set is built from the standard library (benchmarks/_bugfix_data.py).
@@ -117,6 +125,61 @@ def engine(adapter: Path, data: Path, n_he: int, n_bug: int, batch_size: int) ->
     return out
 
 
+def drafts(data: Path, n_bug: int, batch_size: int, k: int, rounds: int) -> dict:
+    """Bugfix rows without and with prompt-lookup drafts, ABBA-ordered rounds."""
+    import math
+    import statistics
+
+    from codetune.evaluate import suites as S
+    from codetune.evaluate.runner import BUGFIX_MARGIN
+    from codetune.generation import generate_continuous, load_model
+    from codetune.prompts import answer_prefix, render_chat
+
+    lm = load_model(None)
+    tok = lm.tokenizer
+    rows = []
+    for item in S.load_bugfix(data, n_bug, 0):
+        ref = len(tok(item.reference, add_special_tokens=False)["input_ids"])
+        prompt = render_chat(tok, S.bugfix_messages(item)) + answer_prefix(item.language)
+        rows.append((prompt, min(512, math.ceil(ref * 1.25) + BUGFIX_MARGIN)))
+    rows.sort(key=lambda r: -r[1])  # the evaluation's admission order
+
+    def run(draft_tokens: int) -> tuple[dict, list]:
+        stats: dict = {}
+        g0, t0 = gflops(), time.perf_counter()
+        gens = generate_continuous(
+            lm,
+            [p for p, _ in rows],
+            max_new_tokens=[c for _, c in rows],
+            stop=S.STOP,
+            max_batch=batch_size,
+            draft_tokens=draft_tokens,
+            stats=stats,
+        )
+        dt = time.perf_counter() - t0
+        toks = sum(g.completion_tokens for g in gens)
+        res = {"s": round(dt, 1), "tokens": toks, "tok_s": round(toks / dt, 2), **stats}
+        res["probe"] = [round(g0, 1), round(gflops(), 1)]
+        print("  run", draft_tokens, json.dumps(res), flush=True)
+        return res, [(g.text, g.completion_tokens, g.finish_reason) for g in gens]
+
+    out: dict = {"rows": len(rows), "draft_tokens": k, "batch_size": batch_size, "rounds": []}
+    want = None
+    for _ in range(rounds):
+        runs = {}
+        for name in ("plain", "drafts", "drafts", "plain"):
+            res, answers = run(k if name == "drafts" else 0)
+            want = want or answers
+            if answers != want:
+                raise SystemExit(f"{name}: answers differ from the first plain run")
+            runs.setdefault(name, []).append(res)
+        wall = {n: sum(r["s"] for r in v) for n, v in runs.items()}
+        out["rounds"].append({**runs, "ratio_wall": round(wall["plain"] / wall["drafts"], 2)})
+    out["identical"] = True
+    out["median_ratio_wall"] = statistics.median(r["ratio_wall"] for r in out["rounds"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,6 +192,9 @@ def main() -> None:
     ap.add_argument("--engine-humaneval", type=int, default=8)
     ap.add_argument("--engine-bugfix", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--drafts-bugfix", type=int, default=16)
+    ap.add_argument("--draft-tokens", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
 
     from _bugfix_data import build
@@ -137,12 +203,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = args.data or build(tmp / "data", max(args.bugfix, args.engine_bugfix))
+        data = args.data or build(
+            tmp / "data", max(args.bugfix, args.engine_bugfix, args.drafts_bugfix)
+        )
         adapter = args.adapter or random_adapter(tmp / "adapter")
         parts = args.parts.split(",")
         if "engine" in parts:
             res = engine(adapter, data, args.engine_humaneval, args.engine_bugfix, args.batch_size)
             print("engine", json.dumps(res), flush=True)
+        if "drafts" in parts:
+            res = drafts(data, args.drafts_bugfix, args.batch_size, args.draft_tokens, args.rounds)
+            print("drafts", json.dumps(res), flush=True)
         if "target" in parts:
             g0, t0 = gflops(), time.perf_counter()
             rep = run_evaluation(

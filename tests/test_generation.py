@@ -93,3 +93,96 @@ def test_continuous_batching_mixed_adapters_and_errors(lm):
         assert g.adapter == a
     with pytest.raises(CodetuneError, match="unknown adapter"):
         generation.generate_continuous(lm, CB_PROMPTS[:1], adapters="nope")
+
+
+@pytest.fixture(scope="module")
+def bugfix_prompts(lm, repo_root, tmp_path_factory):
+    """Real bugfix prompts as evaluation renders them (chat template + opening fence), the 4
+    shortest of a small standard-library set, with their evaluation caps."""
+    import json
+    import math
+    import sys
+
+    from codetune.evaluate import suites as S
+    from codetune.evaluate.runner import BUGFIX_MARGIN
+    from codetune.prompts import answer_prefix, render_chat
+
+    sys.path.insert(0, str(repo_root / "benchmarks"))
+    try:
+        from _bugfix_data import build
+    finally:
+        sys.path.pop(0)
+    d = build(tmp_path_factory.mktemp("bugfix"), 40)
+    rows = [json.loads(x) for x in (d / "test.jsonl").read_text().splitlines()]
+    rows.sort(key=lambda r: len(r["messages"][-1]["content"]))
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    tok = lm.tokenizer
+    out = []
+    for item in S.load_bugfix(d, None):
+        ref = len(tok(item.reference, add_special_tokens=False)["input_ids"])
+        prompt = render_chat(tok, S.bugfix_messages(item)) + answer_prefix(item.language)
+        out.append((prompt, math.ceil(ref * 1.25) + BUGFIX_MARGIN))
+    return out
+
+
+def test_prompt_lookup_drafts_are_the_plain_greedy_answers(lm, bugfix_prompts):
+    # Guards speculative decoding with prompt-lookup drafts: on real bugfix prompts, rows of
+    # different lengths admitted mid-flight (3 slots, 5 rows), base and adapter rows in one
+    # batch (the adapter's drafts are mostly rejected: the rollback path), no stop string so
+    # rows end on EOS — which the prompt holds right after the code, so it arrives inside a
+    # draft — every answer is token for token the one plain greedy decoding gives.
+    from codetune.evaluate import suites as S
+
+    prompts = [p for p, _ in bugfix_prompts] + [CB_PROMPTS[1]]
+    caps = [c for _, c in bugfix_prompts] + [12]
+    rows = [None, "rand", None, None, "rand"]
+    eos = lm.tokenizer.eos_token_id
+    drafted_eos = []
+
+    def spy(module, args, kwargs):
+        ids = kwargs["input_ids"]
+        if ids.shape[1] > 1 and kwargs["past_key_values"].get_seq_length() > 0:
+            drafted_eos.append(bool((ids[:, 1:] == eos).any()))
+
+    for stop in (None, S.STOP):
+        plain = generation.generate_continuous(
+            lm, prompts, adapters=rows, max_new_tokens=caps, stop=stop, max_batch=3
+        )
+        stats: dict = {}
+        hook = lm.model.register_forward_pre_hook(spy, with_kwargs=True)
+        try:
+            fast = generation.generate_continuous(
+                lm,
+                prompts,
+                adapters=rows,
+                max_new_tokens=caps,
+                stop=stop,
+                max_batch=3,
+                draft_tokens=8,
+                stats=stats,
+            )
+        finally:
+            hook.remove()
+        assert [g.text for g in fast] == [g.text for g in plain]
+        assert [g.completion_tokens for g in fast] == [g.completion_tokens for g in plain]
+        assert [g.finish_reason for g in fast] == [g.finish_reason for g in plain]
+        # the drafts did work: a good part of the answers came from accepted drafts
+        assert stats["accepted"] > 0.3 * sum(g.completion_tokens for g in fast)
+        assert stats["drafted"] > stats["accepted"]  # and some were rejected
+    assert any(drafted_eos)
+    assert any(g.finish_reason == "stop" for g in plain)
+
+
+def test_prompt_lookup_follows_the_copy_across_one_changed_token():
+    # Guards the draft source: a copy continues where it left off, and after one token the
+    # answer changed (the fix) it resumes right after the replaced prompt token.
+    lk = generation._PromptLookup([9, 1, 2, 3, 4, 5, 6, 7, 8], ngram=3, k_max=4)
+    assert lk.draft([1, 2], 3) == [3, 4, 5]
+    lk.advance(3, 3)  # 3, 4, 5 accepted, then the model's own 6
+    assert lk.draft([1, 2, 3, 4, 5, 6], 2) == [7, 8]
+    lk.advance(0, 2)  # the model wrote 70 instead of 7: the next draft is shorter
+    assert lk.draft([1, 2, 3, 4, 5, 6, 70], 9) == [8]
+    assert lk.k == 2
+    assert generation._PromptLookup([1, 2, 3], 3).draft([42], 4) == []
+    with pytest.raises(ValueError, match="greedy"):
+        generation.generate_continuous(None, ["x"], temperature=0.7, draft_tokens=4)

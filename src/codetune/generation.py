@@ -385,6 +385,66 @@ def _pick_tokens(logits, temperature: float, top_p: float, gen):
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
+DRAFT_NGRAM = 3  # longest tail of the answer looked up in the prompt
+
+
+class _PromptLookup:
+    """Drafts for one row copied from its prompt (prompt-lookup decoding).
+
+    Every n-gram of the prompt (n = 1..``ngram``) is indexed once with the positions that
+    follow it. A draft continues where the previous one left off while the answer keeps
+    matching the prompt there (an answer that re-types a function stays on it). After a
+    token that differs (the fix), the answer's tail of >= 2 tokens is looked up; failing
+    that the copy skips the replaced token; failing that the last token is looked up. An
+    occurrence at or after the current place is preferred to an earlier one.
+
+    The draft's length adapts (up to ``k_max``): it doubles after a draft was accepted whole
+    and halves after a miss, so a row whose answer has left the prompt stops making the
+    whole batch verify long drafts it will reject."""
+
+    def __init__(self, prompt: list[int], ngram: int, k_max: int = 8):
+        self.prompt = prompt
+        self.ngram = ngram
+        self.k_max = self.k = k_max
+        self.index: dict[tuple[int, ...], list[int]] = {}
+        for n in range(1, ngram + 1):
+            for j in range(len(prompt) - n):
+                self.index.setdefault(tuple(prompt[j : j + n]), []).append(j + n)
+        self.ptr = -1  # prompt position predicted to hold the answer's next token
+
+    def draft(self, answer: list[int], room: int) -> list[int]:
+        """Up to ``room`` prompt tokens predicted to follow ``answer`` (empty: no match)."""
+        p, ptr, k = self.prompt, self.ptr, min(room, self.k)
+        if k <= 0 or not answer:
+            return []
+        if not (0 < ptr < len(p) and p[ptr - 1] == answer[-1]):
+            found = self._lookup(answer, 2)
+            if found is None:
+                found = ptr if 0 < ptr < len(p) else self._lookup(answer, 1)
+            ptr = -1 if found is None else found
+        self.ptr = ptr
+        return p[ptr : ptr + k] if ptr >= 0 else []
+
+    def advance(self, accepted: int, drafted: int = 0) -> None:
+        """The answer grew by ``accepted`` of ``drafted`` draft tokens and one token of the
+        model's."""
+        if self.ptr >= 0:
+            self.ptr += accepted + 1
+        if drafted:
+            full = accepted == drafted
+            self.k = min(self.k_max, 2 * self.k) if full else max(1, self.k // 2)
+
+    def _lookup(self, answer: list[int], min_n: int) -> int | None:
+        import bisect
+
+        for n in range(min(self.ngram, len(answer)), min_n - 1, -1):
+            hits = self.index.get(tuple(answer[-n:]))
+            if hits:
+                i = bisect.bisect_left(hits, self.ptr)
+                return hits[i] if i < len(hits) else hits[0]
+        return None
+
+
 def generate_continuous(
     lm: LoadedModel,
     prompts: list[str],
@@ -397,6 +457,9 @@ def generate_continuous(
     seed: int | None = None,
     max_batch: int = 32,
     on_finish=None,
+    draft_tokens: int = 0,
+    draft_ngram: int = DRAFT_NGRAM,
+    stats: dict | None = None,
 ) -> list[Generation]:
     """Generate one answer per prompt with continuous batching: at most ``max_batch`` rows
     decode together, a row leaves the batch the step it finishes (EOS, a stop sequence, or
@@ -409,6 +472,18 @@ def generate_continuous(
     the same tokens as :func:`generate` up to float rounding; sampled rows draw from one
     generator seeded by ``seed`` (reproducible for the same prompts, order and
     ``max_batch``). ``Generation.seconds`` is the row's time from admission to finish.
+
+    ``draft_tokens > 0`` (greedy only) turns on prompt-lookup speculative decoding: each row
+    proposes up to that many tokens copied from its own prompt (where the last
+    ``draft_ngram``..1 generated tokens occur in it, :class:`_PromptLookup`), the model
+    verifies every row's draft in one forward, a row keeps the longest prefix that matches
+    its greedy tokens plus the model's next token, and the cache forgets the rest. Answers
+    are the greedy answers without drafts; a bugfix answer, which re-types its prompt's
+    function, needs far fewer forwards (benchmarks/RESULTS.md). ``stats`` (a dict), when
+    given, receives the number of model ``forwards`` and the ``drafted`` and ``accepted``
+    token counts.
+
+    Raises ValueError for bad sizes or drafts with sampling.
     """
     import contextlib
     from collections import deque
@@ -423,6 +498,10 @@ def generate_continuous(
         raise ValueError("max_new_tokens needs one entry per prompt")
     if min(caps) < 1 or max_batch < 1:
         raise ValueError("max_new_tokens and max_batch must be >= 1")
+    if draft_tokens < 0 or draft_ngram < 1:
+        raise ValueError("draft_tokens must be >= 0 and draft_ngram >= 1")
+    if draft_tokens and temperature > 0:
+        raise ValueError("prompt-lookup drafts verify greedy tokens: use temperature 0")
     names = _row_adapters(lm, adapters, n)
     from peft import PeftModel
 
@@ -455,6 +534,8 @@ def generate_continuous(
     started: dict[int, float] = {}
     cache = None
     mask = pos = last = None
+    lookups: dict[int, _PromptLookup] = {}
+    counts = {"forwards": 0, "drafted": 0, "accepted": 0}
 
     def finished(i: int, toks: list[int]) -> str | None:
         if toks and toks[-1] == eos:
@@ -489,17 +570,64 @@ def generate_continuous(
         if on_finish is not None:
             on_finish(i, g)
 
-    def forward(input_ids, attn, position_ids, past, row_names):
+    def forward(input_ids, attn, position_ids, past, row_names, keep=1):
         kw = {"adapter_names": row_names} if per_row_names else {}
+        counts["forwards"] += 1
         return model(
             input_ids=input_ids,
             attention_mask=attn,
             position_ids=position_ids,
             past_key_values=past,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
             **kw,
         )
+
+    def verify(drafts: list[list[int]]):
+        """One forward over every row's last token + draft; each row keeps the draft's
+        longest prefix that equals its greedy tokens, plus the model's next token. The
+        cache keeps the positions some row accepted; a row's rejected ones are masked."""
+        nonlocal mask, pos, last
+        b, width = len(active), 1 + max(len(d) for d in drafts)
+        inp = torch.full((b, width), pad, dtype=torch.long)
+        inp[:, 0] = last
+        step = torch.zeros((b, width), dtype=torch.long)
+        for r, d in enumerate(drafts):
+            inp[r, 1 : 1 + len(d)] = torch.tensor(d, dtype=torch.long)
+            step[r, : 1 + len(d)] = 1
+        positions = pos[:, None] + torch.arange(width)
+        out = forward(
+            inp.to(dev),
+            torch.cat([mask, step], dim=1).to(dev),
+            positions.to(dev),
+            cache,
+            [names[i] for i in active],
+            keep=width,
+        )
+        greedy = out.logits.argmax(-1).cpu().tolist()
+        kept = []
+        for r, i in enumerate(active):
+            d, g = drafts[r], greedy[r]
+            m = 0
+            while m < len(d) and d[m] == g[m]:
+                m += 1
+            for t in (*d[:m], g[m]):  # stop where plain decoding would have stopped
+                out_tokens[i].append(t)
+                if finished(i, out_tokens[i]):
+                    break
+            lookups[i].advance(m, len(d))
+            kept.append(m + 1)
+            counts["drafted"] += len(d)
+            counts["accepted"] += m
+        n_keep = max(kept)
+        if n_keep < width:  # roll back what no row accepted
+            for layer in cache.layers:
+                layer.n -= width - n_keep
+                layer._views()
+        step = (torch.arange(n_keep)[None, :] < torch.tensor(kept)[:, None]).long()
+        mask = torch.cat([mask, step], dim=1)
+        pos = pos + torch.tensor(kept)
+        last = torch.tensor([greedy[r][k - 1] for r, k in enumerate(kept)])
 
     with torch.inference_mode(), routing:
         while queue or active:
@@ -538,8 +666,19 @@ def generate_continuous(
                 active += new
                 for r, i in enumerate(new):
                     out_tokens[i] = [int(first[r])]
+                    if draft_tokens:
+                        lookups[i] = _PromptLookup(ids[i], draft_ngram, draft_tokens)
+            elif lookups and any(
+                drafts := [
+                    lookups[i].draft(out_tokens[i], caps[i] - len(out_tokens[i]) - 1)
+                    for i in active
+                ]
+            ):
+                verify(drafts)
             else:
                 # One decoding step for every active row.
+                for i in active if lookups else ():
+                    lookups[i].advance(0)
                 mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
                 out = forward(
                     last[:, None].to(dev),
@@ -559,6 +698,7 @@ def generate_continuous(
             if done:
                 for _, i, why in done:
                     complete(i, why)
+                    lookups.pop(i, None)
                 gone = {r for r, _, _ in done}
                 keep = [r for r in range(len(active)) if r not in gone]
                 active = [active[r] for r in keep]
@@ -575,4 +715,6 @@ def generate_continuous(
                     for layer in cache.layers:
                         layer.drop_left(lead)
                     mask = mask[:, lead:]
+    if stats is not None:
+        stats.update(counts)
     return results  # type: ignore[return-value]

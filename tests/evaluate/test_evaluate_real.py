@@ -48,6 +48,7 @@ def report_dir(adapter_with_sft, bugfix_data, tmp_path_factory, embedded_model_d
         timeout_s=3,
         batch_size=2,  # fewer slots than rows: continuous batching refills them
         compare_sft=True,
+        draft_tokens=4,  # prompt-lookup drafts for the bugfix rows (off by default)
     )
     return out
 
@@ -75,6 +76,12 @@ def test_report_follows_schema_and_contract(report_dir, repo_root):
     for suite, n in (("humaneval", 2), ("bugfix", 3)):
         assert sum(report["suites"][suite]["paired"].values()) == n
         assert report["generation"]["suites"][suite]["candidate"]["rows"] == n
+    # Asked for, greedy bugfix rows decode with prompt-lookup drafts (wall time, tokens/s and
+    # drafts recorded per suite and side); HumanEval rows never do.
+    bf_gen = report["generation"]["suites"]["bugfix"]["base"]
+    assert bf_gen["draft_tokens"] > 0 and bf_gen["forwards"] > 0 and bf_gen["tokens_per_s"] > 0
+    assert "prompt-lookup" in bf_gen["engine"] and bf_gen["accepted"] <= bf_gen["drafted"]
+    assert report["generation"]["suites"]["humaneval"]["base"]["draft_tokens"] == 0
     # The forgetting guard: per-file losses for each side; the zero-delta sft side's loss is
     # the base's, the random adapter's is not.
     gen = report["suites"]["general"]

@@ -128,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         run_id=run_id,
         thresholds=_thresholds(args.threshold),
         batch_size=args.batch_size,
+        **({} if args.draft_tokens is None else {"draft_tokens": args.draft_tokens}),
         quantization=args.quantization,
         timeout_s=args.timeout,
         workers=args.workers,
@@ -226,6 +227,13 @@ def register(sub) -> argparse.ArgumentParser:
         type=int,
         default=32,
         help="rows decoded together (continuous batching: a finished row's slot is refilled at once)",
+    )
+    p.add_argument(
+        "--draft-tokens",
+        type=int,
+        help="prompt-lookup drafts verified per step for greedy bugfix answers (the same "
+        "answers in fewer forwards; 0 = off, the default: on 2 CPU cores no faster at the "
+        "default batch, see benchmarks/RESULTS.md)",
     )
     p.add_argument("--quantization", choices=("none", "4bit"), default="none")
     p.add_argument("--run-id", help="report runId (default: random)")

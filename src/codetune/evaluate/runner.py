@@ -51,6 +51,13 @@ BUGFIX_MARGIN = 24  # tokens beyond the reference's length (closing fence, small
 # (the gate needs >= 10), 384 tokens each keeps both sides' forward passes to seconds on CPU.
 GENERAL_FILES = 32
 GENERAL_MAX_TOKENS = 384
+# Prompt-lookup drafts per bugfix row and step (greedy only; 0 = off). Off by default: on
+# 2 CPU cores the evaluation's 32-row batch is compute-bound, and although drafts cut the
+# forwards 2.4x, each verifying forward costs as much more (same wall time at 12 rows,
+# 1.35x faster at 6: benchmarks/RESULTS.md). Not measured on a GPU, where decoding is
+# memory-bound and drafts should pay: measure before turning it on.
+DRAFT_TOKENS = 0
+DRAFT_SUITES = ("bugfix",)
 
 
 @dataclass
@@ -188,10 +195,12 @@ def _generate_sides(
     seed,
     merge,
     general_ids=None,
+    draft_tokens=0,
 ):
     """Generate every row, one side at a time (the base model, then base + each adapter) and
     within a side one suite at a time, with continuous batching of at most ``batch_size``
     rows; with ``general_ids`` (token ids per held-out file) also each side's per-file loss.
+    Greedy bugfix rows verify ``draft_tokens`` prompt-lookup drafts per step (0: off).
     Returns ({id(row): Generation}, stats, {side: [loss per file]})."""
     from codetune.evaluate.general import per_file_loss
     from codetune.generation import generate_continuous
@@ -233,6 +242,8 @@ def _generate_sides(
                             time.perf_counter() - t,
                         )
 
+                drafts = draft_tokens if suite in DRAFT_SUITES and not temperature else 0
+                counts: dict = {}
                 gens = generate_continuous(
                     model,
                     [r.prompt for r in part],
@@ -243,12 +254,14 @@ def _generate_sides(
                     seed=seed,
                     max_batch=batch_size,
                     on_finish=progress,
+                    draft_tokens=drafts,
+                    stats=counts,
                 )
                 for r, g in zip(part, gens, strict=True):
                     out[id(r)] = g
                 per_suite[suite][side] = _throughput(
                     len(part), sum(g.completion_tokens for g in gens), t_suite
-                )
+                ) | {"engine": _engine(drafts, counts), "draft_tokens": drafts, **counts}
             if general_ids:
                 t_loss = time.perf_counter()
                 losses[side] = per_file_loss(
@@ -276,6 +289,16 @@ def _generate_sides(
         "suites": dict(per_suite),
     }
     return out, stats, losses
+
+
+def _engine(draft_tokens: int, counts: dict) -> str:
+    if not draft_tokens:
+        return "continuous batching"
+    share = counts["accepted"] / counts["drafted"] if counts["drafted"] else 0.0
+    return (
+        f"continuous batching + prompt-lookup drafts <= {draft_tokens} tokens, "
+        f"{counts['accepted']}/{counts['drafted']} accepted ({share:.0%})"
+    )
 
 
 def _throughput(rows: int, tokens: int, since: float) -> dict:
@@ -321,6 +344,7 @@ def run_evaluation(
     compare_sft: bool = False,
     general_files: int = GENERAL_FILES,
     general_max_tokens: int = GENERAL_MAX_TOKENS,
+    draft_tokens: int = DRAFT_TOKENS,
 ) -> dict:
     """Evaluate base vs base + adapter and write the report to ``out_dir``.
 
@@ -335,7 +359,9 @@ def run_evaluation(
     held-out standard-library files, their first ``general_max_tokens`` tokens each
     (:mod:`codetune.evaluate.general`). ``max_new_tokens`` caps HumanEval
     answers; a bugfix answer is capped at ``ceil(1.25 * reference tokens) + 24`` (a fix is
-    about as long as the original), at most ``bugfix_max_new_tokens``.
+    about as long as the original), at most ``bugfix_max_new_tokens``. Greedy bugfix answers
+    are decoded with ``draft_tokens`` prompt-lookup drafts per step (0: off; the same
+    answers, fewer forwards: :func:`codetune.generation.generate_continuous`).
     Returns the report (as written to ``report.json``). Raises CodetuneError for bad input
     (missing adapter, base model or test split, unknown suite, samples without temperature)
     and SandboxUnavailable when code would run with fewer sandbox layers than
@@ -350,6 +376,8 @@ def run_evaluation(
         raise CodetuneError("the custom suite needs --custom-suite FILE.jsonl")
     if samples < 1:
         raise CodetuneError("--samples must be >= 1")
+    if draft_tokens < 0:
+        raise CodetuneError("--draft-tokens must be >= 0 (0 turns prompt-lookup drafts off)")
     if samples > 1 and temperature <= 0:
         raise CodetuneError("--samples > 1 needs --temperature > 0 (greedy samples are identical)")
     resolve_thresholds(thresholds)  # fail on a typo before hours of generation
@@ -417,6 +445,7 @@ def run_evaluation(
             seed=seed if temperature > 0 else None,
             merge=quantization == "none",
             general_ids=general_ids,
+            draft_tokens=draft_tokens,
         )
         del lm
 
