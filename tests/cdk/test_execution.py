@@ -898,7 +898,7 @@ def test_tuning_runs_the_training_job_as_trials_and_evaluates_the_best(
     (package,) = [c.params for c in calls if c.operation == "CreateModelPackage"]
     metadata = package["CustomerMetadataProperties"]
     assert metadata["bestTrainingJob"].startswith(best)
-    assert json.loads(metadata["tunedHyperparameters"]) == {"lora.rank": 32}
+    assert metadata["tunedHyperparameters"] == "lora.rank=32"
     assert metadata["tuningJob"] == request["HyperParameterTuningJobName"].removesuffix("-r0")
     container = package["InferenceSpecification"]["Containers"][0]
     assert container["ModelDataUrl"] == adapter

@@ -81,12 +81,23 @@ def tuning_metadata(request, training: dict | None) -> dict[str, str]:
     if request.tuning is None or not training:
         return {}
     hp = training.get("hyperparameters") or {}
-    tuned = {k: decode_tuned_value(v) for k, v in sorted(hp.items()) if k in request.tuning.ranges}
+    tuned = {k: decode_tuned_value(v) for k, v in hp.items() if k in request.tuning.ranges}
     return {
         "tuningJob": request.tuning.job_name,
         "bestTrainingJob": training.get("jobName", ""),
-        "tunedHyperparameters": json.dumps(tuned, sort_keys=True),
+        "tunedHyperparameters": tuned_values_text(tuned),
     }
+
+
+# CreateModelPackage.CustomerMetadataProperties values: letters, digits, spaces and _.:/=+-@
+_METADATA_OTHER = re.compile(r"[^\w\s.:/=+\-@]")
+
+
+def tuned_values_text(tuned: dict) -> str:
+    """``lora.rank=32 learning_rate=0.0003``: the tuned values in the characters a model
+    package's metadata allows (JSON's braces, quotes and commas are refused)."""
+    pairs = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(tuned.items())]
+    return _METADATA_OTHER.sub("_", " ".join(pairs))
 
 
 def register_adapter(
