@@ -875,8 +875,8 @@ def test_tuning_runs_the_training_job_as_trials_and_evaluates_the_best(
     assert "TuneAdapter" in out.states and "BestTrial" in out.states
     assert not any(s.startswith("TrainAdapter") for s in out.states)
     i = out.states.index("Tuning?")
-    assert out.states[i + 1 : i + 8] == [
-        "TuningMode?", "TuneAdapter",
+    assert out.states[i + 1 : i + 7] == [
+        "TuneAdapter",
         # (the test's stand-in for the .sync task: create, describe, the status it waits for)
         "TuneAdapterCreate", "TuneAdapterCompleted", "TuneAdapterStatus?", "TuneAdapterResult",
         "BestTrial",
