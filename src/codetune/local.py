@@ -413,10 +413,12 @@ def _tuning_metadata(result: dict | None) -> dict:
     codetune.workflow.registry.tuning_metadata): the best trial and its tuned values."""
     if not result:
         return {}
+    from codetune.workflow.registry import tuned_values_text
+
     return {
         "tuningJob": result["tuningJob"],
         "bestTrainingJob": result["bestTrial"],
-        "tunedHyperparameters": json.dumps(result["hyperparameters"], sort_keys=True),
+        "tunedHyperparameters": tuned_values_text(result["hyperparameters"]),
     }
 
 

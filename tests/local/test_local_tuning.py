@@ -120,5 +120,7 @@ def test_two_trials_train_and_the_better_one_is_evaluated(tmp_path):
     assert Path(report["adapter"].removeprefix("file://")) == Path(best["adapter"])
     entry = json.loads(next((run.out / "registry").rglob("*.json")).read_text())
     assert entry["customerMetadata"]["bestTrainingJob"] == best["name"]
-    assert json.loads(entry["customerMetadata"]["tunedHyperparameters"]) == best["hyperparameters"]
+    assert entry["customerMetadata"]["tunedHyperparameters"] == (
+        f"learning_rate={json.dumps(best['hyperparameters']['learning_rate'])}"
+    )
     assert entry["modelDataUrl"] == f"file://{best['adapter']}"
