@@ -1,7 +1,8 @@
 """The Step Functions state machine of one fine-tuning run (docs/architecture.md, "The workflow").
 
 State data: `$.request` is the resolved run request (ValidateRequest's output); each later
-step writes its result next to it (`$.prepare`, `$.merge` after a sharded prepare, `$.training`, `$.evaluation`, `$.gate`,
+step writes its result next to it (`$.prepare`, `$.merge` after a sharded prepare, `$.tuning` with
+tuning, `$.training`, `$.evaluation`, `$.gate`,
 `$.registration`, `$.deployment`, `$.smoke`).
 
 The SageMaker job states are `CustomState`s: the L2 `SageMakerCreateTrainingJob` cannot take
@@ -25,6 +26,7 @@ from constructs import Construct
 
 from cdk.nag import acknowledge
 from codetune.workflow.naming import ATTEMPT_SEPARATOR
+from codetune.workflow.tuning import training_job_definition
 
 # Lambda errors worth retrying: the handlers' RetryableError (throttling, capacity, endpoint
 # busy; codetune.workflow.errors.RETRYABLE_ERRORS) and Lambda's own transient failures.
@@ -203,7 +205,21 @@ class TrainingWorkflow(Construct):
             timeout=jobs.merge_timeout,
             result_path="$.merge",
         )
-        train = self._training()
+        # With a tuning section: a tuning job whose trials are this training job, then the best
+        # trial's training job read back as $.training (what the later states use).
+        tune, best_trial = self._tuning(), self._best_trial()
+        tune.next(best_trial)
+        train = (
+            sfn.Choice(self, "Tuning?")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.request.tuning"),
+                    sfn.Condition.is_not_null("$.request.tuning"),
+                ),
+                tune,
+            )
+            .otherwise(train_job := self._training())
+        )
         eval_variants = {
             s3_model: self._evaluation(s3_model=s3_model) for s3_model in (False, True)
         }
@@ -227,6 +243,8 @@ class TrainingWorkflow(Construct):
                     "request": sfn.JsonPath.object_at("$.request"),
                     "gate": sfn.JsonPath.object_at("$.gate"),
                     "modelDataUrl": sfn.JsonPath.string_at("$.training.modelDataUrl"),
+                    # the training job (with tuning, BestTrial's: trial name, hyperparameters)
+                    "training": sfn.JsonPath.object_at("$.training"),
                 }
             ),
             result_path="$.registration",
@@ -350,7 +368,8 @@ class TrainingWorkflow(Construct):
             },
             evaluate_choice,
         )
-        train.next(evaluation_resources)
+        train_job.next(evaluation_resources)
+        best_trial.next(evaluation_resources)
         prepare.next(train)
 
         definition = validate.next(
@@ -390,7 +409,7 @@ class TrainingWorkflow(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray tracing and CloudWatch Logs delivery actions have no resource type.",
         )
-        for kind in ("training-job", "processing-job"):
+        for kind in ("training-job", "processing-job", "hyper-parameter-tuning-job"):
             acknowledge(
                 policy,
                 "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
@@ -622,7 +641,8 @@ class TrainingWorkflow(Construct):
             isolate=s3_model,
         )
 
-    def _training(self) -> sfn.CustomState:
+    def _training_job(self) -> dict:
+        """TrainAdapter's CreateTrainingJob parameters: ValidateRequest's block, key by key."""
         params: dict = {
             "TrainingJobName.$": attempt_job_name("$.request.jobs.train"),
             "RoleArn": self._jobs.role_arn,
@@ -631,10 +651,56 @@ class TrainingWorkflow(Construct):
         if self._jobs.subnet_ids:
             # ValidateRequest has the same subnets (its VPC_SUBNET_IDS) and sends VpcConfig
             params["VpcConfig.$"] = f"{TRAINING_JOB}.VpcConfig"
+        return params
+
+    def _tuning(self) -> sfn.CustomState:
+        """A tuning job whose trials are the training job TrainAdapter would start (its
+        parameters as the TrainingJobDefinition), with the tuned keys as ranges
+        (ValidateRequest renders the config and the static hyperparameters)."""
+        definition = training_job_definition(
+            self._training_job(), "$.request.tuning.staticHyperparameters"
+        )
+        return self._custom(
+            "TuneAdapter",
+            "sagemaker:createHyperParameterTuningJob.sync",
+            {
+                "HyperParameterTuningJobName.$": attempt_job_name("$.request.tuning.jobName"),
+                "HyperParameterTuningJobConfig.$": "$.request.tuning.jobConfig",
+                "TrainingJobDefinition": definition,
+            },
+            self._jobs.training_timeout,
+            {
+                "jobName.$": "$.HyperParameterTuningJobName",
+                "status.$": "$.HyperParameterTuningJobStatus",
+                "bestTrainingJob.$": "$.BestTrainingJob.TrainingJobName",
+                "tunedHyperparameters.$": "$.BestTrainingJob.TunedHyperParameters",
+                "objective.$": "$.BestTrainingJob.FinalHyperParameterTuningJobObjectiveMetric",
+            },
+            "$.tuning",
+        )
+
+    def _best_trial(self) -> sfn.CustomState:
+        """The best trial's training job (DescribeTrainingJob) as `$.training`: its name, its
+        hyperparameters and the adapter the later states evaluate, register and serve."""
+        return self._custom(
+            "BestTrial",
+            "aws-sdk:sagemaker:describeTrainingJob",
+            {"TrainingJobName.$": "$.tuning.bestTrainingJob"},
+            Duration.minutes(2),
+            {
+                "jobName.$": "$.TrainingJobName",
+                "status.$": "$.TrainingJobStatus",
+                "modelDataUrl.$": "$.ModelArtifacts.S3ModelArtifacts",
+                "hyperparameters.$": "$.HyperParameters",
+            },
+            "$.training",
+        )
+
+    def _training(self) -> sfn.CustomState:
         return self._custom(
             "TrainAdapter",
             "sagemaker:createTrainingJob.sync",
-            params,
+            self._training_job(),
             self._jobs.training_timeout,
             {
                 "jobName.$": "$.TrainingJobName",
@@ -655,6 +721,11 @@ class TrainingWorkflow(Construct):
             )
             for kind in ("training-job", "processing-job")
         ]
+        tuning_arn = stack.format_arn(
+            service="sagemaker",
+            resource="hyper-parameter-tuning-job",
+            resource_name=f"{self._jobs.job_name_prefix}*",
+        )
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=[
@@ -668,6 +739,21 @@ class TrainingWorkflow(Construct):
                     "sagemaker:ListTags",
                 ],
                 resources=job_arns,
+            )
+        )
+        # the tuning job's .sync task; its trials are training jobs named
+        # <tuning job>-<nnn>-<hash>, so the training-job grants above cover BestTrial's Describe
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateHyperParameterTuningJob",
+                    "sagemaker:DescribeHyperParameterTuningJob",
+                    "sagemaker:StopHyperParameterTuningJob",
+                    "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                    "sagemaker:AddTags",
+                    "sagemaker:ListTags",
+                ],
+                resources=[tuning_arn],
             )
         )
         role.add_to_principal_policy(
@@ -686,6 +772,7 @@ class TrainingWorkflow(Construct):
                     for rule in (
                         "StepFunctionsGetEventsForSageMakerTrainingJobsRule",
                         "StepFunctionsGetEventsForSageMakerProcessingJobsRule",
+                        "StepFunctionsGetEventsForSageMakerTuningJobsRule",
                     )
                 ],
             )

@@ -1,6 +1,7 @@
 """RegisterAdapter: a Model Registry package for the run (idempotent per runId).
 
-Event ``{"request", "gate": <QualityGate output>, "modelDataUrl": optional}``; environment
+Event ``{"request", "gate": <QualityGate output>, "modelDataUrl": optional, "training": optional
+(the training task's result)}``; environment
 INFERENCE_IMAGE_URI, IMAGE_GIT_REVISION. Returns ``{"modelPackageArn", "approvalStatus",
 "deploy", "created"}``. Logic: codetune.workflow.registry.
 """
@@ -25,6 +26,7 @@ def lambda_handler(event, context):
             ev.request,
             gate=ev.gate,
             model_data_url=ev.model_data_url,
+            training=ev.training,
             inference_image_uri=env.inference_image_uri,
             image_git_revision=env.image_git_revision,
             sagemaker=client("sagemaker"),

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codetune.errors import CodetuneError
-from codetune.io import write_json_atomic
+from codetune.io import write_json_atomic, write_text_atomic
 
 STEPS = (
     "ValidateRequest",
@@ -94,7 +94,9 @@ class LocalRun:
 
     @property
     def adapter_dir(self) -> Path:
-        return self.path(self.request.paths.output) / "adapter"
+        """The adapter the later steps use: TrainAdapter's (with tuning, the best trial's)."""
+        trained = self.results.get("TrainAdapter", {}).get("adapter")
+        return Path(trained) if trained else self.path(self.request.paths.output) / "adapter"
 
     @property
     def eval_dir(self) -> Path:
@@ -251,38 +253,93 @@ def _child(run: LocalRun, step: str, argv: list[str]) -> None:
         )
 
 
-def step_train(run: LocalRun) -> dict:
+def _child_tee(run: LocalRun, step: str, argv: list[str]) -> str:
+    """``_child`` that also returns the child's stdout (passed through as it comes), as the
+    job's log is what SageMaker reads metrics from."""
+    cmd = [sys.executable, "-m", "codetune.cli", *argv]
+    run.log(f"  $ codetune {' '.join(argv)}")
+    env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    lines = []
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            lines.append(line)
+    if proc.returncode != 0:
+        raise StepFailed(
+            step,
+            f"'codetune {argv[0]}' exited with status {proc.returncode} (see its output above)",
+        )
+    return "".join(lines)
+
+
+def _train_argv(run: LocalRun, out: Path, checkpoints: Path, tuned: dict | None = None) -> list:
+    """``codetune train`` with the request's config, overrides and rl section (+ tuned keys)."""
     tr = run.request.training
-    argv = [
-        "train",
-        "--data",
-        str(run.dataset_dir),
-        "--out",
-        str(run.adapter_dir),
-        "--config",
-        tr.config,
-        "--checkpoints",
-        str(run.path(run.request.paths.checkpoints)),
-    ]
-    for k, v in sorted((tr.overrides or {}).items()):
+    argv = ["train", "--data", str(run.dataset_dir), "--out", str(out), "--config", tr.config]
+    argv += ["--checkpoints", str(checkpoints)]
+    values = {**(tr.overrides or {}), **{f"rl.{k}": v for k, v in (tr.rl or {}).items()}}
+    for k, v in sorted({**values, **(tuned or {})}.items()):
         argv += ["--set", f"{k}={json.dumps(v)}"]
-    for k, v in sorted((tr.rl or {}).items()):
-        argv += ["--set", f"rl.{k}={json.dumps(v)}"]
     if run.request.base_model.id not in ("embedded", "", None):
         argv += ["--base-model", run.request.base_model.id]
-    _child(run, "TrainAdapter", argv)
-    summary = json.loads((run.adapter_dir / "training_summary.json").read_text())
+    return argv
+
+
+SUMMARY_KEYS = ("steps", "train_loss", "validation_loss", "base_validation_loss", "wall_seconds")
+
+
+def _summary(adapter: Path) -> dict:
+    summary = json.loads((adapter / "training_summary.json").read_text())
+    return {k: summary.get(k) for k in SUMMARY_KEYS}
+
+
+def step_train(run: LocalRun) -> dict:
+    if run.request.tuning is not None:
+        return step_tune(run)
+    out = run.path(run.request.paths.output) / "adapter"
+    _child(run, "TrainAdapter", _train_argv(run, out, run.path(run.request.paths.checkpoints)))
+    return {"adapter": str(out), "summary": _summary(out)}
+
+
+def step_tune(run: LocalRun) -> dict:
+    """The tuning job, locally: its trials one after another with the same spec, each scored
+    as SageMaker scores it (the objective regex over the trial's output), the best kept."""
+    from codetune.workflow import tuning
+
+    spec = run.request.tuning
+    section = {"strategy": spec.strategy, "maxJobs": spec.max_jobs, "ranges": spec.ranges}
+    planned = tuning.local_trials(section, seed_of=run.request.run_id)
+    if spec.strategy == "Bayesian":
+        run.log("  Bayesian search is SageMaker's; locally the trials are random draws")
+    trials = []
+    for i, values in enumerate(planned):
+        name = tuning.trial_name(i)
+        trial_dir = run.path(run.request.paths.output) / "trials" / name
+        out, log = trial_dir / "adapter", trial_dir / "train.log"
+        run.log(f"  trial {i + 1}/{len(planned)} {name}: {json.dumps(values, sort_keys=True)}")
+        if not (log.is_file() and (out / "training_summary.json").is_file()):
+            ckpt = run.path(run.request.paths.checkpoints) / name
+            text = _child_tee(run, "TrainAdapter", _train_argv(run, out, ckpt, values))
+            write_text_atomic(log, text)
+        objective = tuning.objective_value(log.read_text())
+        run.log(f"  {name}: {tuning.objective_metric_name()} = {objective}")
+        trials.append(
+            {"name": name, "hyperparameters": values, "objective": objective,
+             "adapter": str(out), "summary": _summary(out)}
+        )  # fmt: skip
+    best = tuning.best_trial(trials)
+    run.log(f"  best trial {best['name']}: {json.dumps(best['hyperparameters'], sort_keys=True)}")
     return {
-        "adapter": str(run.adapter_dir),
-        "summary": {
-            k: summary.get(k)
-            for k in (
-                "steps",
-                "train_loss",
-                "validation_loss",
-                "base_validation_loss",
-                "wall_seconds",
-            )
+        "adapter": best["adapter"],
+        "summary": best["summary"],
+        "tuning": {
+            "tuningJob": spec.job_name,
+            "strategy": spec.strategy,
+            "objective": tuning.objective_metric_name(),
+            "bestTrial": best["name"],
+            "hyperparameters": best["hyperparameters"],
+            "trials": trials,
         },
     }
 
@@ -342,12 +399,27 @@ def step_register(run: LocalRun) -> dict:
             "datasetManifestSha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
             "adapterName": req.deployment.adapter_name,
             "trainingConfig": req.training.config,
+            **_tuning_metadata(run.results.get("TrainAdapter", {}).get("tuning")),
         },
         "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons")},
     }
     path = run.out / "registry" / req.registration.model_package_group / f"{req.run_id}.json"
     write_json_atomic(path, entry)
     return {"modelPackage": str(path), "approvalStatus": entry["approvalStatus"]}
+
+
+def _tuning_metadata(result: dict | None) -> dict:
+    """What the registry records of a tuned run (the keys the Model Registry package gets,
+    codetune.workflow.registry.tuning_metadata): the best trial and its tuned values."""
+    if not result:
+        return {}
+    from codetune.workflow.registry import tuned_values_text
+
+    return {
+        "tuningJob": result["tuningJob"],
+        "bestTrainingJob": result["bestTrial"],
+        "tunedHyperparameters": tuned_values_text(result["hyperparameters"]),
+    }
 
 
 def _port_free(port: int) -> bool:

@@ -357,6 +357,16 @@ SERVICE_SIDE: dict[str, tuple[str, str]] = {
         " ListTags, iam:PassRole and manages the StepFunctionsGetEventsForSageMakerTrainingJobsRule",
     ),
     "sfn.createProcessingJob.sync": (SFN_SAGEMAKER, "the same for processing jobs"),
+    "sfn.createHyperParameterTuningJob.sync": (
+        SFN_SAGEMAKER,
+        "Step Functions calls CreateHyperParameterTuningJob, DescribeHyperParameterTuningJob,"
+        " StopHyperParameterTuningJob, ListTags (AddTags with tags), iam:PassRole for the"
+        " trials' role and manages the StepFunctionsGetEventsForSageMakerTuningJobsRule",
+    ),
+    "sagemaker.tuning.trials": (
+        "https://docs.aws.amazon.com/sagemaker/latest/dg/automatic-model-tuning-ex-role.html",
+        "each trial is a training job <tuning job>-<nnn>-<hash> run with the definition's role",
+    ),
     "sfn.lambda.invoke": (SFN_LAMBDA, "Step Functions calls lambda:InvokeFunction"),
     "sagemaker.job.inputs": (SM_ROLES, "the job role reads every S3 input (ListBucket, GetObject)"),
     "sagemaker.job.outputs": (SM_ROLES, "the job role uploads outputs (PutObject)"),
@@ -579,6 +589,42 @@ def job_needs(policies: Policies, kind: str, request: dict, *, state_machine: bo
     out += _ecr_pull(role, image, _rule("sagemaker.job.ecr"))
     out += _logs(role, group, f"{name}/algo-1-1700000000", namespace, _rule("sagemaker.job.logs"))
     out += _vpc(role, vpc, _rule("sagemaker.job.vpc"))
+    return out
+
+
+def tuning_needs(policies: Policies, request: dict) -> list[Need]:
+    """What one CreateHyperParameterTuningJob request (a `.sync` task) needs: from the state
+    machine's role, the tuning job's calls, and BestTrial's DescribeTrainingJob of a trial;
+    from the trials' role, what a training job of the definition needs (``job_needs``)."""
+    sfn = policies.state_machine_role()
+    name = request["HyperParameterTuningJobName"]
+    definition = request["TrainingJobDefinition"]
+    why = _rule("sfn.createHyperParameterTuningJob.sync")
+    arn = f"{SM}:hyper-parameter-tuning-job/{name}"
+    actions = ["Create", "Describe", "Stop"]
+    out = [Need(sfn, f"sagemaker:{a}HyperParameterTuningJob", arn, (), why) for a in actions]
+    out.append(Need(sfn, "sagemaker:ListTags", arn, (), why))
+    out += [Need(sfn, "sagemaker:AddTags", arn, (), why)] if request.get("Tags") else []
+    out.append(
+        Need(sfn, "iam:PassRole", definition["RoleArn"],
+             (("iam:PassedToService", "sagemaker.amazonaws.com"),), why)
+    )  # fmt: skip
+    rule = (
+        f"arn:aws:events:{REGION}:{ACCOUNT}:rule/StepFunctionsGetEventsForSageMakerTuningJobsRule"
+    )
+    out += [
+        Need(sfn, f"events:{a}", rule, (), why) for a in ("PutTargets", "PutRule", "DescribeRule")
+    ]
+    trial = {
+        "TrainingJobName": f"{name}-001-0123abcd",
+        "HyperParameters": definition.get("StaticHyperParameters", {}),
+        **{k: v for k, v in definition.items() if k != "StaticHyperParameters"},
+    }
+    out.append(
+        Need(sfn, "sagemaker:DescribeTrainingJob", f"{SM}:training-job/{trial['TrainingJobName']}",
+             (), _rule("sagemaker.tuning.trials") + " (BestTrial)")
+    )  # fmt: skip
+    out += job_needs(policies, "Training", trial, state_machine=False)
     return out
 
 

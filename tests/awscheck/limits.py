@@ -41,6 +41,8 @@ def _documented(service: str, operation: str, params: dict) -> list[str]:
                 f"ResourceConfig.VolumeKmsKeyId on {res['InstanceType']} (instance storage): "
                 f"refused ({SAGEMAKER_API}/API_ResourceConfig.html)"
             )
+    if (service, operation) == ("sagemaker", "CreateHyperParameterTuningJob"):
+        out += _tuning_rules(params)
     if (service, operation) == ("sagemaker", "CreateProcessingJob"):
         res = params.get("ProcessingResources", {}).get("ClusterConfig", {})
         if "VolumeKmsKeyId" in res and _nvme(res.get("InstanceType")):
@@ -55,6 +57,51 @@ def _documented(service: str, operation: str, params: dict) -> list[str]:
                     f"KmsKeyId with {v['InstanceType']} (instance storage): refused "
                     f"({SAGEMAKER_API}/API_CreateEndpointConfig.html#sagemaker-CreateEndpointConfig-request-KmsKeyId)"
                 )
+    return out
+
+
+def _tuning_rules(params: dict) -> list[str]:
+    """SageMaker's documented tuning rules (API_HyperParameterTuningJobConfig, API_ParameterRanges,
+    automatic-model-tuning-how-it-works), and the training job's rules for its trials."""
+    out = []
+    config = params.get("HyperParameterTuningJobConfig", {})
+    definition = params.get("TrainingJobDefinition", {})
+    ranges = config.get("ParameterRanges", {})
+    named = [r for kind in ranges.values() for r in kind]
+    limits = config.get("ResourceLimits", {})
+    if len(named) > 30:
+        out.append(f"ParameterRanges: {len(named)} hyperparameters, at most 30 searched")
+    if config.get("Strategy") == "Grid":
+        if ranges.get("IntegerParameterRanges") or ranges.get("ContinuousParameterRanges"):
+            out.append("Grid: only categorical parameters are supported")
+        combos = 1
+        for r in ranges.get("CategoricalParameterRanges", []):
+            combos *= len(r["Values"])
+        if limits.get("MaxNumberOfTrainingJobs", combos) != combos:
+            out.append(f"Grid: MaxNumberOfTrainingJobs must equal the {combos} combinations")
+    n, parallel = limits.get("MaxNumberOfTrainingJobs"), limits.get("MaxParallelTrainingJobs")
+    if n is not None and parallel is not None and parallel > n:
+        out.append(
+            f"ResourceLimits: MaxParallelTrainingJobs {parallel} > MaxNumberOfTrainingJobs {n}"
+        )
+    for kind in ("IntegerParameterRanges", "ContinuousParameterRanges"):
+        for r in ranges.get(kind, []):
+            if float(r["MinValue"]) > float(r["MaxValue"]):
+                out.append(f"{r['Name']}: MinValue above MaxValue")
+            if r.get("ScalingType") == "Logarithmic" and float(r["MinValue"]) <= 0:
+                out.append(f"{r['Name']}: Logarithmic scaling needs values > 0")
+    static = definition.get("StaticHyperParameters", {})
+    tuned = {r["Name"] for r in named}
+    if tuned & set(static):
+        out.append(
+            f"StaticHyperParameters must not hold tuned names: {sorted(tuned & set(static))}"
+        )
+    objective = config.get("HyperParameterTuningJobObjective", {}).get("MetricName")
+    metrics = definition.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
+    if objective is not None and objective not in {m["Name"] for m in metrics}:
+        out.append(f"objective {objective!r} is not among the MetricDefinitions")
+    if definition:  # a trial is a training job of the definition
+        out += _documented("sagemaker", "CreateTrainingJob", definition)
     return out
 
 

@@ -52,10 +52,14 @@ def _run(synth, fns, monkeypatch, recorded: Recorded, scenario: Scenario, name: 
         out = execute(synth, fns, scenario, monkeypatch, name=name)
     assert out.status == "SUCCEEDED", (name, out.error, out.cause)
     recorded.calls += [c for c in calls if c.principal]  # the test's own setup has none
-    (train,) = [r for r in out.job_requests.values() if "TrainingJobName" in r]
-    # the test's stand-in training reports no artifact; SageMaker puts it here
+    trains = [r for r in out.job_requests.values() if "TrainingJobName" in r]
+    # the test's stand-in training reports no artifact; SageMaker puts it here (a tuned run's
+    # BestTrial reads the real one from moto)
     adapter = (
-        f"{train['OutputDataConfig']['S3OutputPath']}{train['TrainingJobName']}/output/model.tar.gz"
+        f"{trains[0]['OutputDataConfig']['S3OutputPath']}{trains[0]['TrainingJobName']}"
+        "/output/model.tar.gz"
+        if trains
+        else None
     )
     for req in out.job_requests.values():
         for i in req.get("ProcessingInputs", []):
@@ -63,8 +67,16 @@ def _run(synth, fns, monkeypatch, recorded: Recorded, scenario: Scenario, name: 
                 i["S3Input"]["S3Uri"] = adapter
         if req.get("Environment", {}).get("CODETUNE_ADAPTER_URI", "") is None:
             req["Environment"]["CODETUNE_ADAPTER_URI"] = adapter
-        recorded.jobs.append(("Training" if "TrainingJobName" in req else "Processing", req))
+        recorded.jobs.append((_kind(req), req))
     return out
+
+
+def _kind(request: dict) -> str:
+    """The job kind of a Create*Job request: Training, HyperParameterTuning or Processing."""
+    for kind in ("Training", "HyperParameterTuning"):
+        if f"{kind}JobName" in request:
+            return kind
+    return "Processing"
 
 
 def _long_prepare_config(repo_root) -> dict:
@@ -109,6 +121,18 @@ def recorded(synth, handlers, module_monkeypatch, repo_root) -> Recorded:  # noq
     s3_model["registration"] = {"autoApprove": False}
     _run(synth, handlers, module_monkeypatch, rec,
          Scenario(s3_model, _report(0.30), objects={model + "config.json": b"{}"}), "s3-model")  # fmt: skip
+    tuned = _input(synth)  # spot trials of a Random search over numeric and categorical ranges
+    tuned["training"].update(instanceType="ml.p3.2xlarge", spot=True)
+    tuned["registration"] = {"autoApprove": False}
+    tuned["tuning"] = {
+        "strategy": "Random", "maxJobs": 3, "maxParallelJobs": 2, "earlyStopping": True,
+        "ranges": {
+            "lora.rank": {"type": "categorical", "values": [8, 16, 32]},
+            "learning_rate": {"type": "continuous", "min": 1e-5, "max": 1e-3, "scaling": "Logarithmic"},
+            "max_steps": {"type": "integer", "min": 50, "max": 200},
+        },
+    }  # fmt: skip
+    _run(synth, handlers, module_monkeypatch, rec, Scenario(tuned, _report(0.30)), MAX_EXECUTION_NAME[:60])  # fmt: skip
     with recording() as calls:  # a failure: NotifyFailure publishes to the topic
         out = execute(synth, handlers, Scenario(_input(synth), _report(0.10)), module_monkeypatch, name="gate")  # fmt: skip
     assert out.status == "FAILED" and out.notifications
@@ -404,7 +428,10 @@ def _needs(synth, rec: Recorded) -> list[iam.Need]:
         if c.operation == "CreateEndpointConfig" and "ExecutionRoleArn" in c.params:
             out += iam.component_needs(policies, c.params, components)
     for kind, req in rec.jobs:
-        out += iam.job_needs(policies, kind, req)
+        if kind == "HyperParameterTuning":
+            out += iam.tuning_needs(policies, req)
+        else:
+            out += iam.job_needs(policies, kind, req)
     for req in rec.remote_jobs:
         out += iam.job_needs(policies, "Training", req, state_machine=False)
     out += iam.lambda_invoke_needs(policies, rendered_definition(synth.template))
@@ -435,6 +462,7 @@ def test_recorded_calls_cover_every_step(recorded):
         str(c.params.get("ResourceId", "")).startswith("inference-component/")
         for c in recorded.calls
     )
+    assert "HyperParameterTuning" in {kind for kind, _ in recorded.jobs}
     names = {r.get("TrainingJobName") or r.get("ProcessingJobName") for _, r in recorded.jobs}
     assert any(n and n.endswith("-merge-r0") for n in names)
     assert any(n and "-eval-" in n for n in names)
@@ -519,6 +547,7 @@ def test_vpc_stage_calls_are_allowed(synth_vpc, recorded_vpc):
         ("SageMakerRolesEndpointRole", "logs:DescribeLogStreams"),
         ("SageMakerRolesEndpointRole", "cloudwatch:DescribeAlarms"),
         ("WorkflowStateMachineRole", "sagemaker:ListTags"),
+        ("WorkflowStateMachineRole", "sagemaker:CreateHyperParameterTuningJob"),
     ],
 )
 def test_a_removed_grant_is_named(synth, recorded, role_prefix, action):

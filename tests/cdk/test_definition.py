@@ -30,7 +30,8 @@ def _jobs(states, kind: str) -> dict:
 def test_every_task_retries_catches_and_times_out(states):
     # guards: Retry with backoff, Catch to the failure path, TimeoutSeconds on every Task
     tasks = {n: s for n, s in states.items() if s["Type"] == "Task"}
-    assert len(tasks) == 12  # 6 Lambdas, prepare (single, sharded + merge), train, 2 eval
+    # 6 Lambdas, prepare (single, sharded + merge), train, tune + BestTrial, 2 eval
+    assert len(tasks) == 14
     for name, s in tasks.items():
         assert s.get("TimeoutSeconds", 0) > 0, name
         assert any(r.get("BackoffRate", 1) > 1 for r in s["Retry"]), name
@@ -319,7 +320,8 @@ def test_no_path_outlasts_the_execution_timeout(synth):
     # Catch and NotifyFailure instead of the execution timing out with no notification
     definition = rendered_definition(synth.template)
     total, path = _slowest_path(definition["States"], definition["StartAt"])
-    assert "TrainAdapter" in " ".join(path) and total > 40 * 3600, (total, path)
+    # through the training step: TrainAdapter, or (2 minutes longer) TuneAdapter + BestTrial
+    assert ("TrainAdapter" in path or "BestTrial" in path) and total > 40 * 3600, (total, path)
     tasks = [n for n in path if definition["States"][n]["Type"] == "Task"]
     assert total <= definition["TimeoutSeconds"], (total, tasks)
 
@@ -339,3 +341,32 @@ def test_evaluation_requires_the_seccomp_sandbox(states):
     for name, s in evals.items():
         value = s["Parameters"]["Environment"][jobenv.SANDBOX_REQUIRE]
         assert sandbox.parse_layers(value, name) == ("seccomp",), name
+
+
+def test_tuning_trials_are_the_training_job(states):
+    # guards: TuneAdapter's TrainingJobDefinition is TrainAdapter's request (every key of
+    # ValidateRequest's CreateTrainingJob block: image, channels, output + KMS, resources,
+    # spot, checkpoints, environment, metric definitions; the role) but for the name, with the
+    # static hyperparameters ValidateRequest left without the tuned keys; BestTrial puts the
+    # best trial's training job where the later states read the adapter
+    p = states["TuneAdapter"]["Parameters"]
+    train = states["TrainAdapter"]["Parameters"]
+    expected = {
+        k: v for k, v in train.items() if k not in ("TrainingJobName.$", "HyperParameters.$")
+    }
+    expected["StaticHyperParameters.$"] = "$.request.tuning.staticHyperparameters"
+    assert p["TrainingJobDefinition"] == expected
+    assert p["HyperParameterTuningJobConfig.$"] == "$.request.tuning.jobConfig"
+    assert p["HyperParameterTuningJobName.$"] == (
+        "States.Format('{}-r{}', $.request.tuning.jobName, $$.State.RetryCount)"
+    )
+    assert states["TuneAdapter"]["Next"] == "BestTrial"
+    assert states["TuneAdapter"]["ResultPath"] == "$.tuning"
+    best = states["BestTrial"]
+    assert best["Resource"].endswith(":::aws-sdk:sagemaker:describeTrainingJob")
+    assert best["Parameters"] == {"TrainingJobName.$": "$.tuning.bestTrainingJob"}
+    assert best["ResultPath"] == "$.training"
+    assert best["ResultSelector"]["modelDataUrl.$"] == "$.ModelArtifacts.S3ModelArtifacts"
+    assert best["Next"] == states["TrainAdapter"]["Next"]
+    choice = states["Tuning?"]
+    assert choice["Default"] == "TrainAdapter" and choice["Choices"][0]["Next"] == "TuneAdapter"

@@ -31,9 +31,11 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from awscheck.record import as_principal
+from awscheck.record import as_principal, recording
 from render import ACCOUNT, REGION, TRAINING, rendered_definition
+from tuning_double import TuningDouble
 
+from codetune.metrics import format_metrics
 from codetune.workflow.errors import DeploymentFailed
 
 HANDLERS = (
@@ -46,6 +48,14 @@ HANDLERS = (
     "notify_failure",
 )
 BASE = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+# Two trials as the trainer prints them: the base model's validation loss first, the adapter's
+# last (the objective); the second trial ends lower.
+TRIAL_LOGS = (
+    "\n".join([format_metrics(0, {"eval_loss": 2.5}), format_metrics(1, {"loss": 2.0}),
+               format_metrics(50, {"eval_loss": 1.9})]),
+    "\n".join([format_metrics(0, {"eval_loss": 2.5}), format_metrics(1, {"loss": 1.7}),
+               format_metrics(50, {"eval_loss": 1.4})]),
+)  # fmt: skip
 
 
 @dataclass
@@ -60,6 +70,8 @@ class Scenario:
     smoke_answers: list | None = None
     deploy_error: Exception | None = None
     objects: dict[str, bytes] = field(default_factory=dict)  # s3 URI -> body, put before
+    # with tuning: what each trial's trainer prints (tuning_double.TuningDouble scores them)
+    trial_logs: list[str] = field(default_factory=lambda: list(TRIAL_LOGS))
 
 
 # -- the definition under test --------------------------------------------------------------
@@ -101,13 +113,66 @@ def _describe(state: dict, run_input_name: str) -> dict:
     return {"ProcessingJobName": f"dev-{run_input_name}-job", "ProcessingJobStatus": "Completed"}
 
 
+def _tuning_states(state_name: str, state: dict) -> dict[str, dict]:
+    """The tuning job's `.sync` state as states moto runs: its real Parameters into
+    `$.sent.<state>`, CreateHyperParameterTuningJob and DescribeHyperParameterTuningJob on
+    moto's SageMaker (aws-sdk tasks, answered by the tuning double with trials in moto's
+    backend), then what `.sync` does with the description: a Completed job through the
+    state's own ResultSelector and ResultPath to its Next, a Failed one as States.TaskFailed
+    (status and FailureReason as the cause; moto keeps datetimes, which JsonToString of the
+    whole description cannot render) to its Catch."""
+    parameters = json.loads(json.dumps(state["Parameters"]).replace("$$.State.RetryCount", "0"))
+    sent, described = f"$.sent.{state_name}", f"$.described.{state_name}"
+    sdk = "arn:aws:states:::aws-sdk:sagemaker:"
+    (catcher,) = [c for c in state["Catch"] if "States.ALL" in c["ErrorEquals"]]
+    selector = {k: described + v[1:] if k.endswith(".$") else v
+                for k, v in state["ResultSelector"].items()}  # fmt: skip
+    return {
+        state_name: {"Type": "Pass", "Parameters": parameters, "ResultPath": sent,
+                     "Next": f"{state_name}Create"},
+        f"{state_name}Create": {
+            "Type": "Task", "Resource": sdk + "createHyperParameterTuningJob",
+            # the request as the Pass rendered it (moto's SDK tasks take no InputPath)
+            "Parameters": {f"{k}.$": f"{sent}.{k}" for k in (k.removesuffix(".$") for k in parameters)},
+            "ResultPath": None, "Catch": state["Catch"], "Next": f"{state_name}Completed",
+        },
+        f"{state_name}Completed": {
+            "Type": "Task", "Resource": sdk + "describeHyperParameterTuningJob",
+            "Parameters": {"HyperParameterTuningJobName.$": f"{sent}.HyperParameterTuningJobName"},
+            "ResultPath": described, "Catch": state["Catch"], "Next": f"{state_name}Status?",
+        },
+        f"{state_name}Status?": {
+            "Type": "Choice",
+            "Choices": [{"Variable": f"{described}.HyperParameterTuningJobStatus",
+                         "StringEquals": "Completed", "Next": f"{state_name}Result"}],
+            "Default": f"{state_name}Failed",
+        },
+        f"{state_name}Result": {"Type": "Pass", "Parameters": selector,
+                                "ResultPath": state["ResultPath"], "Next": state["Next"]},
+        f"{state_name}Failed": {
+            "Type": "Pass",
+            "Parameters": {"Error": "States.TaskFailed", "Cause.$": f"States.Format('{{}}: {{}}', {described}.HyperParameterTuningJobStatus, {described}.FailureReason)"},
+            "ResultPath": catcher["ResultPath"], "Next": catcher["Next"],
+        },
+    }  # fmt: skip
+
+
 def substitute_sagemaker_jobs(definition: dict, scenario: Scenario, name: str) -> dict:
-    """Replace each SageMaker `.sync` state by the Pass state that produces its outcome."""
+    """Replace each SageMaker `.sync` state by the Pass state that produces its outcome (a
+    tuning job by the states that run it against the tuning double). SDK tasks
+    (`aws-sdk:sagemaker:*`, BestTrial) run as they are, against moto."""
     out = copy.deepcopy(definition)
     for state_name, state in list(out["States"].items()):
         if state.get("Type") == "Wait":
             state["Seconds"] = 0  # the endpoint poll interval; nothing to wait for in moto
-        if state.get("Type") != "Task" or "sagemaker:" not in state["Resource"]:
+        if state.get("Type") != "Task" or not state["Resource"].startswith(
+            "arn:aws:states:::sagemaker:"
+        ):
+            continue
+        if "createHyperParameterTuningJob" in state["Resource"] and (
+            state_name not in scenario.job_failures
+        ):
+            out["States"].update(_tuning_states(state_name, state))
             continue
         if state_name in scenario.job_failures:
             error, cause = scenario.job_failures[state_name]
@@ -377,6 +442,7 @@ def aws_world(synth, handlers, scenario: Scenario, monkeypatch):
         ]["QueueArn"]
         sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
 
+        TuningDouble(scenario.trial_logs).install(monkeypatch)
         dispatcher = Dispatcher(handlers, env, scenario, s3)
         monkeypatch.setattr(LambdaSimpleBackend, "invoke", lambda self, *a: dispatcher(self, *a))
         yield World(
@@ -782,3 +848,67 @@ def test_s3_base_model_reaches_the_s3_model_states(synth, handlers, monkeypatch)
     assert evaluation["NetworkConfig"]["EnableNetworkIsolation"] is True
     inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in evaluation["ProcessingInputs"]}
     assert inputs["model"] == model
+
+
+def _tuning_input(synth, **tuning) -> dict:
+    run_input = _input(synth)
+    run_input["registration"] = {"autoApprove": False}
+    run_input["tuning"] = {
+        "strategy": "Grid",
+        "ranges": {"lora.rank": {"type": "categorical", "values": [8, 32]}},
+        **tuning,
+    }
+    return run_input
+
+
+def test_tuning_runs_the_training_job_as_trials_and_evaluates_the_best(
+    synth, handlers, monkeypatch
+):
+    # guards: with a tuning section the run takes the tuning job instead of TrainAdapter; its
+    # CreateHyperParameterTuningJob request (validated by the double against botocore's shapes
+    # and SageMaker's rules) carries the training job as its definition; BestTrial reads the
+    # best trial (the lower validation loss, read with the trainer's metric regex) back from
+    # moto's SageMaker, and evaluation and registration get that trial's adapter
+    with recording() as calls:
+        out = execute(synth, handlers, Scenario(_tuning_input(synth), _report(0.30)), monkeypatch)
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    assert "TuneAdapter" in out.states and "BestTrial" in out.states
+    assert not any(s.startswith("TrainAdapter") for s in out.states)
+    i = out.states.index("Tuning?")
+    assert out.states[i + 1 : i + 7] == [
+        "TuneAdapter",
+        # (the test's stand-in for the .sync task: create, describe, the status it waits for)
+        "TuneAdapterCreate", "TuneAdapterCompleted", "TuneAdapterStatus?", "TuneAdapterResult",
+        "BestTrial",
+    ]  # fmt: skip
+    request = out.job_requests["TuneAdapter"]
+    assert request["HyperParameterTuningJobName"].endswith("-tune-r0")
+    definition = request["TrainingJobDefinition"]
+    assert "lora.rank" not in json.loads(definition["StaticHyperParameters"]["codetune_overrides"])
+    assert {c["ChannelName"] for c in definition["InputDataConfig"]} == {"train", "validation"}
+    best = f"{request['HyperParameterTuningJobName']}-002-"  # lora.rank 32: eval_loss 1.4
+    evaluation = out.job_requests["EvaluateAdapter"]
+    (adapter,) = [
+        i["S3Input"]["S3Uri"] for i in evaluation["ProcessingInputs"] if i["InputName"] == "adapter"
+    ]
+    output = definition["OutputDataConfig"]["S3OutputPath"]
+    assert adapter.startswith(output + best) and adapter.endswith("/output/model.tar.gz")
+    assert evaluation["Environment"]["CODETUNE_ADAPTER_URI"] == adapter
+    # the registry names the trial and the value it was given for each tuned key
+    (package,) = [c.params for c in calls if c.operation == "CreateModelPackage"]
+    metadata = package["CustomerMetadataProperties"]
+    assert metadata["bestTrainingJob"].startswith(best)
+    assert metadata["tunedHyperparameters"] == "lora.rank=32"
+    assert metadata["tuningJob"] == request["HyperParameterTuningJobName"].removesuffix("-r0")
+    container = package["InferenceSpecification"]["Containers"][0]
+    assert container["ModelDataUrl"] == adapter
+
+
+def test_a_tuning_job_without_a_scored_trial_fails_the_run(synth, handlers, monkeypatch):
+    # guards: when no trial prints the objective (SageMaker then fails the tuning job), the run
+    # fails at TuneAdapter with the tuning job's failure, and nothing is evaluated
+    scenario = Scenario(_tuning_input(synth), _report(0.30), trial_logs=["no metric line"])
+    out = execute(synth, handlers, scenario, monkeypatch)
+    assert out.status == "FAILED" and out.error == "TuneAdapterFailed", (out.error, out.cause)
+    assert out.cause.startswith("States.TaskFailed: ") and "objective metric" in out.cause
+    assert "BestTrial" not in out.states and "EvaluateAdapter" not in out.states

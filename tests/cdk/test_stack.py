@@ -223,9 +223,10 @@ def test_state_machine_has_sync_event_rules(synth):
         if "events:PutRule" in _as_list(st["Action"])
         for r in _as_list(st["Resource"])
     ]
-    assert len(resources) == 2
+    assert len(resources) == 3
     assert any("StepFunctionsGetEventsForSageMakerTrainingJobsRule" in r for r in resources)
     assert any("StepFunctionsGetEventsForSageMakerProcessingJobsRule" in r for r in resources)
+    assert any("StepFunctionsGetEventsForSageMakerTuningJobsRule" in r for r in resources)
 
 
 def test_state_machine_logs_traces_and_times_out(template):
@@ -531,7 +532,8 @@ def test_vpc_config_reaches_every_sagemaker_job(synth_vpc):
     vpc = {"Subnets": ["subnet-0a1b2c3d"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
     for s in jobs:
         p = s["Parameters"]
-        if "TrainingJobName.$" in p:
+        p = p.get("TrainingJobDefinition", p)  # a tuning job's trials: the training job
+        if "TrainingJobName.$" in p or "StaticHyperParameters.$" in p:
             assert p["VpcConfig.$"] == "$.request.training.job.VpcConfig"
         else:
             assert p["NetworkConfig"]["VpcConfig"] == vpc

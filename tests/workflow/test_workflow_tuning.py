@@ -288,3 +288,27 @@ def test_best_trial_is_the_lowest_validation_loss():
     assert tn.best_trial(trials)["name"] == "c"
     with pytest.raises(Exception, match="no trial printed eval_loss"):
         tn.best_trial([{"name": "b", "objective": None}])
+
+
+def test_registry_names_the_best_trial_and_its_tuned_values(fake_planner, base_input):
+    # guards: the model package of a tuned run records the tuning job, the best trial and the
+    # values of the tuned keys only (decoded as the trial decoded them); untuned runs record none
+    from codetune.workflow.registry import tuned_values_text, tuning_metadata
+
+    base_input["tuning"] = {"ranges": RANGES}
+    req = _validate(base_input)
+    training = {
+        "jobName": f"{req.tuning.job_name}-r0-003-0a1b2c3d",
+        "hyperparameters": {**req.tuning.static_hyperparameters, "lora.rank": "32",
+                            "max_steps": "41", "_tuning_objective_metric": "train:eval_loss"},
+    }  # fmt: skip
+    meta = tuning_metadata(req, training)
+    assert meta["tuningJob"] == req.tuning.job_name
+    assert meta["bestTrainingJob"] == training["jobName"]
+    assert meta["tunedHyperparameters"] == "lora.rank=32 max_steps=41"
+    # only the characters CreateModelPackage allows in a metadata value
+    assert tuned_values_text({"optimizer": 'a,"b"{c}', "learning_rate": 1e-05}) == (
+        "learning_rate=1e-05 optimizer=a__b__c_"
+    )
+    del base_input["tuning"]
+    assert tuning_metadata(_validate(base_input), training) == {}

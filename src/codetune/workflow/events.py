@@ -168,7 +168,8 @@ class GateResult:
 
 @dataclass(frozen=True)
 class RegisterAdapterEvent:
-    """``{"request", "gate": <QualityGate output>, "modelDataUrl": optional}``.
+    """``{"request", "gate": <QualityGate output>, "modelDataUrl": optional, "training":
+    optional}``.
 
     ``modelDataUrl`` is the training job's ``ModelArtifacts.S3ModelArtifacts``; default
     ``request.paths.modelData``.
@@ -177,6 +178,8 @@ class RegisterAdapterEvent:
     request: RunRequest
     gate: GateResult
     model_data_url: str
+    # the training task's result ({jobName, hyperparameters?}; with tuning, the best trial's)
+    training: dict | None = None
 
     @classmethod
     def parse(cls, event: Mapping) -> RegisterAdapterEvent:
@@ -186,6 +189,7 @@ class RegisterAdapterEvent:
             gate=GateResult.parse(_field(event, "gate", dict)),
             model_data_url=_field(event, "modelDataUrl", str, required=False)
             or request.paths.model_data,
+            training=_field(event, "training", dict, required=False),
         )
 
 

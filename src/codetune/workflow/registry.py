@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 from botocore.exceptions import ClientError
 
+from codetune.train.hyperparameters import decode_tuned_value
 from codetune.workflow import naming
 from codetune.workflow.aws import aws_call, call, classify, is_not_found
 from codetune.workflow.errors import AwsRequestFailed, InputNotFound, InvalidEvent
@@ -73,11 +75,37 @@ def _existing_package(sm, group: str, run_id: str) -> dict | None:
     return None
 
 
+def tuning_metadata(request, training: dict | None) -> dict[str, str]:
+    """What the package records of a tuned run: the best trial's training job and the values
+    it was given for the tuned keys (``{}`` without tuning)."""
+    if request.tuning is None or not training:
+        return {}
+    hp = training.get("hyperparameters") or {}
+    tuned = {k: decode_tuned_value(v) for k, v in hp.items() if k in request.tuning.ranges}
+    return {
+        "tuningJob": request.tuning.job_name,
+        "bestTrainingJob": training.get("jobName", ""),
+        "tunedHyperparameters": tuned_values_text(tuned),
+    }
+
+
+# CreateModelPackage.CustomerMetadataProperties values: letters, digits, spaces and _.:/=+-@
+_METADATA_OTHER = re.compile(r"[^\w\s.:/=+\-@]")
+
+
+def tuned_values_text(tuned: dict) -> str:
+    """``lora.rank=32 learning_rate=0.0003``: the tuned values in the characters a model
+    package's metadata allows (JSON's braces, quotes and commas are refused)."""
+    pairs = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(tuned.items())]
+    return _METADATA_OTHER.sub("_", " ".join(pairs))
+
+
 def register_adapter(
     request,
     *,
     gate,
     model_data_url: str,
+    training: dict | None = None,
     inference_image_uri: str,
     image_git_revision: str,
     sagemaker,
@@ -115,6 +143,7 @@ def register_adapter(
             "imageGitRevision": image_git_revision,
             "adapterName": dep.adapter_name,
             "trainingConfig": request.training.config,
+            **tuning_metadata(request, training),
         }
         resp = call(
             "sagemaker:CreateModelPackage",

@@ -319,7 +319,7 @@ def training_job_definition(create_training_job: dict, static_hyperparameters: A
     defn: dict[str, Any] = {}
     for key, value in create_training_job.items():
         name = key.removesuffix(".$")
-        if name == "AlgorithmSpecification":
+        if name == "AlgorithmSpecification" and isinstance(value, dict):  # (a path: as it is)
             value = {k: v for k, v in value.items() if k.removesuffix(".$") in ALGORITHM_FIELDS}
         if name in DEFINITION_FIELDS:
             defn[key] = value
