@@ -31,6 +31,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from cdk.constructs.roles import allow_vpc_interfaces
 from cdk.constructs.workflow import (
     CONTEXT_RECORD,
     LAMBDA_TRANSIENT_ERRORS,
@@ -103,45 +104,8 @@ class BatchModelRole(Construct):
             )
         )
         if vpc_subnet_ids:
-            _allow_enis(role, stack, vpc_subnet_ids, vpc_security_group_ids)
+            allow_vpc_interfaces(stack, role, vpc_subnet_ids, vpc_security_group_ids)
         _acknowledge_role(role.node.find_child("DefaultPolicy"), vpc=bool(vpc_subnet_ids))
-
-
-def _allow_enis(role: iam.Role, stack: Stack, subnets, security_groups) -> None:
-    """A model in a VPC: SageMaker creates ENIs in the subnets and security groups."""
-    role.add_to_policy(
-        iam.PolicyStatement(
-            actions=[
-                "ec2:DescribeNetworkInterfaces",
-                "ec2:DescribeVpcs",
-                "ec2:DescribeDhcpOptions",
-                "ec2:DescribeSubnets",
-                "ec2:DescribeSecurityGroups",
-            ],
-            resources=["*"],  # Describe* actions have no resource-level permissions
-        )
-    )
-    role.add_to_policy(
-        iam.PolicyStatement(
-            actions=[
-                "ec2:CreateNetworkInterface",
-                "ec2:CreateNetworkInterfacePermission",
-                "ec2:DeleteNetworkInterface",
-                "ec2:DeleteNetworkInterfacePermission",
-            ],
-            resources=[
-                stack.format_arn(service="ec2", resource="network-interface", resource_name="*"),
-                *(
-                    stack.format_arn(service="ec2", resource="subnet", resource_name=x)
-                    for x in subnets
-                ),
-                *(
-                    stack.format_arn(service="ec2", resource="security-group", resource_name=g)
-                    for g in security_groups
-                ),
-            ],
-        )
-    )
 
 
 def _acknowledge_role(policy, *, vpc: bool) -> None:

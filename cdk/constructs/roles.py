@@ -80,7 +80,7 @@ class SageMakerRoles(Construct):
         )
         if vpc_subnet_ids:
             for role in log_groups:
-                _allow_vpc_interfaces(stack, role, vpc_subnet_ids, vpc_security_group_ids)
+                allow_vpc_interfaces(stack, role, vpc_subnet_ids, vpc_security_group_ids)
             for role in log_groups:
                 acknowledge(
                     role.node.find_child("DefaultPolicy"),
@@ -140,7 +140,7 @@ def _allow_container_basics(
     )
 
 
-def _allow_vpc_interfaces(
+def allow_vpc_interfaces(
     stack: Stack,
     role: iam.Role,
     subnet_ids: tuple[str, ...],
