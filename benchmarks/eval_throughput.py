@@ -1,4 +1,4 @@
-"""Evaluation throughput on this machine (issue #5).
+"""Evaluation throughput on this machine.
 
 Two measurements, both on the embedded SmolLM2-135M-Instruct (fp32) with a random LoRA adapter:
 
