@@ -35,9 +35,8 @@ from cdk.constructs.roles import allow_vpc_interfaces
 from cdk.constructs.workflow import (
     CONTEXT_RECORD,
     LAMBDA_TRANSIENT_ERRORS,
-    SAGEMAKER_MAX_ATTEMPTS,
-    SAGEMAKER_TRANSIENT_ERRORS,
     attempt_job_name,
+    sagemaker_task,
 )
 from cdk.grants import allow_key
 from cdk.nag import acknowledge
@@ -370,26 +369,8 @@ class BatchInferenceWorkflow(Construct):
     def _sagemaker(
         self, name, resource, parameters, timeout, result_selector, result_path
     ) -> sfn.CustomState:
-        state = sfn.CustomState(
-            self,
-            name,
-            state_json={
-                "Type": "Task",
-                "Resource": Stack.of(self).format_arn(
-                    service="states", account="", region="", resource=resource
-                ),
-                "Parameters": parameters,
-                "TimeoutSeconds": int(timeout.to_seconds()),
-                "ResultSelector": result_selector,
-                "ResultPath": result_path,
-            },
-        )
-        state.add_retry(
-            errors=SAGEMAKER_TRANSIENT_ERRORS,
-            interval=Duration.seconds(60),
-            backoff_rate=2,
-            max_attempts=SAGEMAKER_MAX_ATTEMPTS,
-            jitter_strategy=sfn.JitterType.FULL,
+        state = sagemaker_task(
+            self, name, resource, parameters, timeout, result_selector, result_path
         )
         self._catch(state, name)
         return state

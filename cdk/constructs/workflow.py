@@ -482,26 +482,8 @@ class TrainingWorkflow(Construct):
         result_selector: dict,
         result_path: str,
     ) -> sfn.CustomState:
-        state = sfn.CustomState(
-            self,
-            name,
-            state_json={
-                "Type": "Task",
-                "Resource": Stack.of(self).format_arn(
-                    service="states", account="", region="", resource=resource
-                ),
-                "Parameters": parameters,
-                "TimeoutSeconds": int(timeout.to_seconds()),
-                "ResultSelector": result_selector,
-                "ResultPath": result_path,
-            },
-        )
-        state.add_retry(
-            errors=SAGEMAKER_TRANSIENT_ERRORS,
-            interval=Duration.seconds(60),
-            backoff_rate=2,
-            max_attempts=SAGEMAKER_MAX_ATTEMPTS,
-            jitter_strategy=sfn.JitterType.FULL,
+        state = sagemaker_task(
+            self, name, resource, parameters, timeout, result_selector, result_path
         )
         self._catch(state, name)
         return state
@@ -803,3 +785,38 @@ def _has_s3_model() -> sfn.Condition:
         sfn.Condition.is_present("$.request.baseModel.s3Uri"),
         sfn.Condition.is_string("$.request.baseModel.s3Uri"),
     )
+
+
+def sagemaker_task(
+    scope: Construct,
+    name: str,
+    resource: str,
+    parameters: dict,
+    timeout: Duration,
+    result_selector: dict,
+    result_path: str,
+) -> sfn.CustomState:
+    """A SageMaker service-integration task (``resource`` e.g. ``sagemaker:createTrainingJob.sync``)
+    with the transient-error retry every job state uses; the caller adds its Catch."""
+    state = sfn.CustomState(
+        scope,
+        name,
+        state_json={
+            "Type": "Task",
+            "Resource": Stack.of(scope).format_arn(
+                service="states", account="", region="", resource=resource
+            ),
+            "Parameters": parameters,
+            "TimeoutSeconds": int(timeout.to_seconds()),
+            "ResultSelector": result_selector,
+            "ResultPath": result_path,
+        },
+    )
+    state.add_retry(
+        errors=SAGEMAKER_TRANSIENT_ERRORS,
+        interval=Duration.seconds(60),
+        backoff_rate=2,
+        max_attempts=SAGEMAKER_MAX_ATTEMPTS,
+        jitter_strategy=sfn.JitterType.FULL,
+    )
+    return state
