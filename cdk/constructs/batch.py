@@ -33,9 +33,9 @@ from constructs import Construct
 
 from cdk.constructs.roles import allow_vpc_interfaces
 from cdk.constructs.workflow import (
-    CONTEXT_RECORD,
     LAMBDA_TRANSIENT_ERRORS,
     attempt_job_name,
+    catch_to,
     sagemaker_task,
 )
 from cdk.grants import allow_key
@@ -353,18 +353,7 @@ class BatchInferenceWorkflow(Construct):
         )
 
     def _catch(self, task, name: str) -> None:
-        record = sfn.Pass(
-            self,
-            f"Record{name}Failure",
-            parameters={
-                "state": name,
-                "error.$": "$.error",
-                "stepError": f"{name}Failed",
-                "stepCause.$": "States.Format('{}: {}', $.error.Error, $.error.Cause)",
-                **CONTEXT_RECORD,
-            },
-        ).next(self._notify)
-        task.add_catch(record, errors=["States.ALL"], result_path="$.error")
+        catch_to(self, task, name, self._notify)
 
     def _sagemaker(
         self, name, resource, parameters, timeout, result_selector, result_path

@@ -460,18 +460,7 @@ class TrainingWorkflow(Construct):
         return task
 
     def _catch(self, task: sfn.TaskStateBase | sfn.CustomState, name: str) -> None:
-        record = sfn.Pass(
-            self,
-            f"Record{name}Failure",
-            parameters={
-                "state": name,
-                "error.$": "$.error",
-                "stepError": f"{name}Failed",
-                "stepCause.$": "States.Format('{}: {}', $.error.Error, $.error.Cause)",
-                **CONTEXT_RECORD,
-            },
-        ).next(self.notify_failure)
-        task.add_catch(record, errors=["States.ALL"], result_path="$.error")
+        catch_to(self, task, name, self.notify_failure)
 
     def _custom(
         self,
@@ -820,3 +809,25 @@ def sagemaker_task(
         jitter_strategy=sfn.JitterType.FULL,
     )
     return state
+
+
+def catch_to(
+    scope: Construct,
+    task: sfn.TaskStateBase | sfn.CustomState,
+    name: str,
+    notify: sfn.IChainable,
+) -> None:
+    """Any error of ``task`` -> ``Record<name>Failure`` (state, error, step error and cause,
+    execution context) -> ``notify``."""
+    record = sfn.Pass(
+        scope,
+        f"Record{name}Failure",
+        parameters={
+            "state": name,
+            "error.$": "$.error",
+            "stepError": f"{name}Failed",
+            "stepCause.$": "States.Format('{}: {}', $.error.Error, $.error.Cause)",
+            **CONTEXT_RECORD,
+        },
+    ).next(notify)
+    task.add_catch(record, errors=["States.ALL"], result_path="$.error")
