@@ -29,13 +29,37 @@ def test_recommend_returns_full_instance_name(configs):
 
 
 def test_overrides_in_hyperparameter_encoding_are_applied(configs):
-    # Guards: dotted overrides ({"lora.rank": 0} = full fine-tuning) change the answer.
+    # Guards: dotted overrides change the answer (70B unquantized does not fit one GPU).
     with pytest.raises(PlanError, match="GB per GPU"):
         recommend_instance(
             "meta-llama/Llama-3.1-70B",
             "qlora",
-            {"lora.rank": 0, "quantization": "none", "gradient_checkpointing": False},
+            {"lora.rank": 64, "quantization": "none", "gradient_checkpointing": False},
         )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lora.rank": 0}, "lora.rank must be >= 1, got 0"),
+        ({"lora.r": 8}, "unknown key(s) r;"),
+        ({"training.max_seq_length": 512}, "unknown key(s) training;"),
+        ({"max_tokens_per_batch": 4096}, "unknown key(s) max_tokens_per_batch;"),
+    ],
+)
+def test_planner_refuses_what_the_trainer_refuses(configs, overrides, message):
+    # Guards one name per knob: the planner reads the trainer's TrainConfig, so a value or
+    # an alias the trainer refuses is refused here with the trainer's own message, instead of
+    # being planned (lora.rank 0 used to plan as full fine-tuning and fail in the job).
+    from codetune.errors import ConfigError
+    from codetune.train.config import load_train_config
+
+    with pytest.raises(ConfigError) as trainer:
+        load_train_config(str(configs / "qlora.yaml"), overrides)
+    assert message in str(trainer.value)
+    with pytest.raises(PlanError) as planner:
+        recommend_instance("embedded", "qlora", overrides)
+    assert str(planner.value) == str(trainer.value)
 
 
 def test_check_instance_refuses_with_numbers(configs):
@@ -47,7 +71,7 @@ def test_check_instance_refuses_with_numbers(configs):
 
 def test_unknown_config_and_instance(configs):
     # Guards: bad names are user errors that list what is known.
-    with pytest.raises(PlanError, match="known: qlora"):
+    with pytest.raises(PlanError, match="shipped: qlora"):
         recommend_instance("embedded", "nope", {})
     with pytest.raises(PlanError, match="not in the planner's table"):
         check_instance("ml.x9.huge", "embedded", "qlora", {})
@@ -64,20 +88,3 @@ def test_shipped_training_configs_plan_with_their_real_keys():
     assert len(setup.lora_targets) == 7 and setup.grad_checkpointing
     assert make_plan(arch, setup).memory.total < 10
     assert recommend_instance(None, "cpu-smollm2", {}) == "ml.g4dn.xlarge"
-
-
-def test_token_cap_bounds_the_worst_case_micro_batch(configs):
-    # Guards max_tokens_per_batch: a packed micro-batch is planned at the cap, not at
-    # micro_batch x max_seq_length, so a capped config fits a smaller GPU.
-    from codetune.plan import setup_for
-
-    over = {"per_device_batch_size": 8, "max_seq_length": 2048}
-    _, worst = setup_for("Qwen/Qwen2.5-Coder-1.5B-Instruct", "qlora", over)
-    _, capped = setup_for(
-        "Qwen/Qwen2.5-Coder-1.5B-Instruct", "qlora", {**over, "max_tokens_per_batch": 4096}
-    )
-    assert (worst.tokens, capped.tokens) == (16384, 4096)
-    args = ("Qwen/Qwen2.5-Coder-1.5B-Instruct", "qlora")
-    with pytest.raises(PlanError):
-        check_instance("ml.g5.xlarge", *args, over)
-    assert check_instance("ml.g5.xlarge", *args, {**over, "max_tokens_per_batch": 4096}) is None

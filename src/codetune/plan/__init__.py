@@ -25,7 +25,7 @@ from codetune.plan.instances import (
     load_table,
 )
 from codetune.plan.memory import Breakdown, Setup, estimate
-from codetune.plan.training import base_model_of, load_training_config, setup_from_config
+from codetune.plan.training import load_training_config, setup_from_config
 
 __all__ = [
     "Architecture",
@@ -135,8 +135,7 @@ def setup_for(
     """Architecture and setup of a training job: ``config_name`` + ``overrides`` give the
     training settings; ``base_model`` (or the config's own ``base_model``) the sizes."""
     cfg = load_training_config(config_name, overrides)
-    model = base_model or base_model_of(cfg)
-    return resolve_architecture(model), setup_from_config(cfg, device="gpu")
+    return resolve_architecture(base_model or cfg.base_model), setup_from_config(cfg, device="gpu")
 
 
 def recommend_instance(base_model: str, config_name: str, overrides: dict) -> str:

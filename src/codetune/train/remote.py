@@ -37,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from codetune.errors import CodetuneError, ConfigError
+from codetune.train.config import shipped_configs
 from codetune.train.job import MAX_SECONDS, JobStack, TrainingJobSpec, training_job
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,6 @@ def flat_overrides(items: list[str] | None) -> dict:
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from e
     return out
-
-
-def shipped_configs() -> list[str]:
-    """Config names in ``training_image/configs`` (what the image carries)."""
-    from codetune.plan.training import configs_dir
-
-    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
 
 
 def options_from_args(args: argparse.Namespace) -> RemoteOptions:
