@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from codetune.errors import CodetuneError
 from codetune.workflow import InvalidRunInput, RunRequest, validate_run_input
 from codetune.workflow.events import validate_against
 from codetune.workflow.schemas import RUN_INPUT, RUN_REQUEST, load_schema
@@ -450,7 +451,7 @@ def test_prepare_cache_key_follows_codebase_contents_and_config(fake_planner, ba
     listing["v"] = "etag-2"  # the same prefix, re-uploaded code
     c = _validate(copy.deepcopy(base_input), codebase_fingerprint=fingerprint)
     assert c.paths.dataset != a.paths.dataset
-    base_input["prepare"] = {"config": {"split.test": 0.2}}
+    base_input["prepare"] = {"config": {"min_function_lines": 4}}
     d = _validate(base_input, codebase_fingerprint=fingerprint)
     assert d.data.prepare_cache_key not in (a.data.prepare_cache_key, c.data.prepare_cache_key)
 
@@ -689,3 +690,30 @@ def test_training_overrides_are_refused_with_the_trainers_message(
     assert message in str(trainer.value)
     assert f"$.training.overrides: the trainer refuses it: {trainer.value}" in str(e.value)
     assert fake_planner == []  # nothing planned for a config the trainer refuses
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"tasks": ["bugfix", "rewrite"]}, "tasks: ['rewrite'] invalid"),
+        ({"max_tokens": "many"}, "max_tokens"),
+        ({"max_file": 10}, "unknown key(s) max_file"),
+    ],
+)
+def test_prepare_config_is_refused_with_the_jobs_own_message(
+    fake_planner, base_input, config, message
+):
+    # guards: the prepare config goes through the job's loader (PrepareConfig) in
+    # ValidateRequest, so a value `codetune prepare` would refuse at start-up fails here
+    # first, with the job's message, instead of in the Processing job
+    from codetune.config import load_config
+    from codetune.data.config import PrepareConfig
+
+    sets = [f"{k}={json.dumps(v)}" for k, v in config.items()]
+    with pytest.raises(CodetuneError) as job:
+        load_config(PrepareConfig, None, sets)
+    assert message in str(job.value)
+    base_input["prepare"] = {"config": config}
+    with pytest.raises(InvalidRunInput) as e:
+        _validate(base_input)
+    assert ("$.prepare.config", f"the prepare job refuses it: {job.value}") in e.value.violations

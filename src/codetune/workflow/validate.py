@@ -128,7 +128,7 @@ def validate_run_input(
             )
         prep["config"] = {**prep["config"], "languages": prep["languages"]}
     if isinstance(prep, dict) and isinstance(prep.get("config"), dict):
-        violations += _check_prepare_arguments(prep["config"])
+        violations += _check_prepare_config(prep["config"])
     dep = doc.get("deployment")
     if (
         endpoint_name is not None
@@ -517,9 +517,28 @@ def prepare_arguments(config: dict) -> list[str]:
     """The prepare job's container arguments: ``--no-progress`` and one ``--set key=value``
     per override (the CLI flags the environment's CODETUNE_PREPARE_CONFIG would give)."""
     args = ["--no-progress"]
-    for k, v in sorted(config.items()):
-        args += ["--set", f"{k}={json.dumps(v)}"]
+    for item in _sets(config):
+        args += ["--set", item]
     return args
+
+
+def _check_prepare_config(config: dict) -> list[tuple[str, str]]:
+    """The prepare job's config as the job will load it (``PrepareConfig`` through the
+    project's loader, from the same ``--set`` arguments), so a value the job would refuse
+    at start-up is refused here with the job's message; then SageMaker's argument limits."""
+    from codetune.config import load_config
+    from codetune.data.config import PrepareConfig
+
+    try:
+        load_config(PrepareConfig, None, _sets(config))
+    except CodetuneError as e:
+        return [("$.prepare.config", f"the prepare job refuses it: {e}")]
+    return _check_prepare_arguments(config)
+
+
+def _sets(config: dict) -> list[str]:
+    """Dotted overrides as the ``key=<json>`` strings a ``--set`` flag takes."""
+    return [f"{k}={json.dumps(v)}" for k, v in sorted(config.items())]
 
 
 def _check_prepare_arguments(config: dict) -> list[tuple[str, str]]:
