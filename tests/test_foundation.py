@@ -161,9 +161,6 @@ LONG_FUNCTIONS_PENDING = {
     "src/codetune/generation.py::generate_continuous",
     "src/codetune/workflow/deploy.py::deploy_components",
     "src/codetune/workflow/deploy.py::deploy_single_model",
-    "src/codetune/workflow/validate.py::_cross_field",
-    "src/codetune/workflow/validate.py::_build",
-    "src/codetune/workflow/validate.py::validate_run_input",
 }
 
 

@@ -100,10 +100,7 @@ def validate_run_input(
     Returns the ``RunRequest``; raises ``InvalidRunInput`` listing every violation.
     """
     local = artifact_bucket.startswith(("file://", "/"))
-    if allowed_buckets is None:
-        allowed = None if local else {artifact_bucket}
-    else:
-        allowed = set(allowed_buckets) | ({artifact_bucket} if not local else set())
+    allowed = _allowed_buckets(artifact_bucket, allowed_buckets, local)
     rid = naming.run_id(execution_name)
     jobs = naming.job_names(rid, stage)
     jobs["tune"] = tuning.tuning_job_name(rid, stage)
@@ -111,63 +108,21 @@ def validate_run_input(
     if not isinstance(doc, dict):
         raise InvalidRunInput([("$", f"expected a JSON object, got {_json_type(doc)}")])
     schema = load_schema(RUN_INPUT)
-    violations = [
-        v for e in Draft202012Validator(schema).iter_errors(doc) for v in _describe(e, schema)
-    ]
+    violations = _schema_violations(doc, schema)
     bad_paths = {p for p, _ in violations}
     doc = fill_defaults(copy.deepcopy(doc), schema)
     violations += _cross_field(
         doc, local=local, allowed=allowed, artifact=None if local else artifact_bucket
     )
-    prep = doc.get("prepare")
-    if isinstance(prep, dict) and prep.get("languages") and isinstance(prep.get("config"), dict):
-        # prepare.languages is the prepare config's `languages` key, given a place of its own
-        if prep["config"].get("languages", prep["languages"]) != prep["languages"]:
-            violations.append(
-                ("$.prepare.languages", "differs from prepare.config.languages; give one")
-            )
-        prep["config"] = {**prep["config"], "languages": prep["languages"]}
-    if isinstance(prep, dict) and isinstance(prep.get("config"), dict):
-        violations += _check_prepare_config(prep["config"])
-    dep = doc.get("deployment")
-    if (
-        endpoint_name is not None
-        and isinstance(dep, dict)
-        and isinstance(dep.get("endpointName"), str)
-        and dep["endpointName"] != endpoint_name
-    ):
-        violations.append(
-            (
-                "$.deployment.endpointName",
-                f"{dep['endpointName']!r} is not this stack's endpoint; allowed: "
-                f"{endpoint_name!r} (the endpoint its rollback alarms watch; to deploy under "
-                "another name, set endpointName in cdk.json and redeploy the stack)",
-            )
-        )
-    if isinstance(dep, dict) and dep.get("mode", "components") == "components":
-        endpoint = dep.get("endpointName") or endpoint_name or DEFAULT_ENDPOINT_NAME
-        if isinstance(endpoint, str) and len(endpoint) > COMPONENT_ENDPOINT_MAX:
-            violations.append(
-                (
-                    "$.deployment.endpointName",
-                    f"{endpoint!r} has {len(endpoint)} characters; with inference components "
-                    f"at most {COMPONENT_ENDPOINT_MAX}, so that <endpoint>-base and "
-                    "<endpoint>-<adapter> fit SageMaker's 63 (and the stack's IAM prefix "
-                    '<endpoint>-); shorten it or set deployment.mode to "single-model"',
-                )
-            )
+    violations += _merge_prepare_languages(doc.get("prepare"))
+    violations += _check_endpoint(doc.get("deployment"), endpoint_name)
     violations += _check_training_time(doc.get("training"), max_training_seconds)
-    if isinstance(doc.get("tuning"), dict) and not any(
-        p.startswith(("$.tuning", "$.training")) for p in bad_paths
-    ):
-        violations += tuning.check_tuning(
-            doc["tuning"], doc["training"], config_check=_training_config_check(doc)
-        )
-    if not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations):
+    violations += _check_tuning(doc, bad_paths)
+    # the trainer and the planner see the training section only once its own fields are valid
+    if not _touches_training(violations):
         violations += _check_training_config(doc)
     instance_type, source = None, "input"
-    training_ok = not any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations)
-    if training_ok and not bad_paths:
+    if not _touches_training(violations) and not bad_paths:
         instance_type, source, error = _resolve_instance(doc)
         if error:
             violations.append(("$.training.instanceType", error))
@@ -189,6 +144,82 @@ def validate_run_input(
         max_training_seconds,
         job_stack,
     )
+
+
+def _allowed_buckets(
+    artifact_bucket: str, allowed_buckets: Iterable[str] | None, local: bool
+) -> set[str] | None:
+    """The buckets S3 inputs may come from; None allows any (a local run's default)."""
+    if allowed_buckets is None:
+        return None if local else {artifact_bucket}
+    return set(allowed_buckets) | ({artifact_bucket} if not local else set())
+
+
+def _schema_violations(doc: dict, schema: dict) -> list[tuple[str, str]]:
+    """Every JSON-schema error of ``doc``, each described with what is allowed."""
+    return [v for e in Draft202012Validator(schema).iter_errors(doc) for v in _describe(e, schema)]
+
+
+def _merge_prepare_languages(prep: Any) -> list[tuple[str, str]]:
+    """Fold ``prepare.languages`` into ``prepare.config`` (in place) and check the prepare
+    job's config and container arguments; returns the violations."""
+    out = []
+    if isinstance(prep, dict) and prep.get("languages") and isinstance(prep.get("config"), dict):
+        # prepare.languages is the prepare config's `languages` key, given a place of its own
+        if prep["config"].get("languages", prep["languages"]) != prep["languages"]:
+            out.append(("$.prepare.languages", "differs from prepare.config.languages; give one"))
+        prep["config"] = {**prep["config"], "languages": prep["languages"]}
+    if isinstance(prep, dict) and isinstance(prep.get("config"), dict):
+        out += _check_prepare_config(prep["config"])
+    return out
+
+
+def _check_endpoint(dep: Any, endpoint_name: str | None) -> list[tuple[str, str]]:
+    """``deployment.endpointName`` is the stack's endpoint, and short enough for component
+    names in components mode."""
+    out = []
+    if (
+        endpoint_name is not None
+        and isinstance(dep, dict)
+        and isinstance(dep.get("endpointName"), str)
+        and dep["endpointName"] != endpoint_name
+    ):
+        out.append(
+            (
+                "$.deployment.endpointName",
+                f"{dep['endpointName']!r} is not this stack's endpoint; allowed: "
+                f"{endpoint_name!r} (the endpoint its rollback alarms watch; to deploy under "
+                "another name, set endpointName in cdk.json and redeploy the stack)",
+            )
+        )
+    if isinstance(dep, dict) and dep.get("mode", "components") == "components":
+        endpoint = dep.get("endpointName") or endpoint_name or DEFAULT_ENDPOINT_NAME
+        if isinstance(endpoint, str) and len(endpoint) > COMPONENT_ENDPOINT_MAX:
+            out.append(
+                (
+                    "$.deployment.endpointName",
+                    f"{endpoint!r} has {len(endpoint)} characters; with inference components "
+                    f"at most {COMPONENT_ENDPOINT_MAX}, so that <endpoint>-base and "
+                    "<endpoint>-<adapter> fit SageMaker's 63 (and the stack's IAM prefix "
+                    '<endpoint>-); shorten it or set deployment.mode to "single-model"',
+                )
+            )
+    return out
+
+
+def _check_tuning(doc: dict, bad_paths: set[str]) -> list[tuple[str, str]]:
+    """The tuning section against the training section, once the schema accepts both."""
+    if not isinstance(doc.get("tuning"), dict) or any(
+        p.startswith(("$.tuning", "$.training")) for p in bad_paths
+    ):
+        return []
+    return tuning.check_tuning(
+        doc["tuning"], doc["training"], config_check=_training_config_check(doc)
+    )
+
+
+def _touches_training(violations: list[tuple[str, str]]) -> bool:
+    return any(p.startswith(("$.training", "$.baseModel")) for p, _ in violations)
 
 
 # --------------------------------------------------------------------------- defaults
@@ -318,23 +349,48 @@ def _is_local_ref(value: Any) -> bool:
 def _cross_field(
     doc: dict, *, local: bool, allowed: set[str] | None, artifact: str | None
 ) -> list[tuple[str, str]]:
+    """The rules between fields that the schema cannot say, section by section."""
+    return [
+        *_check_data(doc.get("data")),
+        *_check_refs(doc, local=local, allowed=allowed, artifact=artifact),
+        *_check_training_fields(doc),
+        *_check_evaluation_fields(doc),
+        *_check_deployment_fields(doc),
+    ]
+
+
+def _section(doc: dict, name: str) -> dict:
+    """``doc[name]`` when it is an object (the schema reports it otherwise), else ``{}``."""
+    return doc.get(name) if isinstance(doc.get(name), dict) else {}
+
+
+def _check_data(data: Any) -> list[tuple[str, str]]:
+    """Exactly one of ``data.codebase`` and ``data.dataset``."""
+    if not isinstance(data, dict):
+        return []
+    given = [k for k in ("codebase", "dataset") if k in data]
+    if not given:
+        return [("$.data", "give data.codebase (to prepare a dataset) or data.dataset")]
+    if len(given) == 2:
+        return [
+            (
+                "$.data",
+                "give data.codebase or data.dataset, not both (dataset skips preparation)",
+            )
+        ]
+    return []
+
+
+def _check_refs(
+    doc: dict, *, local: bool, allowed: set[str] | None, artifact: str | None
+) -> list[tuple[str, str]]:
+    """Each input reference is of the run's kind (local or S3), in an allowed bucket, and
+    under a prefix every role that reads it may read."""
     out: list[tuple[str, str]] = []
-    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    data = _section(doc, "data")
     refs = {"$.baseModel": doc.get("baseModel")}
     for k in ("codebase", "dataset"):
         refs[f"$.data.{k}"] = data.get(k)
-
-    if isinstance(doc.get("data"), dict):
-        given = [k for k in ("codebase", "dataset") if k in data]
-        if not given:
-            out.append(("$.data", "give data.codebase (to prepare a dataset) or data.dataset"))
-        elif len(given) == 2:
-            out.append(
-                (
-                    "$.data",
-                    "give data.codebase or data.dataset, not both (dataset skips preparation)",
-                )
-            )
     for path, value in refs.items():
         if not isinstance(value, str):
             continue
@@ -353,8 +409,13 @@ def _cross_field(
             )
         elif m and artifact is not None:
             out += _readable(path, m.group(1), (m.group(2) or "/").lstrip("/"), artifact)
+    return out
 
-    tr = doc.get("training") if isinstance(doc.get("training"), dict) else {}
+
+def _check_training_fields(doc: dict) -> list[tuple[str, str]]:
+    """Spot's max wait, the base model named once, the RL section, a known config."""
+    out: list[tuple[str, str]] = []
+    tr = _section(doc, "training")
     if tr.get("maxWaitSeconds") is not None:
         if tr.get("spot") is not True:
             out.append(("$.training.maxWaitSeconds", "only allowed with training.spot = true"))
@@ -369,7 +430,7 @@ def _cross_field(
                         f"({tr['maxRuntimeSeconds']}); allowed: >= maxRuntimeSeconds",
                     )
                 )
-    overrides = tr.get("overrides") if isinstance(tr.get("overrides"), dict) else {}
+    overrides = _section(tr, "overrides")
     if "base_model" in overrides and overrides["base_model"] != doc.get("baseModel"):
         out.append(
             (
@@ -392,9 +453,14 @@ def _cross_field(
                     + ", ".join(sorted(known)),
                 )
             )
+    return out
 
-    ev = doc.get("evaluation") if isinstance(doc.get("evaluation"), dict) else {}
-    if ev.get("compareSft") is True and not _rl_enabled(tr):
+
+def _check_evaluation_fields(doc: dict) -> list[tuple[str, str]]:
+    """compareSft only with the GRPO stage; thresholds the gate knows."""
+    out: list[tuple[str, str]] = []
+    ev = _section(doc, "evaluation")
+    if ev.get("compareSft") is True and not _rl_enabled(_section(doc, "training")):
         out.append(
             (
                 "$.evaluation.compareSft",
@@ -414,8 +480,14 @@ def _cross_field(
                         "unknown threshold; allowed: " + ", ".join(sorted(known_t)),
                     )
                 )
+    return out
 
-    dep = doc.get("deployment") if isinstance(doc.get("deployment"), dict) else {}
+
+def _check_deployment_fields(doc: dict) -> list[tuple[str, str]]:
+    """A free adapter name; in components mode an adapter and an instance the base component
+    can take; capacities in order."""
+    out: list[tuple[str, str]] = []
+    dep = _section(doc, "deployment")
     if dep.get("adapterName") == BASE_ADAPTER_NAME:
         out.append(
             (
@@ -424,8 +496,16 @@ def _cross_field(
                 "endpoint's base component); choose another name",
             )
         )
-    rank = _lora_rank(doc["training"]) if isinstance(doc.get("training"), dict) else None
-    if dep.get("mode", "components") == "components" and rank and rank > BASE_MAX_LORA_RANK:
+    if dep.get("mode", "components") == "components":
+        out += _check_base_component(dep, doc.get("training"))
+    return out + _check_capacity(dep)
+
+
+def _check_base_component(dep: dict, tr: Any) -> list[tuple[str, str]]:
+    """Components mode: the base component takes the adapter's rank and fits the instance."""
+    out: list[tuple[str, str]] = []
+    rank = _lora_rank(tr) if isinstance(tr, dict) else None
+    if rank and rank > BASE_MAX_LORA_RANK:
         out.append(
             (
                 "$.training.overrides.lora.rank",
@@ -434,7 +514,7 @@ def _cross_field(
                 '"single-model"',
             )
         )
-    if dep.get("mode", "components") == "components" and isinstance(dep.get("instanceType"), str):
+    if isinstance(dep.get("instanceType"), str):
         from codetune.workflow.deploy import base_compute
 
         try:
@@ -447,23 +527,29 @@ def _cross_field(
                     'deployment.mode to "single-model"',
                 )
             )
-    lo, n, hi = dep.get("minCapacity"), dep.get("instanceCount"), dep.get("maxCapacity")
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in (lo, n, hi)):
-        if lo > hi:
-            out.append(
-                (
-                    "$.deployment.minCapacity",
-                    f"{lo} is above maxCapacity {hi}; allowed: <= maxCapacity",
-                )
-            )
-        elif not lo <= n <= hi:
-            out.append(
-                (
-                    "$.deployment.instanceCount",
-                    f"{n} is outside minCapacity..maxCapacity ({lo}..{hi})",
-                )
-            )
     return out
+
+
+def _check_capacity(dep: dict) -> list[tuple[str, str]]:
+    """minCapacity <= instanceCount <= maxCapacity."""
+    lo, n, hi = dep.get("minCapacity"), dep.get("instanceCount"), dep.get("maxCapacity")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (lo, n, hi)):
+        return []
+    if lo > hi:
+        return [
+            (
+                "$.deployment.minCapacity",
+                f"{lo} is above maxCapacity {hi}; allowed: <= maxCapacity",
+            )
+        ]
+    if not lo <= n <= hi:
+        return [
+            (
+                "$.deployment.instanceCount",
+                f"{n} is outside minCapacity..maxCapacity ({lo}..{hi})",
+            )
+        ]
+    return []
 
 
 def _check_training_time(tr: Any, limit: int | None) -> list[tuple[str, str]]:
@@ -708,62 +794,18 @@ def _build(
     max_training_seconds: int | None = None,
     job_stack: JobStack | None = None,
 ) -> RunRequest:
-    if local:
-        root = (
-            artifact_bucket
-            if artifact_bucket.startswith("file://")
-            else f"file://{artifact_bucket}"
-        )
-    else:
-        root = f"s3://{artifact_bucket}"
-    run_prefix = _join(root, "runs", rid)
+    """The ``RunRequest`` of a valid, default-filled run input."""
+    root = _artifact_root(artifact_bucket, local)
     data = doc["data"]
-    dataset = data.get("dataset")
-    cache_src = {"codebase": data.get("codebase"), "config": doc["prepare"]["config"]}
-    if data.get("codebase") and codebase_fingerprint is not None:
-        cache_src["contents"] = codebase_fingerprint(data["codebase"])
-    cache_key = hashlib.sha256(json.dumps(cache_src, sort_keys=True).encode()).hexdigest()
-    # Prepared datasets and checkpoints live under top-level prefixes: S3 lifecycle rules
-    # match key prefixes only, and the stack expires datasets/ and checkpoints/. A dataset is
-    # keyed by what it is made from, so the same codebase + prepare config reuses it.
-    dataset_uri = dataset.rstrip("/") + "/" if dataset else _join(root, "datasets", cache_key)
-    output = _join(run_prefix, "output")
-    eval_prefix = _join(run_prefix, "eval")
+    cache_key = _prepare_cache_key(data, doc["prepare"]["config"], codebase_fingerprint)
+    paths = _run_paths(root, rid, data.get("dataset"), cache_key, jobs["train"])
     tr = doc["training"]
-    overrides = _job_overrides(doc)
-    max_wait = None
-    if tr["spot"]:
-        # default: twice the runtime, within SageMaker's ceiling and the training task's
-        ceiling = min(MAX_SECONDS, max_training_seconds or MAX_SECONDS)
-        max_wait = tr["maxWaitSeconds"] or default_max_wait(tr["maxRuntimeSeconds"], ceiling)
-    base = doc["baseModel"]
-    hyperparameters = to_hyperparameters(tr["config"], overrides)
-    checkpoints = _join(root, "checkpoints", rid)
+    max_wait = _max_wait(tr, max_training_seconds)
+    hyperparameters = to_hyperparameters(tr["config"], _job_overrides(doc))
     job = None
     if job_stack is not None and not local:
-        spec = TrainingJobSpec(
-            job_name=naming.attempt_name(jobs["train"]),  # the first attempt's
-            run_id=rid,
-            config=tr["config"],
-            overrides=overrides,
-            dataset=dataset_uri,
-            output=output,
-            instance_type=instance_type,
-            instance_count=tr["instanceCount"],
-            volume_size_gb=tr["volumeSizeGb"],
-            max_runtime_seconds=tr["maxRuntimeSeconds"],
-            spot=tr["spot"],
-            max_wait_seconds=max_wait,
-            # always: a spot job resumes from them, any job's progress survives a failure
-            checkpoints=checkpoints,
-            model=base if base.startswith("s3://") else None,
-        )
-        job = training_job(spec, job_stack)
-    ev = doc["evaluation"]
-    eval_type = instance_type if ev["instanceType"] == "auto" else ev["instanceType"]
-    dep = doc["deployment"]
-    endpoint = dep["endpointName"] or endpoint_name or DEFAULT_ENDPOINT_NAME
-    base_component, adapter_component = naming.component_names(endpoint, dep["adapterName"] or rid)
+        job = _training_job(doc, rid, jobs["train"], paths, instance_type, max_wait, job_stack)
+    base = doc["baseModel"]
     return RunRequest(
         schema_version=SCHEMA_VERSION,
         run_id=rid,
@@ -772,21 +814,11 @@ def _build(
         base_model=BaseModelRef(id=base, s3_uri=base if base.startswith("s3://") else None),
         data=DataRef(
             codebase_s3_uri=data.get("codebase"),
-            dataset_s3_uri=dataset_uri,
-            skip_prepare=bool(dataset),
+            dataset_s3_uri=paths.dataset,
+            skip_prepare=bool(data.get("dataset")),
             prepare_cache_key=cache_key,
         ),
-        paths=RunPaths(
-            run_prefix=run_prefix,
-            dataset=dataset_uri,
-            dataset_shards=dataset_uri.rstrip("/") + "-shards/",
-            checkpoints=checkpoints,
-            output=output,
-            eval=eval_prefix,
-            # the first attempt's; the state machine passes the actual one ($.training)
-            model_data=f"{output}{naming.attempt_name(jobs['train'])}/output/model.tar.gz",
-            report=f"{eval_prefix}report.json",
-        ),
+        paths=paths,
         jobs=JobNames(
             prepare=jobs["prepare"],
             merge=jobs["merge"],
@@ -796,64 +828,173 @@ def _build(
             endpoint_config=jobs["endpointConfig"],
             base_model=jobs["baseModel"],
         ),
-        training=TrainingSpec(
-            config=tr["config"],
-            overrides=tr["overrides"],
-            hyperparameters=hyperparameters,
-            instance_type=instance_type,
-            instance_type_source=source,
-            instance_count=tr["instanceCount"],
-            spot=tr["spot"],
-            max_runtime_seconds=tr["maxRuntimeSeconds"],
-            max_wait_seconds=max_wait,
-            volume_size_gb=tr["volumeSizeGb"],
-            rl=tr["rl"],
-            volume_kms_key=supports_kms_volume(instance_type),
-            job=job,
-        ),
-        prepare=PrepareSpec(
-            instance_type=doc["prepare"]["instanceType"],
-            instance_count=doc["prepare"]["instanceCount"],
-            config=doc["prepare"]["config"],
-            volume_kms_key=supports_kms_volume(doc["prepare"]["instanceType"]),
-            arguments=prepare_arguments(doc["prepare"]["config"]),
-            merge_arguments=[
-                "--merge",
-                MERGE_INPUT,
-                *prepare_arguments(doc["prepare"]["config"]),
-            ],
-        ),
-        evaluation=EvaluationSpec(
-            suites=list(ev["suites"]),
-            limit=ev["limit"],
-            thresholds=ev["thresholds"],
-            instance_type=eval_type,
-            volume_kms_key=supports_kms_volume(eval_type),
-            compare_sft=ev["compareSft"],
-        ),
+        training=_training_spec(tr, instance_type, source, hyperparameters, max_wait, job),
+        prepare=_prepare_spec(doc["prepare"]),
+        evaluation=_evaluation_spec(doc["evaluation"], instance_type),
         registration=RegistrationSpec(
             auto_approve=doc["registration"]["autoApprove"],
             model_package_group=model_package_group,
         ),
-        deployment=DeploymentSpec(
-            enabled=dep["enabled"],
-            endpoint_name=endpoint,
-            adapter_name=dep["adapterName"] or rid,
-            instance_type=dep["instanceType"],
-            instance_count=dep["instanceCount"],
-            min_capacity=dep["minCapacity"],
-            max_capacity=dep["maxCapacity"],
-            invocations_per_instance=dep["invocationsPerInstance"],
-            startup_health_check_timeout_seconds=dep["startupHealthCheckTimeoutSeconds"],
-            model_data_download_timeout_seconds=dep["modelDataDownloadTimeoutSeconds"],
-            mode=dep["mode"],
-            base_component=base_component,
-            adapter_component=adapter_component,
-            base_scale_to_zero=dep["baseScaleToZero"],
-        ),
+        deployment=_deployment_spec(doc["deployment"], endpoint_name, rid),
         tuning=_tuning_spec(
             doc.get("tuning"), rid, jobs["tune"], hyperparameters, max_training_seconds
         ),
+    )
+
+
+def _artifact_root(artifact_bucket: str, local: bool) -> str:
+    """``s3://<bucket>``, or a local run's ``file://`` root."""
+    if not local:
+        return f"s3://{artifact_bucket}"
+    return artifact_bucket if artifact_bucket.startswith("file://") else f"file://{artifact_bucket}"
+
+
+def _prepare_cache_key(
+    data: dict, prepare_config: dict, codebase_fingerprint: Callable[[str], str] | None
+) -> str:
+    """sha256 of what a prepared dataset is made from: the codebase (its URI and, when a
+    fingerprint is given, its contents) and the prepare config."""
+    cache_src = {"codebase": data.get("codebase"), "config": prepare_config}
+    if data.get("codebase") and codebase_fingerprint is not None:
+        cache_src["contents"] = codebase_fingerprint(data["codebase"])
+    return hashlib.sha256(json.dumps(cache_src, sort_keys=True).encode()).hexdigest()
+
+
+def _run_paths(
+    root: str, rid: str, dataset: str | None, cache_key: str, train_job: str
+) -> RunPaths:
+    """Where the run's data, checkpoints, adapter and report live."""
+    run_prefix = _join(root, "runs", rid)
+    # Prepared datasets and checkpoints live under top-level prefixes: S3 lifecycle rules
+    # match key prefixes only, and the stack expires datasets/ and checkpoints/. A dataset is
+    # keyed by what it is made from, so the same codebase + prepare config reuses it.
+    dataset_uri = dataset.rstrip("/") + "/" if dataset else _join(root, "datasets", cache_key)
+    output = _join(run_prefix, "output")
+    eval_prefix = _join(run_prefix, "eval")
+    return RunPaths(
+        run_prefix=run_prefix,
+        dataset=dataset_uri,
+        dataset_shards=dataset_uri.rstrip("/") + "-shards/",
+        checkpoints=_join(root, "checkpoints", rid),
+        output=output,
+        eval=eval_prefix,
+        # the first attempt's; the state machine passes the actual one ($.training)
+        model_data=f"{output}{naming.attempt_name(train_job)}/output/model.tar.gz",
+        report=f"{eval_prefix}report.json",
+    )
+
+
+def _max_wait(tr: dict, max_training_seconds: int | None) -> int | None:
+    """A spot job's max wait: the input's, else twice the runtime, within SageMaker's ceiling
+    and the training task's; None without spot."""
+    if not tr["spot"]:
+        return None
+    ceiling = min(MAX_SECONDS, max_training_seconds or MAX_SECONDS)
+    return tr["maxWaitSeconds"] or default_max_wait(tr["maxRuntimeSeconds"], ceiling)
+
+
+def _training_job(
+    doc: dict,
+    rid: str,
+    train_job: str,
+    paths: RunPaths,
+    instance_type: str,
+    max_wait: int | None,
+    job_stack: JobStack,
+) -> dict:
+    """The training job's whole CreateTrainingJob input (its first attempt's name)."""
+    tr = doc["training"]
+    base = doc["baseModel"]
+    spec = TrainingJobSpec(
+        job_name=naming.attempt_name(train_job),  # the first attempt's
+        run_id=rid,
+        config=tr["config"],
+        overrides=_job_overrides(doc),
+        dataset=paths.dataset,
+        output=paths.output,
+        instance_type=instance_type,
+        instance_count=tr["instanceCount"],
+        volume_size_gb=tr["volumeSizeGb"],
+        max_runtime_seconds=tr["maxRuntimeSeconds"],
+        spot=tr["spot"],
+        max_wait_seconds=max_wait,
+        # always: a spot job resumes from them, any job's progress survives a failure
+        checkpoints=paths.checkpoints,
+        model=base if base.startswith("s3://") else None,
+    )
+    return training_job(spec, job_stack)
+
+
+def _training_spec(
+    tr: dict,
+    instance_type: str,
+    source: str,
+    hyperparameters: dict,
+    max_wait: int | None,
+    job: dict | None,
+) -> TrainingSpec:
+    return TrainingSpec(
+        config=tr["config"],
+        overrides=tr["overrides"],
+        hyperparameters=hyperparameters,
+        instance_type=instance_type,
+        instance_type_source=source,
+        instance_count=tr["instanceCount"],
+        spot=tr["spot"],
+        max_runtime_seconds=tr["maxRuntimeSeconds"],
+        max_wait_seconds=max_wait,
+        volume_size_gb=tr["volumeSizeGb"],
+        rl=tr["rl"],
+        volume_kms_key=supports_kms_volume(instance_type),
+        job=job,
+    )
+
+
+def _prepare_spec(prep: dict) -> PrepareSpec:
+    return PrepareSpec(
+        instance_type=prep["instanceType"],
+        instance_count=prep["instanceCount"],
+        config=prep["config"],
+        volume_kms_key=supports_kms_volume(prep["instanceType"]),
+        arguments=prepare_arguments(prep["config"]),
+        merge_arguments=["--merge", MERGE_INPUT, *prepare_arguments(prep["config"])],
+    )
+
+
+def _evaluation_spec(ev: dict, training_instance_type: str) -> EvaluationSpec:
+    """The evaluation job's spec; ``"auto"`` evaluates on the training instance type."""
+    eval_type = training_instance_type if ev["instanceType"] == "auto" else ev["instanceType"]
+    return EvaluationSpec(
+        suites=list(ev["suites"]),
+        limit=ev["limit"],
+        thresholds=ev["thresholds"],
+        instance_type=eval_type,
+        volume_kms_key=supports_kms_volume(eval_type),
+        compare_sft=ev["compareSft"],
+    )
+
+
+def _deployment_spec(dep: dict, endpoint_name: str | None, rid: str) -> DeploymentSpec:
+    """The deployment's spec: the endpoint (the input's, else the stack's, else the local
+    default) and its component names; the adapter is named after the run unless named."""
+    endpoint = dep["endpointName"] or endpoint_name or DEFAULT_ENDPOINT_NAME
+    adapter = dep["adapterName"] or rid
+    base_component, adapter_component = naming.component_names(endpoint, adapter)
+    return DeploymentSpec(
+        enabled=dep["enabled"],
+        endpoint_name=endpoint,
+        adapter_name=adapter,
+        instance_type=dep["instanceType"],
+        instance_count=dep["instanceCount"],
+        min_capacity=dep["minCapacity"],
+        max_capacity=dep["maxCapacity"],
+        invocations_per_instance=dep["invocationsPerInstance"],
+        startup_health_check_timeout_seconds=dep["startupHealthCheckTimeoutSeconds"],
+        model_data_download_timeout_seconds=dep["modelDataDownloadTimeoutSeconds"],
+        mode=dep["mode"],
+        base_component=base_component,
+        adapter_component=adapter_component,
+        base_scale_to_zero=dep["baseScaleToZero"],
     )
 
 
