@@ -652,40 +652,36 @@ def _check_prepare_arguments(config: dict) -> list[tuple[str, str]]:
     return out
 
 
-def _lora_rank(tr: dict) -> int | None:
-    """The adapter's LoRA rank: ``training.overrides["lora.rank"]``, else the shipped training
-    config's ``lora.rank`` (None when neither is known here)."""
-    rank = (tr.get("overrides") or {}).get("lora.rank")
-    if isinstance(rank, int) and not isinstance(rank, bool):
-        return rank
-    from codetune.train.config import configs_dir
-
+def _train_config(tr: dict):
+    """The training job's ``TrainConfig`` as the job will load it (shipped config + the
+    input's overrides and rl section, through the trainer's loader); None when the configs
+    are not findable here or the trainer refuses it (``_check_training_config`` says why)."""
     name = tr.get("config")
-    path = configs_dir() / f"{name}.yaml"
-    if isinstance(name, str) and path.is_file():
-        from codetune.config import read_yaml
+    known = known_training_configs()
+    overrides = tr.get("overrides")
+    if not isinstance(name, str) or known is None or name not in known:
+        return None
+    if not isinstance(overrides or {}, dict) or not isinstance(tr.get("rl") or {}, dict):
+        return None
+    from codetune.train.config import load_train_config
 
-        rank = ((read_yaml(path) or {}).get("lora") or {}).get("rank")
-        return rank if isinstance(rank, int) else None
-    return None
+    try:
+        return load_train_config(name, _training_overrides(tr))
+    except CodetuneError:
+        return None
+
+
+def _lora_rank(tr: dict) -> int | None:
+    """The adapter's LoRA rank as the trainer reads it (None when not known here)."""
+    cfg = _train_config(tr)
+    return cfg.lora.rank if cfg else None
 
 
 def _rl_enabled(tr: dict) -> bool:
-    """Whether training runs its GRPO stage: the input's ``rl.enabled``, else the shipped
-    training config's (unknown when the configs are not here: then assumed on)."""
-    rl = tr.get("rl")
-    if isinstance(rl, dict) and "enabled" in rl:
-        return rl["enabled"] is True
-    from codetune.train.config import configs_dir
-
-    name = tr.get("config")
-    path = configs_dir() / f"{name}.yaml"
-    if isinstance(name, str) and path.is_file():
-        from codetune.config import read_yaml
-
-        cfg = read_yaml(path) or {}
-        return bool((cfg.get("rl") or {}).get("enabled", False))
-    return True
+    """Whether training runs its GRPO stage, as the trainer reads it (unknown when the
+    configs are not here: then assumed on)."""
+    cfg = _train_config(tr)
+    return cfg.rl.enabled if cfg else True
 
 
 def _check_rl(rl: dict) -> list[tuple[str, str]]:
