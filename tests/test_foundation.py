@@ -156,8 +156,6 @@ LONG_FUNCTIONS_PENDING = {
     "src/codetune/evaluate/runner.py::_generate_sides",
     "src/codetune/evaluate/runner.py::run_evaluation",
     "src/codetune/generation.py::generate_continuous",
-    "src/codetune/workflow/deploy.py::deploy_components",
-    "src/codetune/workflow/deploy.py::deploy_single_model",
 }
 
 
