@@ -45,11 +45,11 @@ class CodetuneStack(Stack):
         self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        key = EncryptionKey(self, "Encryption", retain=config.retain_data).key
-        storage = ArtifactStorage(
+        self.key = EncryptionKey(self, "Encryption", retain=config.retain_data).key
+        self.storage = ArtifactStorage(
             self,
             "Storage",
-            key=key,
+            key=self.key,
             retain=config.retain_data,
             checkpoint_expiry_days=config.checkpoint_expiry_days,
             dataset_expiry_days=config.dataset_expiry_days,
@@ -57,8 +57,7 @@ class CodetuneStack(Stack):
             access_log_expiry_days=config.access_log_expiry_days,
             create_input_bucket=config.create_input_bucket,
         )
-        bucket = storage.artifact_bucket
-        images = ContainerImages(
+        self.images = ContainerImages(
             self,
             "Images",
             context_dir=REPO,
@@ -67,103 +66,65 @@ class CodetuneStack(Stack):
         )
         if config.manage_registry_scanning:
             RegistryScanOnPush(self, "ImageScanning", repository_filter="cdk-*-container-assets-*")
-        alarms = EndpointAlarms(
+        self.alarms = EndpointAlarms(
             self,
             "EndpointAlarms",
             endpoint_name=config.endpoint,
             error_threshold=config.error_alarm_threshold,
             latency_threshold_microseconds=config.latency_alarm_microseconds,
         )
-        roles = SageMakerRoles(
+        self.roles = SageMakerRoles(
             self,
             "SageMakerRoles",
-            key=key,
-            repositories=images.repositories,
+            key=self.key,
+            repositories=self.images.repositories,
             vpc_subnet_ids=config.vpc_subnet_ids,
             vpc_security_group_ids=config.vpc_security_group_ids,
-            rollback_alarm_arns=[a.alarm_arn for a in alarms.alarms],
+            rollback_alarm_arns=[a.alarm_arn for a in self.alarms.alarms],
         )
-        # Jobs write what they produce and delete nothing but checkpoints (SageMaker's
-        # checkpoint sync removes what the trainer removed); they read base models and
-        # codebases. The evaluation job has a role of its own (below).
-        allow_objects(
-            roles.job_role,
-            bucket,
-            CHECKPOINTS_PREFIX,
-            write=True,
-            reason="Spot training syncs /opt/ml/checkpoints with checkpoints/<runId>/ both ways.",
-        )
-        for prefix in (RUNS_PREFIX, DATASETS_PREFIX):
-            allow_objects(
-                roles.job_role,
-                bucket,
-                prefix,
-                write=False,
-                reason=f"Jobs read the run's objects under {prefix} (keys per run).",
-            )
-            allow_put(
-                roles.job_role,
-                bucket,
-                f"{prefix}*",
-                reason=f"Jobs upload their outputs under {prefix} (keys per run); no deletes.",
-            )
-        for prefix, reason in (
-            (BASE_MODELS_PREFIX, "Training/evaluation read base-model weights under base-models/."),
-            (CODEBASES_PREFIX, "PrepareDataset reads codebases uploaded under codebases/."),
-        ):
-            allow_objects(roles.job_role, bucket, prefix, write=False, reason=reason)
-        # Evaluation runs generated code: its role reads the adapter, dataset and base model
-        # and writes only eval/ prefixes; nothing of the input bucket, no deletes.
-        for prefix in (RUNS_PREFIX, DATASETS_PREFIX, BASE_MODELS_PREFIX):
-            allow_objects(
-                roles.evaluation_role,
-                bucket,
-                prefix,
-                write=False,
-                reason=f"Evaluation reads the adapter, dataset or base model under {prefix}.",
-            )
-        allow_put(
-            roles.evaluation_role,
-            bucket,
-            EVAL_KEYS,
-            reason="Evaluation uploads its report to runs/<runId>/eval/ only.",
-        )
-        allow_objects(
-            roles.endpoint_role,
-            bucket,
-            RUNS_PREFIX,
-            write=False,
-            reason="The endpoint loads the adapter (model.tar.gz) of the deployed run.",
-        )
-        allow_objects(
-            roles.endpoint_role,
-            bucket,
-            BASE_MODELS_PREFIX,
-            write=False,
-            reason="The endpoint loads base-model weights uploaded under base-models/.",
-        )
-        if storage.input_bucket is not None:
-            allow_objects(
-                roles.job_role,
-                storage.input_bucket,
-                None,
-                write=False,
-                reason="PrepareDataset reads the codebase prefix a user names (read-only).",
-            )
+        _grant_sagemaker_roles(self.roles, self.storage)
 
-        topic = FailureTopic(self, "Failures", key=key).topic
+        self.topic = FailureTopic(self, "Failures", key=self.key).topic
         package_group = sagemaker.CfnModelPackageGroup(
             self,
             "ModelPackageGroup",
             model_package_group_name=config.model_package_group,
             model_package_group_description=f"codetune adapters ({config.stage})",
         )
+        self.functions = self._functions(config)
+        self._grant_functions(config)
 
-        allowed_buckets = (
-            storage.input_bucket.bucket_name if storage.input_bucket is not None else ""
+        self.workflow = self._training_workflow(config)
+        TimedOutExecutions(
+            self,
+            "TimedOutExecutions",
+            state_machine_arn=self.workflow.state_machine.state_machine_arn,
+            topic=self.topic,
         )
-        common = {"STAGE": config.stage}
-        functions = WorkflowFunctions(
+        # EventBridge publishes to the KMS-encrypted topic as events.amazonaws.com
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],  # in a key policy "*" means this key
+            )
+        )
+        package_group.node.add_dependency(self.functions)  # keep logical order stable
+
+        self.batch = self._batch_inference(config)
+        TimedOutExecutions(
+            self,
+            "TimedOutBatchExecutions",
+            state_machine_arn=self.batch.state_machine.state_machine_arn,
+            topic=self.topic,
+        )
+        self._outputs(config)
+
+    # -- steps of the constructor: each reads what the earlier ones made (self.key, ...) -------
+
+    def _functions(self, config: StageConfig) -> WorkflowFunctions:
+        """The glue Lambdas (one per handler in lambdas/), sharing the codetune layer."""
+        return WorkflowFunctions(
             self,
             "Functions",
             lambdas_dir=REPO / "lambdas",
@@ -171,89 +132,28 @@ class CodetuneStack(Stack):
             package_dir=REPO / "src" / "codetune",
             schemas_dir=REPO / "schemas",
             configs_dir=REPO / "training_image" / "configs",
-            key=key,
+            key=self.key,
             log_retention=_retention(config.log_retention_days),
             reserved_concurrency=config.lambda_reserved_concurrency,
-            specs=[
-                FunctionSpec(
-                    name="validate_request",
-                    timeout=Duration.seconds(60),
-                    memory_mb=512,  # the planner and JSON Schema validation
-                    environment={
-                        **common,
-                        "ARTIFACT_BUCKET": bucket.bucket_name,
-                        "ALLOWED_BUCKETS": allowed_buckets,
-                        "MODEL_PACKAGE_GROUP": config.model_package_group,
-                        # the rollback alarms watch this endpoint only: other names are refused
-                        "ENDPOINT_NAME": config.endpoint,
-                        # the training task's timeout less an hour for SageMaker to start
-                        # the job and upload the model after MaxRuntime/MaxWait
-                        "MAX_TRAINING_SECONDS": str((config.training_timeout_hours - 1) * 3600),
-                        # what it builds the CreateTrainingJob input with (TrainAdapter sends
-                        # it as it is; codetune.train.job.training_job)
-                        "TRAINING_IMAGE_URI": images.training_image.image_uri,
-                        "TRAINING_ROLE_ARN": roles.job_role.role_arn,
-                        "KMS_KEY_ID": key.key_arn,
-                        "VPC_SUBNET_IDS": ",".join(config.vpc_subnet_ids),
-                        "VPC_SECURITY_GROUP_IDS": ",".join(config.vpc_security_group_ids),
-                    },
-                ),
-                FunctionSpec(
-                    name="validate_batch",
-                    timeout=Duration.seconds(30),
-                    environment={
-                        **common,
-                        "ARTIFACT_BUCKET": bucket.bucket_name,
-                        "MODEL_PACKAGE_GROUP": config.model_package_group,
-                    },
-                ),
-                FunctionSpec(name="quality_gate", timeout=Duration.seconds(60), environment=common),
-                FunctionSpec(
-                    name="register_adapter",
-                    timeout=Duration.seconds(60),
-                    environment={
-                        **common,
-                        "INFERENCE_IMAGE_URI": images.inference_image.image_uri,
-                        "IMAGE_GIT_REVISION": images.inference_image.asset_hash,
-                    },
-                ),
-                FunctionSpec(
-                    name="deploy_endpoint",
-                    timeout=Duration.seconds(120),
-                    wildcard_reason="Application Auto Scaling targets have no ARN before they "
-                    "are registered; cloudwatch:DescribeAlarms is not resource-scoped.",
-                    environment={
-                        **common,
-                        "SAGEMAKER_ROLE_ARN": roles.endpoint_role.role_arn,
-                        "KMS_KEY_ID": key.key_arn,
-                        "ROLLBACK_ALARMS": ",".join(alarms.alarm_names),
-                        "VPC_SUBNET_IDS": ",".join(config.vpc_subnet_ids),
-                        "VPC_SECURITY_GROUP_IDS": ",".join(config.vpc_security_group_ids),
-                    },
-                ),
-                FunctionSpec(name="smoke_test", timeout=Duration.seconds(120), environment=common),
-                FunctionSpec(
-                    name="notify_failure",
-                    timeout=Duration.seconds(30),
-                    environment={**common, "TOPIC_ARN": topic.topic_arn},
-                ),
-            ],
+            specs=_function_specs(
+                config,
+                storage=self.storage,
+                images=self.images,
+                roles=self.roles,
+                key=self.key,
+                alarms=self.alarms,
+                topic=self.topic,
+            ),
         )
-        fns = functions.functions
-        self._grant_functions(
-            fns, config=config, storage=storage, roles=roles, images=images, key=key,
-            alarms=alarms,
-        )  # fmt: skip
-        iam.Grant.add_to_principal(
-            grantee=fns["notify_failure"], actions=["sns:Publish"], resource_arns=[topic.topic_arn]
-        )
-        allow_key(fns["notify_failure"], key, encrypt=True)  # the topic is KMS-encrypted
 
-        workflow = TrainingWorkflow(
+    def _training_workflow(self, config: StageConfig) -> TrainingWorkflow:
+        """The training run's state machine, its jobs run with the stack's roles and key."""
+        roles, images, key = self.roles, self.images, self.key
+        return TrainingWorkflow(
             self,
             "Workflow",
-            functions=fns,
-            rollback_alarm_names=alarms.alarm_names,
+            functions=self.functions.functions,
+            rollback_alarm_names=self.alarms.alarm_names,
             key=key,
             log_retention=_retention(config.log_retention_days),
             timeout=Duration.hours(config.state_machine_timeout_hours),
@@ -271,29 +171,16 @@ class CodetuneStack(Stack):
                 evaluation_timeout=Duration.hours(EVALUATION_HOURS),
             ),
         )
-        TimedOutExecutions(
-            self,
-            "TimedOutExecutions",
-            state_machine_arn=workflow.state_machine.state_machine_arn,
-            topic=topic,
-        )
-        # EventBridge publishes to the KMS-encrypted topic as events.amazonaws.com
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],  # in a key policy "*" means this key
-            )
-        )
-        package_group.node.add_dependency(functions)  # keep logical order stable; no data flow
 
-        # Batch inference: its own model role reads the adapter, base models and batch inputs
-        # and writes only the answers (batch/<batchId>/output/); nothing of the input bucket.
+    def _batch_inference(self, config: StageConfig) -> BatchInferenceWorkflow:
+        """Batch inference: its own model role reads the adapter, base models and batch inputs
+        and writes only the answers (batch/<batchId>/output/); nothing of the input bucket."""
+        key, bucket, fns = self.key, self.storage.artifact_bucket, self.functions.functions
         batch_role = BatchModelRole(
             self,
             "BatchModel",
             key=key,
-            repository=images.inference_image.repository,
+            repository=self.images.inference_image.repository,
             vpc_subnet_ids=config.vpc_subnet_ids,
             vpc_security_group_ids=config.vpc_security_group_ids,
         ).role
@@ -309,7 +196,7 @@ class CodetuneStack(Stack):
             f"{BATCH_PREFIX}*/output/*",
             reason="Batch Transform uploads the answers to batch/<batchId>/output/ only.",
         )
-        batch = BatchInferenceWorkflow(
+        return BatchInferenceWorkflow(
             self,
             "BatchInference",
             validate_function=fns["validate_batch"],
@@ -326,53 +213,40 @@ class CodetuneStack(Stack):
             key=key,
             log_retention=_retention(config.log_retention_days),
         )
-        self.key = key
-        self.storage = storage
-        self.images = images
-        self.roles = roles
-        self.functions = functions
-        self.topic = topic
-        self.alarms = alarms
-        TimedOutExecutions(
-            self,
-            "TimedOutBatchExecutions",
-            state_machine_arn=batch.state_machine.state_machine_arn,
-            topic=topic,
-        )
-        self.workflow = workflow
-        self.batch = batch
 
-        state_machine_arn = workflow.state_machine.state_machine_arn
+    def _outputs(self, config: StageConfig) -> None:
+        """What a user (and `codetune train --remote`) reads from the deployed stack."""
+        state_machine_arn = self.workflow.state_machine.state_machine_arn
         CfnOutput(self, "StateMachineArn", value=state_machine_arn)
         CfnOutput(
             self,
             "BatchStateMachineArn",
             description="Batch inference: a JSONL under batch/ answered by a registered adapter",
-            value=batch.state_machine.state_machine_arn,
+            value=self.batch.state_machine.state_machine_arn,
         )
-        CfnOutput(self, "ArtifactBucketName", value=bucket.bucket_name)
-        if storage.input_bucket is not None:
-            CfnOutput(self, "InputBucketName", value=storage.input_bucket.bucket_name)
-        CfnOutput(self, "FailureTopicArn", value=topic.topic_arn)
+        CfnOutput(self, "ArtifactBucketName", value=self.storage.artifact_bucket.bucket_name)
+        if self.storage.input_bucket is not None:
+            CfnOutput(self, "InputBucketName", value=self.storage.input_bucket.bucket_name)
+        CfnOutput(self, "FailureTopicArn", value=self.topic.topic_arn)
         # What `codetune train --remote` reads (names from codetune.train.remote.OUT_*), so a
         # one-off job runs like the workflow's TrainAdapter: same image, role, key and network.
         CfnOutput(
             self,
             train_remote.OUT_IMAGE,
             description="Training image (train --remote, TrainAdapter)",
-            value=images.training_image.image_uri,
+            value=self.images.training_image.image_uri,
         )
         CfnOutput(
             self,
             train_remote.OUT_ROLE,
             description="Execution role of SageMaker training/processing jobs",
-            value=roles.job_role.role_arn,
+            value=self.roles.job_role.role_arn,
         )
         CfnOutput(
             self,
             train_remote.OUT_KEY,
             description="KMS key of job outputs and volumes",
-            value=key.key_arn,
+            value=self.key.key_arn,
         )
         if config.vpc_subnet_ids:
             CfnOutput(
@@ -397,55 +271,85 @@ class CodetuneStack(Stack):
             ),
         )
 
-    def _grant_functions(self, fns, *, config, storage, roles, images, key, alarms) -> None:
+    # -- what each Lambda may call -------------------------------------------------------------
+
+    def _grant_functions(self, config: StageConfig) -> None:
         """Each Lambda gets what its handler calls (codetune.workflow.*), on exact ARNs."""
-        bucket = storage.artifact_bucket
-        stage = config.stage
-        sm = lambda kind, name: self.format_arn(  # noqa: E731
-            service="sagemaker", resource=kind, resource_name=name
-        )
-        # validate_request: checks that the S3 inputs exist (ListBucket/GetObject).
+        fns, storage, key = self.functions.functions, self.storage, self.key
+        self._grant_validate_request(fns["validate_request"])
+        # quality_gate: reads report.json of the run.
         allow_objects(
-            fns["validate_request"],
-            bucket,
+            fns["quality_gate"],
+            storage.artifact_bucket,
+            RUNS_PREFIX,
+            write=False,
+            reason="Reads runs/<runId>/eval/report.json of the run being gated.",
+        )
+        allow_key(fns["quality_gate"], key, encrypt=False)
+        self._grant_register_adapter(fns["register_adapter"], config=config)
+        self._grant_deploy_endpoint(fns["deploy_endpoint"], config=config)
+        # smoke_test: invokes the deployed endpoint (and its components).
+        fns["smoke_test"].add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:InvokeEndpoint"],
+                resources=[
+                    self._sagemaker_arn("endpoint", config.endpoint),
+                    self._sagemaker_arn("inference-component", f"{config.endpoint}-*"),
+                ],
+            )
+        )
+        acknowledge(
+            _policy(fns["smoke_test"]),
+            _sagemaker_finding(f"inference-component/{config.endpoint}-*"),
+            COMPONENTS_REASON,
+        )
+        iam.Grant.add_to_principal(
+            grantee=fns["notify_failure"],
+            actions=["sns:Publish"],
+            resource_arns=[self.topic.topic_arn],
+        )
+        allow_key(fns["notify_failure"], key, encrypt=True)  # the topic is KMS-encrypted
+
+    def _grant_validate_request(self, fn) -> None:
+        """validate_request: checks that the S3 inputs exist (ListBucket/GetObject)."""
+        storage = self.storage
+        allow_objects(
+            fn,
+            storage.artifact_bucket,
             None,
             write=False,
             reason="Checks that dataset/base-model URIs named in the input exist (read-only).",
         )
         if storage.input_bucket is not None:
             allow_objects(
-                fns["validate_request"],
+                fn,
                 storage.input_bucket,
                 None,
                 write=False,
                 reason="Checks that the codebase URI named in the input exists (read-only).",
             )
-        # quality_gate: reads report.json of the run.
+        allow_key(fn, self.key, encrypt=False)
+
+    def _grant_register_adapter(self, fn, *, config: StageConfig) -> None:
+        """register_adapter: the package group, reads the dataset manifest, image digest."""
+        storage = self.storage
         allow_objects(
-            fns["quality_gate"],
-            bucket,
-            RUNS_PREFIX,
-            write=False,
-            reason="Reads runs/<runId>/eval/report.json of the run being gated.",
-        )
-        # register_adapter: the package group, reads the dataset manifest, image digest.
-        allow_objects(
-            fns["register_adapter"],
-            bucket,
+            fn,
+            storage.artifact_bucket,
             RUNS_PREFIX,
             write=False,
             reason="Reads the run's dataset manifest and report for the package lineage.",
         )
         allow_objects(
-            fns["register_adapter"],
-            bucket,
+            fn,
+            storage.artifact_bucket,
             DATASETS_PREFIX,
             write=False,
             reason="Reads a shared dataset's manifest for the package lineage.",
         )
-        for name in ("validate_request", "quality_gate", "register_adapter"):
-            allow_key(fns[name], key, encrypt=False)
-        fns["register_adapter"].add_to_role_policy(
+        allow_key(fn, self.key, encrypt=False)
+        packages = f"model-package/{config.model_package_group}/*"
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[
                     "sagemaker:CreateModelPackage",
@@ -455,15 +359,65 @@ class CodetuneStack(Stack):
                     "sagemaker:AddTags",
                 ],
                 resources=[
-                    sm("model-package-group", config.model_package_group),
-                    sm("model-package", f"{config.model_package_group}/*"),
+                    self._sagemaker_arn("model-package-group", config.model_package_group),
+                    self._sagemaker_arn("model-package", f"{config.model_package_group}/*"),
                 ],
             )
         )
-        images.inference_image.repository.grant(fns["register_adapter"], "ecr:DescribeImages")
-        # deploy_endpoint: model, endpoint config (stage-prefixed names), endpoint, autoscaling.
-        deploy = fns["deploy_endpoint"]
-        deploy.add_to_role_policy(
+        self.images.inference_image.repository.grant(fn, "ecr:DescribeImages")
+        acknowledge(_policy(fn), _sagemaker_finding(packages), PACKAGES_REASON)
+
+    def _grant_deploy_endpoint(self, fn, *, config: StageConfig) -> None:
+        """deploy_endpoint: model, endpoint config (stage-prefixed names), endpoint, its
+        inference components, autoscaling and the alarms it makes."""
+        self._grant_deploy_sagemaker(fn, config=config)
+        self._grant_deploy_autoscaling(fn, endpoint=config.endpoint)
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                resources=[self.key.key_arn],
+            )
+        )
+        policy = _policy(fn)
+        checkov_skip(
+            policy,
+            "CKV_AWS_111",
+            "application-autoscaling Register/Put/Delete/Deregister have no resource-level "
+            "permissions; the endpoint-scoped actions are separate statements.",
+        )
+        acknowledge(
+            policy,
+            _sagemaker_finding(f"model-package/{config.model_package_group}/*"),
+            PACKAGES_REASON,
+        )
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
+            f"<AWS::AccountId>:alarm:TargetTracking-endpoint/{config.endpoint}/*]",
+            "Application Auto Scaling names the target-tracking alarms of this endpoint itself.",
+        )
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
+            f"<AWS::AccountId>:alarm:TargetTracking-inference-component/{config.endpoint}-*]",
+            "Application Auto Scaling names the target-tracking alarms of the base component.",
+        )
+        acknowledge(
+            policy,
+            _sagemaker_finding(f"inference-component/{config.endpoint}-*"),
+            COMPONENTS_REASON,
+        )
+        for kind in ("model", "endpoint-config"):
+            acknowledge(
+                policy,
+                _sagemaker_finding(f"{kind}/{config.stage}-*"),
+                "Names are made per run (<stage>-<runId>-<step>); the prefix pins the stage.",
+            )
+
+    def _grant_deploy_sagemaker(self, fn, *, config: StageConfig) -> None:
+        """The SageMaker resources deploy_endpoint creates and updates, and the role it passes."""
+        sm = self._sagemaker_arn
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[
                     "sagemaker:CreateModel",
@@ -478,8 +432,8 @@ class CodetuneStack(Stack):
                     "sagemaker:AddTags",
                 ],
                 resources=[
-                    sm("model", f"{stage}-*"),
-                    sm("endpoint-config", f"{stage}-*"),
+                    sm("model", f"{config.stage}-*"),
+                    sm("endpoint-config", f"{config.stage}-*"),
                     # ValidateRequest refuses any other deployment.endpointName
                     sm("endpoint", config.endpoint),
                 ],
@@ -487,8 +441,7 @@ class CodetuneStack(Stack):
         )
         # Inference components of the endpoint: <endpoint>-base and <endpoint>-<adapter>
         # (ValidateRequest names them). Delete is used on a Failed adapter component only.
-        components = sm("inference-component", f"{config.endpoint}-*")
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[
                     "sagemaker:CreateInferenceComponent",
@@ -497,30 +450,33 @@ class CodetuneStack(Stack):
                     "sagemaker:DeleteInferenceComponent",
                     "sagemaker:AddTags",
                 ],
-                resources=[components],
+                resources=[sm("inference-component", f"{config.endpoint}-*")],
             )
         )
         # CreateInferenceComponent is also authorized against the endpoint it lands on.
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:CreateInferenceComponent"],
                 resources=[sm("endpoint", config.endpoint)],
             )
         )
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeModelPackage"],
                 resources=[sm("model-package", f"{config.model_package_group}/*")],
             )
         )
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["iam:PassRole"],
-                resources=[roles.endpoint_role.role_arn],
+                resources=[self.roles.endpoint_role.role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             )
         )
-        deploy.add_to_role_policy(
+
+    def _grant_deploy_autoscaling(self, fn, *, endpoint: str) -> None:
+        """Application Auto Scaling of the endpoint and its base component, and its alarms."""
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[
                     "application-autoscaling:RegisterScalableTarget",
@@ -535,52 +491,43 @@ class CodetuneStack(Stack):
         )
         # Application Auto Scaling checks these as the caller of RegisterScalableTarget /
         # PutScalingPolicy ("Required permissions for automatic scaling", SageMaker docs).
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[
                     "sagemaker:DescribeEndpoint",
                     "sagemaker:UpdateEndpointWeightsAndCapacities",
                 ],
-                resources=[sm("endpoint", config.endpoint)],
+                resources=[self._sagemaker_arn("endpoint", endpoint)],
             )
         )
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[
                     "sagemaker:DescribeInferenceComponent",
                     "sagemaker:UpdateInferenceComponentRuntimeConfig",
                 ],
-                resources=[components],
+                resources=[self._sagemaker_arn("inference-component", f"{endpoint}-*")],
             )
         )
-
-        def alarm(name: str) -> str:
-            return self.format_arn(
-                service="cloudwatch",
-                resource="alarm",
-                resource_name=name,
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            )
-
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"],
                 resources=[
-                    alarm(f"TargetTracking-endpoint/{config.endpoint}/*"),
+                    self._alarm_arn(f"TargetTracking-endpoint/{endpoint}/*"),
                     # the base component's target tracking alarms, named by Auto Scaling
-                    alarm(f"TargetTracking-inference-component/{config.endpoint}-*"),
+                    self._alarm_arn(f"TargetTracking-inference-component/{endpoint}-*"),
                     # baseScaleToZero: the alarm that adds the first copy back
-                    alarm(f"{config.endpoint}-base-scale-out-from-zero"),
+                    self._alarm_arn(f"{endpoint}-base-scale-out-from-zero"),
                 ],
             )
         )
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:DescribeAlarms"],
                 resources=["*"],  # listing alarms is not resource-scoped
             )
         )
-        deploy.add_to_role_policy(
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["iam:CreateServiceLinkedRole"],
                 resources=[
@@ -598,62 +545,189 @@ class CodetuneStack(Stack):
                 },
             )
         )
-        deploy.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["kms:CreateGrant", "kms:DescribeKey"],
-                resources=[key.key_arn],
-            )
+
+    def _sagemaker_arn(self, kind: str, name: str) -> str:
+        return self.format_arn(service="sagemaker", resource=kind, resource_name=name)
+
+    def _alarm_arn(self, name: str) -> str:
+        return self.format_arn(
+            service="cloudwatch",
+            resource="alarm",
+            resource_name=name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
-        # smoke_test: invokes the deployed endpoint (and its components).
-        fns["smoke_test"].add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["sagemaker:InvokeEndpoint"],
-                resources=[sm("endpoint", config.endpoint), components],
-            )
+
+
+PACKAGES_REASON = "Model packages get versioned names inside the stack's package group."
+COMPONENTS_REASON = (
+    "One adapter component per run: <endpoint>-<adapterName>; the prefix pins the endpoint."
+)
+
+
+def _sagemaker_finding(resource: str) -> str:
+    """The cdk-nag finding of a wildcard SageMaker ARN in this stack's account and region."""
+    return (
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+        f"<AWS::AccountId>:{resource}]"
+    )
+
+
+def _grant_sagemaker_roles(roles: SageMakerRoles, storage: ArtifactStorage) -> None:
+    """What the SageMaker jobs and the endpoint read and write in the buckets."""
+    _grant_job_role(roles.job_role, storage)
+    _grant_evaluation_role(roles.evaluation_role, storage.artifact_bucket)
+    _grant_endpoint_role(roles.endpoint_role, storage.artifact_bucket)
+
+
+def _grant_job_role(role: iam.IRole, storage: ArtifactStorage) -> None:
+    """Jobs write what they produce and delete nothing but checkpoints (SageMaker's checkpoint
+    sync removes what the trainer removed); they read base models and codebases. The
+    evaluation job has a role of its own."""
+    bucket = storage.artifact_bucket
+    allow_objects(
+        role,
+        bucket,
+        CHECKPOINTS_PREFIX,
+        write=True,
+        reason="Spot training syncs /opt/ml/checkpoints with checkpoints/<runId>/ both ways.",
+    )
+    for prefix in (RUNS_PREFIX, DATASETS_PREFIX):
+        allow_objects(
+            role,
+            bucket,
+            prefix,
+            write=False,
+            reason=f"Jobs read the run's objects under {prefix} (keys per run).",
         )
-        sm_finding = "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{}]"
-        packages_reason = "Model packages get versioned names inside the stack's package group."
-        acknowledge(
-            _policy(fns["register_adapter"]),
-            sm_finding.format(f"model-package/{config.model_package_group}/*"),
-            packages_reason,
+        allow_put(
+            role,
+            bucket,
+            f"{prefix}*",
+            reason=f"Jobs upload their outputs under {prefix} (keys per run); no deletes.",
         )
-        deploy_policy = _policy(deploy)
-        checkov_skip(
-            deploy_policy,
-            "CKV_AWS_111",
-            "application-autoscaling Register/Put/Delete/Deregister have no resource-level "
-            "permissions; the endpoint-scoped actions are separate statements.",
+    for prefix, reason in (
+        (BASE_MODELS_PREFIX, "Training/evaluation read base-model weights under base-models/."),
+        (CODEBASES_PREFIX, "PrepareDataset reads codebases uploaded under codebases/."),
+    ):
+        allow_objects(role, bucket, prefix, write=False, reason=reason)
+    if storage.input_bucket is not None:
+        allow_objects(
+            role,
+            storage.input_bucket,
+            None,
+            write=False,
+            reason="PrepareDataset reads the codebase prefix a user names (read-only).",
         )
-        acknowledge(
-            deploy_policy,
-            sm_finding.format(f"model-package/{config.model_package_group}/*"),
-            packages_reason,
+
+
+def _grant_evaluation_role(role: iam.IRole, bucket) -> None:
+    """Evaluation runs generated code: its role reads the adapter, dataset and base model and
+    writes only eval/ prefixes; nothing of the input bucket, no deletes."""
+    for prefix in (RUNS_PREFIX, DATASETS_PREFIX, BASE_MODELS_PREFIX):
+        allow_objects(
+            role,
+            bucket,
+            prefix,
+            write=False,
+            reason=f"Evaluation reads the adapter, dataset or base model under {prefix}.",
         )
-        acknowledge(
-            deploy_policy,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
-            f"<AWS::AccountId>:alarm:TargetTracking-endpoint/{config.endpoint}/*]",
-            "Application Auto Scaling names the target-tracking alarms of this endpoint itself.",
-        )
-        acknowledge(
-            deploy_policy,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
-            f"<AWS::AccountId>:alarm:TargetTracking-inference-component/{config.endpoint}-*]",
-            "Application Auto Scaling names the target-tracking alarms of the base component.",
-        )
-        component_finding = sm_finding.format(f"inference-component/{config.endpoint}-*")
-        component_reason = (
-            "One adapter component per run: <endpoint>-<adapterName>; the prefix pins the endpoint."
-        )
-        acknowledge(deploy_policy, component_finding, component_reason)
-        acknowledge(_policy(fns["smoke_test"]), component_finding, component_reason)
-        for kind in ("model", "endpoint-config"):
-            acknowledge(
-                deploy_policy,
-                sm_finding.format(f"{kind}/{stage}-*"),
-                "Names are made per run (<stage>-<runId>-<step>); the prefix pins the stage.",
-            )
+    allow_put(
+        role,
+        bucket,
+        EVAL_KEYS,
+        reason="Evaluation uploads its report to runs/<runId>/eval/ only.",
+    )
+
+
+def _grant_endpoint_role(role: iam.IRole, bucket) -> None:
+    """The endpoint reads the deployed adapter and base-model weights, nothing else."""
+    allow_objects(
+        role,
+        bucket,
+        RUNS_PREFIX,
+        write=False,
+        reason="The endpoint loads the adapter (model.tar.gz) of the deployed run.",
+    )
+    allow_objects(
+        role,
+        bucket,
+        BASE_MODELS_PREFIX,
+        write=False,
+        reason="The endpoint loads base-model weights uploaded under base-models/.",
+    )
+
+
+def _function_specs(
+    config: StageConfig, *, storage, images, roles, key, alarms, topic
+) -> list[FunctionSpec]:
+    """The glue Lambdas: timeout, memory and the environment each handler reads."""
+    bucket = storage.artifact_bucket
+    allowed_buckets = storage.input_bucket.bucket_name if storage.input_bucket is not None else ""
+    common = {"STAGE": config.stage}
+    return [
+        FunctionSpec(
+            name="validate_request",
+            timeout=Duration.seconds(60),
+            memory_mb=512,  # the planner and JSON Schema validation
+            environment={
+                **common,
+                "ARTIFACT_BUCKET": bucket.bucket_name,
+                "ALLOWED_BUCKETS": allowed_buckets,
+                "MODEL_PACKAGE_GROUP": config.model_package_group,
+                # the rollback alarms watch this endpoint only: other names are refused
+                "ENDPOINT_NAME": config.endpoint,
+                # the training task's timeout less an hour for SageMaker to start the job and
+                # upload the model after MaxRuntime/MaxWait
+                "MAX_TRAINING_SECONDS": str((config.training_timeout_hours - 1) * 3600),
+                # what it builds the CreateTrainingJob input with (TrainAdapter sends it as it
+                # is; codetune.train.job.training_job)
+                "TRAINING_IMAGE_URI": images.training_image.image_uri,
+                "TRAINING_ROLE_ARN": roles.job_role.role_arn,
+                "KMS_KEY_ID": key.key_arn,
+                "VPC_SUBNET_IDS": ",".join(config.vpc_subnet_ids),
+                "VPC_SECURITY_GROUP_IDS": ",".join(config.vpc_security_group_ids),
+            },
+        ),
+        FunctionSpec(
+            name="validate_batch",
+            timeout=Duration.seconds(30),
+            environment={
+                **common,
+                "ARTIFACT_BUCKET": bucket.bucket_name,
+                "MODEL_PACKAGE_GROUP": config.model_package_group,
+            },
+        ),
+        FunctionSpec(name="quality_gate", timeout=Duration.seconds(60), environment=common),
+        FunctionSpec(
+            name="register_adapter",
+            timeout=Duration.seconds(60),
+            environment={
+                **common,
+                "INFERENCE_IMAGE_URI": images.inference_image.image_uri,
+                "IMAGE_GIT_REVISION": images.inference_image.asset_hash,
+            },
+        ),
+        FunctionSpec(
+            name="deploy_endpoint",
+            timeout=Duration.seconds(120),
+            wildcard_reason="Application Auto Scaling targets have no ARN before they "
+            "are registered; cloudwatch:DescribeAlarms is not resource-scoped.",
+            environment={
+                **common,
+                "SAGEMAKER_ROLE_ARN": roles.endpoint_role.role_arn,
+                "KMS_KEY_ID": key.key_arn,
+                "ROLLBACK_ALARMS": ",".join(alarms.alarm_names),
+                "VPC_SUBNET_IDS": ",".join(config.vpc_subnet_ids),
+                "VPC_SECURITY_GROUP_IDS": ",".join(config.vpc_security_group_ids),
+            },
+        ),
+        FunctionSpec(name="smoke_test", timeout=Duration.seconds(120), environment=common),
+        FunctionSpec(
+            name="notify_failure",
+            timeout=Duration.seconds(30),
+            environment={**common, "TOPIC_ARN": topic.topic_arn},
+        ),
+    ]
 
 
 def _policy(function):

@@ -117,11 +117,44 @@ class TrainingWorkflow(Construct):
         super().__init__(scope, construct_id)
         self._functions = functions
         self._jobs = jobs
+        self._failure_path()
 
-        # Failure path: every task's Catch → Record<Task>Failure → NotifyFailure → Fail.
-        # A Fail state may not raise an error named States.* (TaskFailed, Timeout, ...), so
-        # those end in StepFailed as "<Step>Failed" with the original name in the cause;
-        # the handlers' own error names (InvalidRunInput, ...) end in RunFailed unchanged.
+        validate = self._validate()
+        prepare, prepared = self._prepare()
+        train, trained = self._train()
+        evaluate, evaluated = self._evaluate()
+        gate = self._gate()
+        release = self._release(rollback_alarm_names, deploy_poll_interval)
+
+        # validate → prepare (unless the input names a dataset) → train → evaluate → gate →
+        # register → deploy → smoke test; a rejected candidate ends as the run's failure.
+        definition = validate.next(
+            sfn.Choice(self, "DatasetPrepared?")
+            .when(sfn.Condition.boolean_equals("$.request.data.skipPrepare", True), train)
+            .otherwise(prepare)
+        )
+        for state in prepared:
+            state.next(train)
+        for state in trained:
+            state.next(evaluate)
+        for state in evaluated:
+            state.next(gate)
+        gate.next(
+            sfn.Choice(self, "GatePassed?")
+            .when(sfn.Condition.boolean_equals("$.gate.passed", True), release)
+            .otherwise(self._gate_rejected())
+        )
+        self._state_machine(definition, key=key, log_retention=log_retention, timeout=timeout)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _failure_path(self) -> None:
+        """Every task's Catch → Record<Task>Failure → NotifyFailure → Fail (`self.fail`,
+        `self.notify_failure`).
+
+        A Fail state may not raise an error named States.* (TaskFailed, Timeout, ...), so those
+        end in StepFailed as "<Step>Failed" with the original name in the cause; the handlers'
+        own error names (InvalidRunInput, ...) end in RunFailed unchanged."""
         self.fail = (
             sfn.Choice(self, "ServiceError?")
             .when(
@@ -156,7 +189,9 @@ class TrainingWorkflow(Construct):
         notify.add_catch(self.fail, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
         self.notify_failure = notify.next(self.fail)
 
-        validate = self._lambda(
+    def _validate(self) -> tasks.LambdaInvoke:
+        """ValidateRequest: the run input → the resolved run request (`$.request`)."""
+        return self._lambda(
             "ValidateRequest",
             "validate_request",
             payload=sfn.TaskInput.from_object(
@@ -166,6 +201,11 @@ class TrainingWorkflow(Construct):
             result_path="$",
             timeout=Duration.minutes(2),
         )
+
+    def _prepare(self) -> tuple[sfn.Choice, list[sfn.CustomState]]:
+        """PrepareDataset, or with prepare.instanceCount > 1 PrepareDatasetSharded then
+        MergeDataset; returns the entry state and the states that end it."""
+        jobs = self._jobs
         # The prepare config reaches the jobs as `--set key=value` container arguments
         # (ValidateRequest renders them): SageMaker caps an environment value at 256
         # characters, a realistic config as one JSON value exceeds it.
@@ -205,133 +245,11 @@ class TrainingWorkflow(Construct):
             timeout=jobs.merge_timeout,
             result_path="$.merge",
         )
-        # With a tuning section: a tuning job whose trials are this training job, then the best
-        # trial's training job read back as $.training (what the later states use).
-        tune, best_trial = self._tuning(), self._best_trial()
-        tune.next(best_trial)
-        train = (
-            sfn.Choice(self, "Tuning?")
-            .when(
-                sfn.Condition.and_(
-                    sfn.Condition.is_present("$.request.tuning"),
-                    sfn.Condition.is_not_null("$.request.tuning"),
-                ),
-                tune,
-            )
-            .otherwise(train_job := self._training())
-        )
-        eval_variants = {
-            s3_model: self._evaluation(s3_model=s3_model) for s3_model in (False, True)
-        }
-        gate = self._lambda(
-            "QualityGate",
-            "quality_gate",
-            payload=sfn.TaskInput.from_object(
-                {
-                    "request": sfn.JsonPath.object_at("$.request"),
-                    "reportUri": sfn.JsonPath.string_at("$.request.paths.report"),
-                }
-            ),
-            result_path="$.gate",
-            timeout=Duration.minutes(2),
-        )
-        register = self._lambda(
-            "RegisterAdapter",
-            "register_adapter",
-            payload=sfn.TaskInput.from_object(
-                {
-                    "request": sfn.JsonPath.object_at("$.request"),
-                    "gate": sfn.JsonPath.object_at("$.gate"),
-                    "modelDataUrl": sfn.JsonPath.string_at("$.training.modelDataUrl"),
-                    # the training job (with tuning, BestTrial's: trial name, hyperparameters)
-                    "training": sfn.JsonPath.object_at("$.training"),
-                }
-            ),
-            result_path="$.registration",
-            timeout=Duration.minutes(2),
-        )
-        deploy = self._lambda(
-            "DeployEndpoint",
-            "deploy_endpoint",
-            payload=sfn.TaskInput.from_object(
-                {
-                    "request": sfn.JsonPath.object_at("$.request"),
-                    "registration": sfn.JsonPath.object_at("$.registration"),
-                    "previous": sfn.JsonPath.object_at("$.deployment"),
-                    "rollbackAlarms": rollback_alarm_names,
-                }
-            ),
-            result_path="$.deployment",
-            timeout=Duration.minutes(5),
-        )
-        smoke = self._lambda(
-            "SmokeTest",
-            "smoke_test",
-            payload=sfn.TaskInput.from_object({"request": sfn.JsonPath.object_at("$.request")}),
-            result_path="$.smoke",
-            timeout=Duration.minutes(5),
-        )
-
-        gate_rejected = sfn.Pass(
-            self,
-            "GateRejected",
-            comment="The candidate did not beat the thresholds: report it as the run's failure.",
-            parameters={
-                "state": "QualityGate",
-                "error": {
-                    "Error": "QualityGateRejected",
-                    "Cause.$": "States.JsonToString($.gate.reasons)",
-                },
-                **CONTEXT_RECORD,
-            },
-        ).next(self.notify_failure)
-        summary_fields = {
-            "runId.$": "$.request.runId",
-            "modelPackageArn.$": "$.registration.modelPackageArn",
-            "approvalStatus.$": "$.registration.approvalStatus",
-            "reportUri.$": "$.gate.reportUri",
-            "metrics.$": "$.gate.metrics",
-        }
-        not_deployed = sfn.Pass(
-            self,
-            "SummarizeRegistered",
-            comment="Registered but not deployed: awaiting manual approval, or deployment off.",
-            parameters=summary_fields,
-        ).next(sfn.Succeed(self, "RegisteredNotDeployed"))
-        deployed = sfn.Pass(
-            self,
-            "SummarizeDeployed",
-            parameters={**summary_fields, "endpointName.$": "$.deployment.endpointName"},
-        ).next(sfn.Succeed(self, "Deployed"))
-
-        wait = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(deploy_poll_interval))
-        deploy_loop = (
-            sfn.Pass(
-                self,
-                "StartDeployment",
-                parameters={"action": "start", "status": "NotStarted"},
-                result_path="$.deployment",
-            )
-            .next(deploy)
-            .next(
-                sfn.Choice(self, "EndpointInService?")
-                .when(
-                    sfn.Condition.string_equals("$.deployment.status", "InService"),
-                    smoke.next(deployed),
-                )
-                .otherwise(wait.next(deploy))
-            )
-        )
-
-        evaluate_choice = sfn.Choice(self, "BaseModelInS3ForEvaluation?")
-        evaluate_choice.when(_has_s3_model(), eval_variants[True]).otherwise(eval_variants[False])
-        for task in eval_variants.values():
-            task.next(gate)
         # SageMaker refuses VolumeKmsKeyId on instance types with NVMe instance storage (g5,
         # p4d...): ValidateRequest says per processing job whether the key applies, and a
         # Choice before each builds its resource block with or without it (output is always
         # encrypted). The training job's ResourceConfig comes decided in training.job.
-        prepare_resources = self._volume_key_choice(
+        entry = self._volume_key_choice(
             "Prepare",
             "$.request.prepare",
             {
@@ -357,8 +275,34 @@ class TrainingWorkflow(Construct):
             merge,
         )
         prepare_sharded.next(merge_resources)
-        merge.next(train)
-        evaluation_resources = self._volume_key_choice(
+        return entry, [prepare, merge]
+
+    def _train(self) -> tuple[sfn.Choice, list[sfn.CustomState]]:
+        """TrainAdapter, or with a tuning section a tuning job whose trials are this training
+        job, then the best trial's training job read back as $.training (what the later states
+        use); returns the entry state and the states that end it."""
+        tune, best_trial = self._tuning(), self._best_trial()
+        tune.next(best_trial)
+        train = (
+            sfn.Choice(self, "Tuning?")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.request.tuning"),
+                    sfn.Condition.is_not_null("$.request.tuning"),
+                ),
+                tune,
+            )
+            .otherwise(train_job := self._training())
+        )
+        return train, [train_job, best_trial]
+
+    def _evaluate(self) -> tuple[sfn.Choice, list[sfn.CustomState]]:
+        """EvaluateAdapter (with the base model as a channel when it is in S3, network-isolated
+        then) on its resource block; returns the entry state and the states that end it."""
+        variants = [self._evaluation(s3_model=False), self._evaluation(s3_model=True)]
+        evaluate_choice = sfn.Choice(self, "BaseModelInS3ForEvaluation?")
+        evaluate_choice.when(_has_s3_model(), variants[1]).otherwise(variants[0])
+        entry = self._volume_key_choice(
             "Evaluation",
             "$.request.evaluation",
             {
@@ -368,28 +312,138 @@ class TrainingWorkflow(Construct):
             },
             evaluate_choice,
         )
-        train_job.next(evaluation_resources)
-        best_trial.next(evaluation_resources)
-        prepare.next(train)
+        return entry, variants
 
-        definition = validate.next(
-            sfn.Choice(self, "DatasetPrepared?")
-            .when(sfn.Condition.boolean_equals("$.request.data.skipPrepare", True), train)
-            .otherwise(prepare_resources)
+    def _gate(self) -> tasks.LambdaInvoke:
+        """QualityGate: the evaluation report against the thresholds (`$.gate`)."""
+        return self._lambda(
+            "QualityGate",
+            "quality_gate",
+            payload=sfn.TaskInput.from_object(
+                {
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "reportUri": sfn.JsonPath.string_at("$.request.paths.report"),
+                }
+            ),
+            result_path="$.gate",
+            timeout=Duration.minutes(2),
         )
-        gate.next(
-            sfn.Choice(self, "GatePassed?")
+
+    def _gate_rejected(self) -> sfn.Pass:
+        return sfn.Pass(
+            self,
+            "GateRejected",
+            comment="The candidate did not beat the thresholds: report it as the run's failure.",
+            parameters={
+                "state": "QualityGate",
+                "error": {
+                    "Error": "QualityGateRejected",
+                    "Cause.$": "States.JsonToString($.gate.reasons)",
+                },
+                **CONTEXT_RECORD,
+            },
+        ).next(self.notify_failure)
+
+    def _release(self, rollback_alarm_names: list[str], poll_interval: Duration) -> sfn.IChainable:
+        """RegisterAdapter, then (when approved and deployment is on) DeployEndpoint polled
+        until InService and SmokeTest; each way ends in a summary of the run."""
+        register = self._lambda(
+            "RegisterAdapter",
+            "register_adapter",
+            payload=sfn.TaskInput.from_object(
+                {
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "gate": sfn.JsonPath.object_at("$.gate"),
+                    "modelDataUrl": sfn.JsonPath.string_at("$.training.modelDataUrl"),
+                    # the training job (with tuning, BestTrial's: trial name, hyperparameters)
+                    "training": sfn.JsonPath.object_at("$.training"),
+                }
+            ),
+            result_path="$.registration",
+            timeout=Duration.minutes(2),
+        )
+        summary_fields = {
+            "runId.$": "$.request.runId",
+            "modelPackageArn.$": "$.registration.modelPackageArn",
+            "approvalStatus.$": "$.registration.approvalStatus",
+            "reportUri.$": "$.gate.reportUri",
+            "metrics.$": "$.gate.metrics",
+        }
+        not_deployed = sfn.Pass(
+            self,
+            "SummarizeRegistered",
+            comment="Registered but not deployed: awaiting manual approval, or deployment off.",
+            parameters=summary_fields,
+        ).next(sfn.Succeed(self, "RegisteredNotDeployed"))
+        deployed = sfn.Pass(
+            self,
+            "SummarizeDeployed",
+            parameters={**summary_fields, "endpointName.$": "$.deployment.endpointName"},
+        ).next(sfn.Succeed(self, "Deployed"))
+        return register.next(
+            sfn.Choice(self, "DeployAdapter?")
             .when(
-                sfn.Condition.boolean_equals("$.gate.passed", True),
-                register.next(
-                    sfn.Choice(self, "DeployAdapter?")
-                    .when(sfn.Condition.boolean_equals("$.registration.deploy", True), deploy_loop)
-                    .otherwise(not_deployed)
-                ),
+                sfn.Condition.boolean_equals("$.registration.deploy", True),
+                self._deploy_loop(rollback_alarm_names, poll_interval, then=deployed),
             )
-            .otherwise(gate_rejected)
+            .otherwise(not_deployed)
         )
 
+    def _deploy_loop(
+        self, rollback_alarm_names: list[str], poll_interval: Duration, *, then: sfn.IChainable
+    ) -> sfn.IChainable:
+        """StartDeployment → DeployEndpoint, every `poll_interval` until the endpoint is
+        InService → SmokeTest → `then`."""
+        deploy = self._lambda(
+            "DeployEndpoint",
+            "deploy_endpoint",
+            payload=sfn.TaskInput.from_object(
+                {
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "registration": sfn.JsonPath.object_at("$.registration"),
+                    "previous": sfn.JsonPath.object_at("$.deployment"),
+                    "rollbackAlarms": rollback_alarm_names,
+                }
+            ),
+            result_path="$.deployment",
+            timeout=Duration.minutes(5),
+        )
+        smoke = self._lambda(
+            "SmokeTest",
+            "smoke_test",
+            payload=sfn.TaskInput.from_object({"request": sfn.JsonPath.object_at("$.request")}),
+            result_path="$.smoke",
+            timeout=Duration.minutes(5),
+        )
+        wait = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(poll_interval))
+        return (
+            sfn.Pass(
+                self,
+                "StartDeployment",
+                parameters={"action": "start", "status": "NotStarted"},
+                result_path="$.deployment",
+            )
+            .next(deploy)
+            .next(
+                sfn.Choice(self, "EndpointInService?")
+                .when(
+                    sfn.Condition.string_equals("$.deployment.status", "InService"),
+                    smoke.next(then),
+                )
+                .otherwise(wait.next(deploy))
+            )
+        )
+
+    def _state_machine(
+        self,
+        definition: sfn.IChainable,
+        *,
+        key: kms.IKey,
+        log_retention: logs.RetentionDays,
+        timeout: Duration,
+    ) -> None:
+        """The state machine (`self.state_machine`, logging to `self.log_group`) and what its
+        role may call."""
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, encryption_key=key)
         self.state_machine = sfn.StateMachine(
             self,
@@ -413,10 +467,10 @@ class TrainingWorkflow(Construct):
             acknowledge(
                 policy,
                 "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
-                f"<AWS::AccountId>:{kind}/{jobs.job_name_prefix}*]",
+                f"<AWS::AccountId>:{kind}/{self._jobs.job_name_prefix}*]",
                 "Job names are made per run (<stage>-<runId>-<step>); the prefix pins the stage.",
             )
-        for fn in functions.values():
+        for fn in self._functions.values():
             acknowledge(
                 policy,
                 f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(fn.node.default_child)}.Arn>:*]",

@@ -96,7 +96,7 @@ def endpoint_config_spec(request, kms_key_id: str | None) -> dict:
                 "ModelDataDownloadTimeoutInSeconds": dep.model_data_download_timeout_seconds,
             }
         ],
-        "Tags": [{"Key": "codetune:runId", "Value": request.run_id}],
+        "Tags": _run_tags(request),
     }
     if kms_key_id and supports_kms_volume(dep.instance_type):
         spec["KmsKeyId"] = kms_key_id
@@ -120,14 +120,25 @@ def deployment_config(alarms: list[str]) -> dict:
     return cfg
 
 
-def _ensure_model(request, sm, model_package_arn: str, role_arn: str, vpc: dict | None) -> bool:
-    """Create the run's SageMaker model from the registered package; False if it exists.
+def _run_tags(request) -> list[dict]:
+    return [{"Key": "codetune:runId", "Value": request.run_id}]
+
+
+def _reason(desc: dict) -> str:
+    """SageMaker's FailureReason of a described resource."""
+    return desc.get("FailureReason", "no reason given")
+
+
+def _create_model_once(
+    request, sm, name: str, container: dict, role_arn: str, vpc: dict | None
+) -> bool:
+    """Create the SageMaker model ``name`` with ``container`` as its primary container, tagged
+    with the run; False (and nothing created) when it exists.
 
     With ``vpc`` (``{"Subnets", "SecurityGroupIds"}``) the model runs in the stage's VPC like
     the jobs. Network isolation is not set: the container loads the base model itself (from
     the Hugging Face Hub, or from S3 with its role), which an isolated container cannot.
     """
-    name = request.jobs.model
     if _describe(sm.describe_model, "sagemaker:DescribeModel", ModelName=name):
         return False
     kw = {"VpcConfig": vpc} if vpc else {}
@@ -135,26 +146,80 @@ def _ensure_model(request, sm, model_package_arn: str, role_arn: str, vpc: dict 
         "sagemaker:CreateModel",
         sm.create_model,
         ModelName=name,
-        PrimaryContainer={"ModelPackageName": model_package_arn},
+        PrimaryContainer=container,
         ExecutionRoleArn=role_arn,
-        Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
+        Tags=_run_tags(request),
         **kw,
     )
     return True
 
 
-def _ensure_endpoint_config(request, sm, kms_key_id: str | None) -> bool:
-    name = request.jobs.endpoint_config
+def _ensure_model(request, sm, model_package_arn: str, role_arn: str, vpc: dict | None) -> bool:
+    """Create the run's SageMaker model from the registered package; False if it exists."""
+    return _create_model_once(
+        request, sm, request.jobs.model, {"ModelPackageName": model_package_arn}, role_arn, vpc
+    )
+
+
+def _ensure_endpoint_config(sm, spec: dict) -> bool:
+    """CreateEndpointConfig with ``spec`` unless its name exists; False if it did."""
+    name = spec["EndpointConfigName"]
     if _describe(
         sm.describe_endpoint_config, "sagemaker:DescribeEndpointConfig", EndpointConfigName=name
     ):
         return False
-    call(
-        "sagemaker:CreateEndpointConfig",
-        sm.create_endpoint_config,
-        **endpoint_config_spec(request, kms_key_id),
-    )
+    call("sagemaker:CreateEndpointConfig", sm.create_endpoint_config, **spec)
     return True
+
+
+def _describe_endpoint(sm, name: str) -> dict | None:
+    return _describe(sm.describe_endpoint, "sagemaker:DescribeEndpoint", EndpointName=name)
+
+
+def _serving_config(sm, endpoint: dict) -> dict:
+    """The endpoint config an endpoint serves now (``{}`` when it is gone)."""
+    return (
+        _describe(
+            sm.describe_endpoint_config,
+            "sagemaker:DescribeEndpointConfig",
+            EndpointConfigName=endpoint["EndpointConfigName"],
+        )
+        or {}
+    )
+
+
+def _create_endpoint(request, sm, result: dict) -> dict:
+    """CreateEndpoint with this run's endpoint config; the step's result."""
+    call(
+        "sagemaker:CreateEndpoint",
+        sm.create_endpoint,
+        EndpointName=request.deployment.endpoint_name,
+        EndpointConfigName=request.jobs.endpoint_config,
+        Tags=_run_tags(request),
+    )
+    return {**result, "action": "created", "status": "Creating"}
+
+
+def _clear_endpoint(
+    request, sm, status: str, result: dict, *, ours: bool, before_delete=None
+) -> dict | None:
+    """The step for an endpoint on its way out: wait while it is Deleting; delete one left
+    Failed before this run's deployment started (``not ours``: an earlier run, or an earlier
+    execution of this one), since DeleteEndpoint is the only operation SageMaker allows on it;
+    the next calls wait for it to go, then create it with this run's config. None otherwise.
+    ``before_delete()`` runs before DeleteEndpoint."""
+    if status == "Deleting":
+        return {**result, "action": "deleting", "status": status}
+    if status == "Failed" and not ours:
+        if before_delete is not None:
+            before_delete()
+        call(
+            "sagemaker:DeleteEndpoint",
+            sm.delete_endpoint,
+            EndpointName=request.deployment.endpoint_name,
+        )
+        return {**result, "action": "deleting", "status": "Deleting"}
+    return None
 
 
 def _resource_id(endpoint: str) -> str:
@@ -165,21 +230,8 @@ def ensure_autoscaling(request, aas) -> str:
     """Target tracking on invocations per instance; 'registered' or 'unchanged'."""
     dep = request.deployment
     rid = _resource_id(dep.endpoint_name)
-    targets = call(
-        "application-autoscaling:DescribeScalableTargets",
-        aas.describe_scalable_targets,
-        ServiceNamespace="sagemaker",
-        ResourceIds=[rid],
-        ScalableDimension=SCALABLE_DIMENSION,
-    ).get("ScalableTargets", [])
-    policies = call(
-        "application-autoscaling:DescribeScalingPolicies",
-        aas.describe_scaling_policies,
-        ServiceNamespace="sagemaker",
-        ResourceId=rid,
-        ScalableDimension=SCALABLE_DIMENSION,
-        PolicyNames=[POLICY_NAME],
-    ).get("ScalingPolicies", [])
+    scope = {"ServiceNamespace": "sagemaker", "ScalableDimension": SCALABLE_DIMENSION}
+    targets, policies = _scaling_of(aas, scope, rid, [POLICY_NAME])
     target_ok = any(
         t["MinCapacity"] == dep.min_capacity and t["MaxCapacity"] == dep.max_capacity
         for t in targets
@@ -191,33 +243,72 @@ def ensure_autoscaling(request, aas) -> str:
     )
     if target_ok and policy_ok:
         return "unchanged"
+    _track(
+        aas,
+        scope,
+        rid,
+        capacity=(dep.min_capacity, dep.max_capacity),
+        policy_name=POLICY_NAME,
+        metric_type="SageMakerVariantInvocationsPerInstance",
+        target_value=float(dep.invocations_per_instance),
+    )
+    return "registered"
+
+
+def _scaling_of(
+    aas, scope: dict, rid: str, policy_names: list[str]
+) -> tuple[list[dict], list[dict]]:
+    """The scalable targets of ``rid`` and its scaling policies of ``policy_names``."""
+    targets = call(
+        "application-autoscaling:DescribeScalableTargets",
+        aas.describe_scalable_targets,
+        ResourceIds=[rid],
+        **scope,
+    ).get("ScalableTargets", [])
+    policies = call(
+        "application-autoscaling:DescribeScalingPolicies",
+        aas.describe_scaling_policies,
+        ResourceId=rid,
+        PolicyNames=policy_names,
+        **scope,
+    ).get("ScalingPolicies", [])
+    return targets, policies
+
+
+def _track(
+    aas,
+    scope: dict,
+    rid: str,
+    *,
+    capacity: tuple[int, int],
+    policy_name: str,
+    metric_type: str,
+    target_value: float,
+) -> None:
+    """Register ``rid`` as scalable within ``capacity`` (min, max) and put the target
+    tracking policy that keeps ``metric_type`` at ``target_value``."""
     call(
         "application-autoscaling:RegisterScalableTarget",
         aas.register_scalable_target,
-        ServiceNamespace="sagemaker",
         ResourceId=rid,
-        ScalableDimension=SCALABLE_DIMENSION,
-        MinCapacity=dep.min_capacity,
-        MaxCapacity=dep.max_capacity,
+        MinCapacity=capacity[0],
+        MaxCapacity=capacity[1],
+        **scope,
     )
     call(
         "application-autoscaling:PutScalingPolicy",
         aas.put_scaling_policy,
-        PolicyName=POLICY_NAME,
-        ServiceNamespace="sagemaker",
+        PolicyName=policy_name,
         ResourceId=rid,
-        ScalableDimension=SCALABLE_DIMENSION,
         PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration={
-            "TargetValue": float(dep.invocations_per_instance),
-            "PredefinedMetricSpecification": {
-                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
-            },
+            "TargetValue": target_value,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": metric_type},
             "ScaleInCooldown": SCALE_IN_COOLDOWN,
             "ScaleOutCooldown": SCALE_OUT_COOLDOWN,
         },
+        **scope,
     )
-    return "registered"
 
 
 def _remove_autoscaling(request, aas) -> None:
@@ -257,29 +348,18 @@ def deploy_endpoint(
     ``components``: :func:`deploy_components` (``cloudwatch`` is needed with
     ``baseScaleToZero``); ``single-model``: :func:`deploy_single_model`.
     """
+    both = {
+        "model_package_arn": model_package_arn,
+        "role_arn": role_arn,
+        "kms_key_id": kms_key_id,
+        "sagemaker": sagemaker,
+        "autoscaling": autoscaling,
+        "previous": previous,
+        "vpc": vpc,
+    }
     if request.deployment.mode == "components":
-        return deploy_components(
-            request,
-            model_package_arn=model_package_arn,
-            role_arn=role_arn,
-            kms_key_id=kms_key_id,
-            sagemaker=sagemaker,
-            autoscaling=autoscaling,
-            cloudwatch=cloudwatch,
-            previous=previous,
-            vpc=vpc,
-        )
-    return deploy_single_model(
-        request,
-        model_package_arn=model_package_arn,
-        role_arn=role_arn,
-        kms_key_id=kms_key_id,
-        rollback_alarms=rollback_alarms,
-        sagemaker=sagemaker,
-        autoscaling=autoscaling,
-        previous=previous,
-        vpc=vpc,
-    )
+        return deploy_components(request, cloudwatch=cloudwatch, **both)
+    return deploy_single_model(request, rollback_alarms=rollback_alarms, **both)
 
 
 def deploy_single_model(
@@ -306,81 +386,94 @@ def deploy_single_model(
     dep = request.deployment
     name, cfg = dep.endpoint_name, request.jobs.endpoint_config
     _ensure_model(request, sagemaker, model_package_arn, role_arn, vpc)
-    _ensure_endpoint_config(request, sagemaker, kms_key_id)
-    current = _describe(
-        sagemaker.describe_endpoint, "sagemaker:DescribeEndpoint", EndpointName=name
-    )
+    _ensure_endpoint_config(sagemaker, endpoint_config_spec(request, kms_key_id))
+    current = _describe_endpoint(sagemaker, name)
     result = {"endpointName": name, "endpointConfigName": cfg, "autoscaling": "pending"}
-
     if current is None:
-        call(
-            "sagemaker:CreateEndpoint",
-            sagemaker.create_endpoint,
-            EndpointName=name,
-            EndpointConfigName=cfg,
-            Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
-        )
-        return {**result, "action": "created", "status": "Creating"}
+        return _create_endpoint(request, sagemaker, result)
 
     status = current["EndpointStatus"]
-    ours = previous and previous.get("action") in ("created", "updated", "waiting")
-    if status == "Deleting":
-        return {**result, "action": "deleting", "status": status}
-    if status == "Failed" and not ours:
-        # Failed before this run's deployment started (an earlier run, or an earlier
-        # execution of this one): DeleteEndpoint is the only operation SageMaker allows on
-        # it; the next calls wait for it to go, then create it with this run's config.
-        _remove_autoscaling(request, autoscaling)
-        call("sagemaker:DeleteEndpoint", sagemaker.delete_endpoint, EndpointName=name)
-        return {**result, "action": "deleting", "status": "Deleting"}
+    # this run's deployment is under way: created by it, or updating to its config
+    ours = bool(previous) and previous.get("action") in ("created", "updated", "waiting")
+    cleared = _clear_endpoint(
+        request,
+        sagemaker,
+        status,
+        result,
+        ours=ours,
+        before_delete=lambda: _remove_autoscaling(request, autoscaling),
+    )
+    if cleared is not None:
+        return cleared
     if current["EndpointConfigName"] == cfg:
-        if status == "Failed":
-            raise DeploymentFailed(
-                f"endpoint {name} failed with config {cfg}: {current.get('FailureReason', 'no reason given')}"
-            )
-        if status != "InService":
-            return {**result, "action": "waiting", "status": status}
-        return {
-            **result,
-            "action": "unchanged",
-            "status": status,
-            "autoscaling": ensure_autoscaling(request, autoscaling),
-        }
+        return _on_this_config(request, autoscaling, current, result)
+    updating = bool(previous) and previous.get("action") in ("updated", "waiting")
+    return _update_to_this_config(
+        request,
+        sagemaker,
+        autoscaling,
+        current,
+        result,
+        updating=updating,
+        rollback_alarms=rollback_alarms,
+    )
 
-    # The endpoint serves another config.
+
+def _on_this_config(request, autoscaling, current: dict, result: dict) -> dict:
+    """The endpoint serves this run's config: wait for it, then keep its autoscaling right."""
+    status = current["EndpointStatus"]
+    if status == "Failed":
+        raise DeploymentFailed(
+            f"endpoint {request.deployment.endpoint_name} failed with config "
+            f"{request.jobs.endpoint_config}: {_reason(current)}"
+        )
+    if status != "InService":
+        return {**result, "action": "waiting", "status": status}
+    return {
+        **result,
+        "action": "unchanged",
+        "status": status,
+        "autoscaling": ensure_autoscaling(request, autoscaling),
+    }
+
+
+def _update_to_this_config(
+    request,
+    sm,
+    autoscaling,
+    current: dict,
+    result: dict,
+    *,
+    updating: bool,
+    rollback_alarms: list[str],
+) -> dict:
+    """The endpoint serves another config: update it blue/green to this run's, unless it is
+    busy (this run's update: wait; another's: retry later) or rolled this run's update back."""
+    dep = request.deployment
+    name, cfg = dep.endpoint_name, request.jobs.endpoint_config
+    status = current["EndpointStatus"]
     if status in ("Creating", "Updating", "SystemUpdating", "RollingBack"):
-        if (
-            previous
-            and previous.get("action") in ("updated", "waiting")
-            and status == "RollingBack"
-        ):
+        if updating and status == "RollingBack":
             raise DeploymentFailed(
                 f"SageMaker is rolling endpoint {name} back from {cfg}: an alarm fired"
             )
-        if previous and previous.get("action") in ("updated", "waiting"):
+        if updating:
             return {**result, "action": "waiting", "status": status}
         raise RetryableError(
             f"endpoint {name} is {status} (another deployment in progress); retry later"
         )
-    if previous and previous.get("action") in ("updated", "waiting") and status == "InService":
+    if updating and status == "InService":
         raise DeploymentFailed(
             f"SageMaker rolled endpoint {name} back to {current['EndpointConfigName']}: "
-            f"the update to {cfg} tripped a rollback alarm or failed ({current.get('FailureReason', 'no reason given')})"
+            f"the update to {cfg} tripped a rollback alarm or failed ({_reason(current)})"
         )
-    old_cfg = (
-        _describe(
-            sagemaker.describe_endpoint_config,
-            "sagemaker:DescribeEndpointConfig",
-            EndpointConfigName=current["EndpointConfigName"],
-        )
-        or {}
-    )
+    old_cfg = _serving_config(sm, current)
     old_types = {v.get("InstanceType") for v in old_cfg.get("ProductionVariants", [])}
     if old_types and old_types != {dep.instance_type}:
         _remove_autoscaling(request, autoscaling)
     call(
         "sagemaker:UpdateEndpoint",
-        sagemaker.update_endpoint,
+        sm.update_endpoint,
         EndpointName=name,
         EndpointConfigName=cfg,
         RetainAllVariantProperties=False,
@@ -446,7 +539,7 @@ def component_endpoint_config_spec(
         "EndpointConfigName": request.jobs.endpoint_config,
         "ProductionVariants": [variant],
         "ExecutionRoleArn": role_arn,
-        "Tags": [{"Key": "codetune:runId", "Value": request.run_id}],
+        "Tags": _run_tags(request),
     }
     if vpc:
         spec["VpcConfig"] = vpc
@@ -471,7 +564,7 @@ def base_component_spec(request) -> dict:
             "ComputeResourceRequirements": base_compute(dep.instance_type),
         },
         "RuntimeConfig": {"CopyCount": dep.instance_count},
-        "Tags": [{"Key": "codetune:runId", "Value": request.run_id}],
+        "Tags": _run_tags(request),
     }
 
 
@@ -496,24 +589,18 @@ def _package_container(sm, model_package_arn: str) -> dict:
 def _ensure_base_model(request, sm, container: dict, role_arn: str, vpc: dict | None) -> None:
     """The base component's model: the package's image and environment without its model
     data (the adapter), so the container starts with the base model alone."""
-    from codetune.workflow.registry import ENV_ADAPTER_NAME
-
-    name = request.jobs.base_model
-    if _describe(sm.describe_model, "sagemaker:DescribeModel", ModelName=name):
-        return
     from codetune.serve.config import ENV_MAX_LORA_RANK
+    from codetune.workflow.registry import ENV_ADAPTER_NAME
 
     env = {k: v for k, v in container.get("Environment", {}).items() if k != ENV_ADAPTER_NAME}
     env.setdefault(ENV_MAX_LORA_RANK, str(BASE_MAX_LORA_RANK))
-    kw = {"VpcConfig": vpc} if vpc else {}
-    call(
-        "sagemaker:CreateModel",
-        sm.create_model,
-        ModelName=name,
-        PrimaryContainer={"Image": container["Image"], "Environment": env},
-        ExecutionRoleArn=role_arn,
-        Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
-        **kw,
+    _create_model_once(
+        request,
+        sm,
+        request.jobs.base_model,
+        {"Image": container["Image"], "Environment": env},
+        role_arn,
+        vpc,
     )
 
 
@@ -560,72 +647,76 @@ def deploy_components(
     while another run changes the same adapter component.
     """
     dep = request.deployment
-    name, cfg = dep.endpoint_name, request.jobs.endpoint_config
     result = {
-        "endpointName": name,
-        "endpointConfigName": cfg,
+        "endpointName": dep.endpoint_name,
+        "endpointConfigName": request.jobs.endpoint_config,
         "baseComponent": dep.base_component,
         "adapterComponent": dep.adapter_component,
         "autoscaling": "pending",
     }
     acted = (previous or {}).get("action")
-    current = _describe(
-        sagemaker.describe_endpoint, "sagemaker:DescribeEndpoint", EndpointName=name
+    step = _component_endpoint(
+        request, sagemaker, result, acted=acted, kms_key_id=kms_key_id, role_arn=role_arn, vpc=vpc
     )
+    if step is not None:
+        return step
+    container = _package_container(sagemaker, model_package_arn)
+    step = _base_component(request, sagemaker, result, container, role_arn=role_arn, vpc=vpc)
+    if step is not None:
+        return step
+    return _adapter_component(
+        request,
+        sagemaker,
+        result,
+        container["ModelDataUrl"],
+        previous=previous,
+        autoscaling=autoscaling,
+        cloudwatch=cloudwatch,
+    )
+
+
+def _component_endpoint(
+    request, sm, result: dict, *, acted: str | None, kms_key_id, role_arn: str, vpc: dict | None
+) -> dict | None:
+    """The endpoint's step (create it, wait for it, clear an earlier run's failed one); None
+    when it is InService and takes inference components."""
+    name, cfg = request.deployment.endpoint_name, request.jobs.endpoint_config
+    current = _describe_endpoint(sm, name)
     if current is None:
-        if not _describe(
-            sagemaker.describe_endpoint_config,
-            "sagemaker:DescribeEndpointConfig",
-            EndpointConfigName=cfg,
-        ):
-            call(
-                "sagemaker:CreateEndpointConfig",
-                sagemaker.create_endpoint_config,
-                **component_endpoint_config_spec(request, kms_key_id, role_arn, vpc),
-            )
-        call(
-            "sagemaker:CreateEndpoint",
-            sagemaker.create_endpoint,
-            EndpointName=name,
-            EndpointConfigName=cfg,
-            Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
+        _ensure_endpoint_config(
+            sm, component_endpoint_config_spec(request, kms_key_id, role_arn, vpc)
         )
-        return {**result, "action": "created", "status": "Creating"}
+        return _create_endpoint(request, sm, result)
     status = current["EndpointStatus"]
-    if status == "Deleting":
-        return {**result, "action": "deleting", "status": status}
+    ours = acted == "created" or (acted == "waiting" and current["EndpointConfigName"] == cfg)
+    cleared = _clear_endpoint(request, sm, status, result, ours=ours)
+    if cleared is not None:
+        return cleared
     if status == "Failed":
-        if acted == "created" or (acted == "waiting" and current["EndpointConfigName"] == cfg):
-            raise DeploymentFailed(
-                f"endpoint {name} failed: {current.get('FailureReason', 'no reason given')}"
-            )
-        # an earlier run's failure: DeleteEndpoint is all SageMaker allows on it
-        call("sagemaker:DeleteEndpoint", sagemaker.delete_endpoint, EndpointName=name)
-        return {**result, "action": "deleting", "status": "Deleting"}
+        raise DeploymentFailed(f"endpoint {name} failed: {_reason(current)}")
     if status != "InService":
         return {**result, "action": "waiting", "status": status}
-    hosting = (
-        _describe(
-            sagemaker.describe_endpoint_config,
-            "sagemaker:DescribeEndpointConfig",
-            EndpointConfigName=current["EndpointConfigName"],
-        )
-        or {}
-    )
-    if any(v.get("ModelName") for v in hosting.get("ProductionVariants", [])):
+    if any(v.get("ModelName") for v in _serving_config(sm, current).get("ProductionVariants", [])):
         raise DeploymentFailed(
             f"endpoint {name} hosts a single model (config {current['EndpointConfigName']}), "
             "so it cannot take inference components: set deployment.mode to "
             '"single-model", or delete the endpoint to let this run create it with components'
         )
+    return None
 
-    container = _package_container(sagemaker, model_package_arn)
-    base = _describe_component(sagemaker, dep.base_component)
+
+def _base_component(
+    request, sm, result: dict, container: dict, *, role_arn: str, vpc: dict | None
+) -> dict | None:
+    """The base component's step (create it with its model, wait for it); None when it is
+    InService with the base model this run's adapter was trained on."""
+    dep = request.deployment
+    base = _describe_component(sm, dep.base_component)
     if base is None:
-        _ensure_base_model(request, sagemaker, container, role_arn, vpc)
+        _ensure_base_model(request, sm, container, role_arn, vpc)
         call(
             "sagemaker:CreateInferenceComponent",
-            sagemaker.create_inference_component,
+            sm.create_inference_component,
             **base_component_spec(request),
         )
         return {**result, "action": "base-created", "status": "Creating"}
@@ -633,24 +724,32 @@ def deploy_components(
     if base_status == "Failed":
         raise DeploymentFailed(
             f"base component {dep.base_component} failed "
-            f"({base.get('FailureReason', 'no reason given')}); delete it (aws sagemaker "
+            f"({_reason(base)}); delete it (aws sagemaker "
             f"delete-inference-component --inference-component-name {dep.base_component}) "
             "and run again"
         )
     if base_status != "InService":
         return {**result, "action": "waiting", "status": base_status}
-    _check_base_model(request, sagemaker, base, container)
+    _check_base_model(request, sm, base, container)
+    return None
 
-    artifact = container["ModelDataUrl"]
-    adapter = _describe_component(sagemaker, dep.adapter_component)
+
+def _adapter_component(
+    request, sm, result: dict, artifact: str, *, previous: dict | None, autoscaling, cloudwatch
+) -> dict:
+    """The adapter component's step: create it, replace its artifact, wait for it, clear an
+    earlier run's failed one; once it serves ``artifact``, the base's autoscaling."""
+    dep = request.deployment
+    acted = (previous or {}).get("action")
+    adapter = _describe_component(sm, dep.adapter_component)
     if adapter is None:
         call(
             "sagemaker:CreateInferenceComponent",
-            sagemaker.create_inference_component,
+            sm.create_inference_component,
             InferenceComponentName=dep.adapter_component,
-            EndpointName=name,
+            EndpointName=dep.endpoint_name,
             Specification=adapter_specification(request, artifact),
-            Tags=[{"Key": "codetune:runId", "Value": request.run_id}],
+            Tags=_run_tags(request),
         )
         return {**result, "action": "adapter-created", "status": "Creating"}
     adapter_status = adapter["InferenceComponentStatus"]
@@ -671,13 +770,12 @@ def deploy_components(
     if adapter_status == "Failed":
         if ours and served == artifact:
             raise DeploymentFailed(
-                f"adapter component {dep.adapter_component} failed: "
-                f"{adapter.get('FailureReason', 'no reason given')}"
+                f"adapter component {dep.adapter_component} failed: {_reason(adapter)}"
             )
         # an earlier run's failed component of this name: removed, then created anew
         call(
             "sagemaker:DeleteInferenceComponent",
-            sagemaker.delete_inference_component,
+            sm.delete_inference_component,
             InferenceComponentName=dep.adapter_component,
         )
         return {**result, "action": "deleting", "status": "Deleting"}
@@ -685,12 +783,11 @@ def deploy_components(
         if updating:
             raise DeploymentFailed(
                 f"adapter component {dep.adapter_component} is InService with {served}, not "
-                f"this run's {artifact}: SageMaker rolled the update back "
-                f"({adapter.get('FailureReason', 'no reason given')})"
+                f"this run's {artifact}: SageMaker rolled the update back ({_reason(adapter)})"
             )
         call(
             "sagemaker:UpdateInferenceComponent",
-            sagemaker.update_inference_component,
+            sm.update_inference_component,
             InferenceComponentName=dep.adapter_component,
             Specification=adapter_specification(request, artifact),
         )
@@ -729,20 +826,8 @@ def ensure_component_autoscaling(request, aas, cloudwatch=None) -> str:
     rid = component_resource_id(dep.base_component)
     lo = 0 if dep.base_scale_to_zero else dep.min_capacity
     scope = {"ServiceNamespace": "sagemaker", "ScalableDimension": COMPONENT_DIMENSION}
-    targets = call(
-        "application-autoscaling:DescribeScalableTargets",
-        aas.describe_scalable_targets,
-        ResourceIds=[rid],
-        **scope,
-    ).get("ScalableTargets", [])
     wanted = [COMPONENT_POLICY] + ([FROM_ZERO_POLICY] if dep.base_scale_to_zero else [])
-    policies = call(
-        "application-autoscaling:DescribeScalingPolicies",
-        aas.describe_scaling_policies,
-        ResourceId=rid,
-        PolicyNames=wanted,
-        **scope,
-    ).get("ScalingPolicies", [])
+    targets, policies = _scaling_of(aas, scope, rid, wanted)
     target_ok = any(
         t["MinCapacity"] == lo and t["MaxCapacity"] == dep.max_capacity for t in targets
     )
@@ -757,29 +842,14 @@ def ensure_component_autoscaling(request, aas, cloudwatch=None) -> str:
     )
     if target_ok and tracking_ok and from_zero_ok:
         return "unchanged"
-    call(
-        "application-autoscaling:RegisterScalableTarget",
-        aas.register_scalable_target,
-        ResourceId=rid,
-        MinCapacity=lo,
-        MaxCapacity=dep.max_capacity,
-        **scope,
-    )
-    call(
-        "application-autoscaling:PutScalingPolicy",
-        aas.put_scaling_policy,
-        PolicyName=COMPONENT_POLICY,
-        ResourceId=rid,
-        PolicyType="TargetTrackingScaling",
-        TargetTrackingScalingPolicyConfiguration={
-            "TargetValue": float(dep.invocations_per_instance),
-            "PredefinedMetricSpecification": {
-                "PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"
-            },
-            "ScaleInCooldown": SCALE_IN_COOLDOWN,
-            "ScaleOutCooldown": SCALE_OUT_COOLDOWN,
-        },
-        **scope,
+    _track(
+        aas,
+        scope,
+        rid,
+        capacity=(lo, dep.max_capacity),
+        policy_name=COMPONENT_POLICY,
+        metric_type="SageMakerInferenceComponentInvocationsPerCopy",
+        target_value=float(dep.invocations_per_instance),
     )
     if dep.base_scale_to_zero:
         # Target tracking never scales out from zero copies: a step policy on the alarm of
