@@ -157,7 +157,6 @@ LONG_FUNCTIONS_PENDING = {
     "cdk/stack.py::CodetuneStack.__init__",
     "cdk/stack.py::CodetuneStack._grant_functions",
     "src/codetune/evaluate/runner.py::_generate_sides",
-    "src/codetune/evaluate/runner.py::run_evaluation",
     "src/codetune/generation.py::generate_continuous",
     "src/codetune/workflow/deploy.py::deploy_components",
     "src/codetune/workflow/deploy.py::deploy_single_model",

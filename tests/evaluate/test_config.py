@@ -1,0 +1,80 @@
+"""EvalConfig: the evaluate job's one config, loaded by the command and by ValidateRequest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from codetune.cli import build_parser
+from codetune.config import load_config
+from codetune.errors import CodetuneError, ConfigError
+from codetune.evaluate.cli import eval_config
+from codetune.evaluate.config import GENERAL_FILES, EvalConfig, load_from_arguments, set_arguments
+
+
+def _cli(*argv: str) -> EvalConfig:
+    return eval_config(build_parser().parse_args(["evaluate", *argv]))
+
+
+def test_per_suite_limits_resolve_for_every_suite():
+    # guards: an object gives each suite its own cap (left out: all; general: its 32 files),
+    # an integer caps the problem suites only, null leaves every suite whole
+    per = load_config(EvalConfig, None, ['limit={"bugfix": 93, "general": 12}'])
+    assert per.limits() == {"humaneval": None, "bugfix": 93, "custom": None, "general": 12}
+    every = load_config(EvalConfig, None, ["limit=20"])
+    assert every.limits() == {"humaneval": 20, "bugfix": 20, "custom": 20, "general": GENERAL_FILES}
+    assert EvalConfig().limits()["bugfix"] is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("limit=0", "limit: 0 is below 1"),
+        ('limit={"bugfx": 3}', "limit.bugfx: unknown suite"),
+        ('limit={"bugfix": 0}', "limit.bugfix: expected an integer >= 1 or null"),
+        ("limit=true", "config.limit: expected an integer"),
+        ("suites=[mmlu]", "suites: unknown suite(s) ['mmlu']"),
+        ("samples=3", "needs temperature > 0"),
+        ("thresholds.max_p_value=0", "thresholds: threshold max_p_value must be in (0, 1]"),
+        ("thresholds.min_gain=0.1", "unknown quality-gate threshold 'min_gain'"),
+        ("quantization=8bit", "'8bit' is not one of 'none', '4bit'"),
+        ("sandbox_require=gvisor", "sandbox_require: unknown sandbox layer(s) gvisor"),
+        ("limt=3", "unknown key(s) limt"),
+    ],
+)
+def test_invalid_settings_are_refused_naming_the_key(override, message):
+    # guards: the loader refuses a bad value before anything loads, naming the key
+    with pytest.raises(CodetuneError) as e:
+        load_config(EvalConfig, None, [override])
+    assert message in str(e.value)
+
+
+def test_flags_are_shorthands_for_config_keys(tmp_path):
+    # guards: the command's flags, a YAML file and --set all set the same EvalConfig, in the
+    # order file < flags < --set
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("suites: [humaneval, bugfix]\nlimit: {general: 10}\nseed: 3\n")
+    config = _cli("--config", str(cfg), "--limit", "5", "--bugfix-limit", "9", "--seed", "4",
+                  "--threshold", "min_bugfix_gain=0.1", "--set", "seed=7")  # fmt: skip
+    assert config.suites == ["humaneval", "bugfix"]
+    assert config.limits() == {"humaneval": 5, "bugfix": 9, "custom": 5, "general": 10}
+    assert config.seed == 7 and config.thresholds == {"min_bugfix_gain": 0.1}
+    with pytest.raises(ConfigError, match="contradicts sandbox_require"):
+        _cli("--allow-unsandboxed", "--sandbox-require", "seccomp")
+
+
+def test_job_arguments_round_trip_to_the_same_config():
+    # guards: the ContainerArguments ValidateRequest renders decode, through the job's
+    # parser, to the config they were made from; no argument nears SageMaker's 256 characters
+    overrides = {
+        "suites": ["bugfix", "general"],
+        "limit": {"bugfix": 93, "humaneval": None},
+        "thresholds": {"max_p_value": 0.05, "min_bugfix_gain": 0.02},
+        "compare_sft": False,
+    }
+    args = set_arguments(overrides)
+    assert args[::2] == ["--set"] * (len(args) // 2) and max(map(len, args)) < 64
+    whole = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    assert load_from_arguments(args) == load_config(EvalConfig, None, whole)
+    assert _cli(*args) == load_from_arguments(args)
