@@ -78,3 +78,17 @@ def test_job_arguments_round_trip_to_the_same_config():
     whole = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     assert load_from_arguments(args) == load_config(EvalConfig, None, whole)
     assert _cli(*args) == load_from_arguments(args)
+
+
+def test_shipped_config_loads_to_the_defaults(repo_root):
+    # guards: training_image/evaluate.yaml documents every key and states the defaults (a key
+    # renamed or a default changed in one place only fails here)
+    import dataclasses
+
+    from codetune.config import read_yaml
+
+    path = repo_root / "training_image" / "evaluate.yaml"
+    assert set(read_yaml(path)) == {f.name for f in dataclasses.fields(EvalConfig)}
+    shipped = load_config(EvalConfig, path)
+    assert shipped.limits() == EvalConfig().limits()
+    assert dataclasses.replace(shipped, limit=None) == EvalConfig()

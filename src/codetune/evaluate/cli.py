@@ -240,7 +240,7 @@ def register(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--adapter", help="adapter dir or model.tar.gz (SageMaker: input/adapter)")
-    p.add_argument("--config", type=Path, help="YAML of EvalConfig keys (codetune.evaluate.config)")
+    p.add_argument("--config", type=Path, help="YAML config (see training_image/evaluate.yaml)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set limit.bugfix=93 (repeatable; wins over the "

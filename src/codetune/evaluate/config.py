@@ -33,7 +33,8 @@ DRAFT_TOKENS = 0
 
 @dataclass
 class EvalConfig:
-    """Everything ``codetune evaluate`` can be told besides its paths."""
+    """Everything ``codetune evaluate`` can be told besides its paths; see
+    ``training_image/evaluate.yaml``."""
 
     suites: list[str] = field(
         default_factory=lambda: ["humaneval", "bugfix", "general"],
