@@ -92,3 +92,27 @@ def test_shipped_config_loads_to_the_defaults(repo_root):
     shipped = load_config(EvalConfig, path)
     assert shipped.limits() == EvalConfig().limits()
     assert dataclasses.replace(shipped, limit=None) == EvalConfig()
+
+
+def test_demo_input_gives_the_gate_a_decidable_sample(repo_root):
+    # guards: `make demo` can pass the gate at its defaults: the forgetting guard runs, the
+    # bugfix sample holds the >= 5 improved problems a clean sign test needs with room to
+    # spare (benchmarks/RESULTS.md: ~60-80 at the demo's rate), and any HumanEval sample is
+    # big enough that a 0.00 -> 0.00 result (the embedded model) bounds the loss below the
+    # margin, since a smaller one always fails the non-inferiority check
+    from statistics import NormalDist
+
+    from codetune.evaluate.gate import DEFAULT_THRESHOLDS, paired_diff_interval
+    from codetune.workflow import validate_run_input
+
+    doc = json.loads((repo_root / "examples" / "run-input.local.json").read_text())
+    req = validate_run_input(doc, execution_name="demo", artifact_bucket="/tmp/demo-check")
+    config = load_from_arguments(req.evaluation.arguments)
+    assert config.thresholds == {}  # the demo decides at the gate's defaults
+    assert {"bugfix", "general"} <= set(config.suites)
+    assert (config.limits()["bugfix"] or 10**6) >= 60 and config.limits()["general"] >= 10
+    if "humaneval" in config.suites:
+        n = config.limits()["humaneval"] or 164
+        z = NormalDist().inv_cdf(1 - DEFAULT_THRESHOLDS["max_p_value"])
+        lo, _ = paired_diff_interval(0, 0, 0, n, z)
+        assert -lo < DEFAULT_THRESHOLDS["max_humaneval_regression"], n
