@@ -200,6 +200,7 @@ def main() -> None:
     from _bugfix_data import build
 
     from codetune.evaluate import run_evaluation
+    from codetune.evaluate.config import EvalConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -216,15 +217,12 @@ def main() -> None:
             print("drafts", json.dumps(res), flush=True)
         if "target" in parts:
             g0, t0 = gflops(), time.perf_counter()
-            rep = run_evaluation(
-                adapter,
-                data,
-                tmp / "eval",
-                humaneval_limit=args.humaneval,
-                bugfix_limit=args.bugfix,
+            config = EvalConfig(
+                limit={"humaneval": args.humaneval, "bugfix": args.bugfix},
                 batch_size=args.batch_size,
                 thresholds={"min_humaneval_pass1": 0, "min_bugfix_exact_fix": 0},
             )
+            rep = run_evaluation(adapter, data, tmp / "eval", config)
             res = {
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "probe": [round(g0, 1), round(gflops(), 1)],

@@ -646,15 +646,11 @@ class TrainingWorkflow(Construct):
             resources_path=f"{JOB_RESOURCES}.evaluation",
             inputs=inputs,
             output=("eval", "$.request.paths.eval"),
+            # the run's EvalConfig keys, validated by ValidateRequest with the job's loader
+            arguments_path="$.request.evaluation.arguments",
             environment={
                 "CODETUNE_RUN_ID.$": "$.request.runId",
                 "CODETUNE_BASE_MODEL.$": "$.request.baseModel.id",
-                "CODETUNE_EVAL_SUITES.$": "States.JsonToString($.request.evaluation.suites)",
-                "CODETUNE_EVAL_LIMIT.$": "States.JsonToString($.request.evaluation.limit)",
-                # the SFT-only adapter as an extra side when the run has a GRPO stage
-                "CODETUNE_EVAL_COMPARE_SFT.$": (
-                    "States.JsonToString($.request.evaluation.compareSft)"
-                ),
                 "CODETUNE_ADAPTER_URI.$": "$.training.modelDataUrl",
                 "CODETUNE_SANDBOX_REQUIRE": EVAL_SANDBOX_REQUIRE,
             },

@@ -1,9 +1,9 @@
 """Settings a SageMaker Processing job receives as environment variables.
 
-The state machine (``cdk/constructs/workflow.py``) starts the prepare and evaluate
-entrypoints with no arguments and passes the run's settings in these variables; the CLIs read
-them as defaults, and command-line flags always win. A test keeps the names in the CDK app
-and here identical.
+The state machine (``cdk/constructs/workflow.py``) passes the prepare and evaluate jobs their
+configs as ``--set key=value`` container arguments (ValidateRequest renders them) and the
+run's identity in these variables; the CLIs read them as defaults, and command-line flags
+always win. A test keeps the names in the CDK app and here identical.
 """
 
 from __future__ import annotations
@@ -17,21 +17,14 @@ from codetune.errors import CodetuneError
 RUN_ID = "CODETUNE_RUN_ID"
 BASE_MODEL = "CODETUNE_BASE_MODEL"  # "embedded", a Hugging Face id, or s3:// (then: model channel)
 PREPARE_CONFIG = "CODETUNE_PREPARE_CONFIG"  # JSON object of dotted prepare overrides
-EVAL_SUITES = "CODETUNE_EVAL_SUITES"  # JSON list of suite names
-EVAL_LIMIT = "CODETUNE_EVAL_LIMIT"  # JSON integer or null
 ADAPTER_URI = "CODETUNE_ADAPTER_URI"  # informational: where the adapter came from
-# JSON boolean: also evaluate the SFT-only adapter kept in the adapter's sft/ (GRPO runs)
-EVAL_COMPARE_SFT = "CODETUNE_EVAL_COMPARE_SFT"
 # comma list of sandbox layers evaluate must have, e.g. "seccomp" (codetune.evaluate.sandbox)
 SANDBOX_REQUIRE = "CODETUNE_SANDBOX_REQUIRE"
 ALL = (
     RUN_ID,
     BASE_MODEL,
     PREPARE_CONFIG,
-    EVAL_SUITES,
-    EVAL_LIMIT,
     ADAPTER_URI,
-    EVAL_COMPARE_SFT,
     SANDBOX_REQUIRE,
 )
 

@@ -354,15 +354,10 @@ def step_evaluate(run: LocalRun) -> dict:
         str(run.dataset_dir),
         "--out",
         str(run.eval_dir),
-        "--suites",
-        ",".join(ev.suites),
         "--run-id",
         run.request.run_id,
+        *ev.arguments,  # the job's ContainerArguments: suites, limit, thresholds, compare_sft
     ]
-    if ev.limit:
-        argv += ["--limit", str(ev.limit)]
-    if getattr(ev, "compare_sft", False):
-        argv += ["--compare-sft"]  # base vs SFT-only vs SFT+GRPO
     if run.request.base_model.id not in ("embedded", "", None):
         argv += ["--base-model", run.request.base_model.id]
     _child(run, "EvaluateAdapter", argv)

@@ -341,6 +341,9 @@ def test_evaluation_requires_the_seccomp_sandbox(states):
     for name, s in evals.items():
         value = s["Parameters"]["Environment"][jobenv.SANDBOX_REQUIRE]
         assert sandbox.parse_layers(value, name) == ("seccomp",), name
+        # the run's settings are ValidateRequest's EvalConfig arguments, taken whole
+        app = s["Parameters"]["AppSpecification"]
+        assert app["ContainerArguments.$"] == "$.request.evaluation.arguments", name
 
 
 def test_tuning_trials_are_the_training_job(states):

@@ -850,6 +850,28 @@ def test_s3_base_model_reaches_the_s3_model_states(synth, handlers, monkeypatch)
     assert inputs["model"] == model
 
 
+def test_evaluation_settings_reach_the_job_as_its_config(synth, handlers, monkeypatch):
+    # guards: the run input's evaluation settings (per-suite limits, thresholds) reach the
+    # evaluate job as ContainerArguments that its own parser turns into the same EvalConfig
+    from codetune.cli import build_parser
+    from codetune.evaluate.cli import eval_config
+
+    run_input = _input(synth)
+    run_input["evaluation"] = {
+        "suites": ["bugfix", "general"],
+        "limit": {"bugfix": 93},
+        "thresholds": {"max_p_value": 0.01},
+    }
+    run_input["registration"] = {"autoApprove": False}  # ends after registering
+    out = execute(synth, handlers, Scenario(run_input, _report(0.30)), monkeypatch)
+    assert out.status == "SUCCEEDED", (out.error, out.cause)
+    app = out.job_requests["EvaluateAdapter"]["AppSpecification"]
+    assert app["ContainerEntrypoint"] == ["evaluate"]
+    config = eval_config(build_parser().parse_args(["evaluate", *app["ContainerArguments"]]))
+    assert config.suites == ["bugfix", "general"] and config.limits()["bugfix"] == 93
+    assert config.limits()["humaneval"] is None and config.thresholds == {"max_p_value": 0.01}
+
+
 def _tuning_input(synth, **tuning) -> dict:
     run_input = _input(synth)
     run_input["registration"] = {"autoApprove": False}

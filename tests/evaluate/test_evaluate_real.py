@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from codetune.evaluate import run_evaluation
+from codetune.evaluate.config import EvalConfig
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +34,11 @@ def adapter_with_sft(random_adapter, tmp_path_factory):
 @pytest.fixture(scope="module")
 def report_dir(adapter_with_sft, bugfix_data, tmp_path_factory, embedded_model_dir):
     out = tmp_path_factory.mktemp("eval")
-    run_evaluation(
-        adapter_with_sft,
-        bugfix_data,
-        out,
+    config = EvalConfig(
         suites=["humaneval", "bugfix", "general"],
-        general_files=10,  # the gate's minimum; 48 tokens each: seconds on CPU
+        limit={"general": 10},  # the gate's minimum; 48 tokens each: seconds on CPU
         general_max_tokens=48,
-        humaneval_ids=["HumanEval/53", "HumanEval/55"],  # the two shortest prompts
+        humaneval_tasks=["HumanEval/53", "HumanEval/55"],  # the two shortest prompts
         max_new_tokens=10,  # CPU budget; scores are near zero either way
         bugfix_max_new_tokens=10,
         run_id="test-run",
@@ -50,6 +48,7 @@ def report_dir(adapter_with_sft, bugfix_data, tmp_path_factory, embedded_model_d
         compare_sft=True,
         draft_tokens=4,  # prompt-lookup drafts for the bugfix rows (off by default)
     )
+    run_evaluation(adapter_with_sft, bugfix_data, out, config)
     return out
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from codetune.evaluate import run_evaluation
+from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.report import summary_table, validate_report
 
 pytestmark = pytest.mark.slow
@@ -43,15 +44,13 @@ def mixed_data(bugfix_data, tmp_path_factory, repo_root):
 @pytest.fixture(scope="module")
 def report_dir(random_adapter, mixed_data, tmp_path_factory, embedded_model_dir):
     out = tmp_path_factory.mktemp("eval-langs")
-    run_evaluation(
-        random_adapter,
-        mixed_data,
-        out,
+    config = EvalConfig(
         suites=["bugfix"],
         bugfix_max_new_tokens=8,  # CPU budget: the scores are not the point here
         thresholds={"min_bugfix_exact_fix": 0},
         batch_size=4,
     )
+    run_evaluation(random_adapter, mixed_data, out, config)
     return out
 
 

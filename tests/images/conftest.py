@@ -94,11 +94,6 @@ def run_request(request_obj) -> dict:
     return request_obj.to_dict()
 
 
-def states_json(value) -> str:
-    """Step Functions' States.JsonToString: compact JSON."""
-    return json.dumps(value, separators=(",", ":"))
-
-
 @dataclass
 class JobRun:
     """A finished container run and the host directories SageMaker would have mounted."""

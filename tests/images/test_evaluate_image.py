@@ -8,7 +8,7 @@ import json
 
 import harness
 import pytest
-from conftest import JobRun, states_json, timed
+from conftest import JobRun, timed
 
 from cdk.constructs.workflow import EVAL_SANDBOX_REQUIRE
 from codetune.evaluate.report import load_report
@@ -55,9 +55,9 @@ CONTAINED = {  # how each attack must end: status, text in the detail
 
 def evaluate_job(image: str, run_request: dict, root, archive=None, dataset=None):
     """EvaluateAdapter as the state machine creates it (createProcessingJob): entrypoint
-    ["evaluate"], no arguments, the run's settings in the environment, the training job's
-    model.tar.gz at input/adapter, the dataset at input/dataset, output/eval. Returns the
-    job and its host directories."""
+    ["evaluate"], the request's evaluation.arguments as ContainerArguments, the run id and
+    base model in the environment, the training job's model.tar.gz at input/adapter, the
+    dataset at input/dataset, output/eval. Returns the job and its host directories."""
     dirs = {n: harness.sagemaker_dir(root / n) for n in ("adapter", "eval", "config")}
     if archive is not None:
         (dirs["adapter"] / "model.tar.gz").write_bytes(archive.read_bytes())
@@ -68,7 +68,7 @@ def evaluate_job(image: str, run_request: dict, root, archive=None, dataset=None
     job = harness.Job(
         image=image,
         entrypoint="evaluate",
-        args=[],
+        args=list(ev["arguments"]),
         mounts={
             "/opt/ml/processing/input/adapter": dirs["adapter"],
             "/opt/ml/processing/output/eval": dirs["eval"],
@@ -83,9 +83,6 @@ def evaluate_job(image: str, run_request: dict, root, archive=None, dataset=None
         env={
             "CODETUNE_RUN_ID": run_request["runId"],
             "CODETUNE_BASE_MODEL": run_request["baseModel"]["id"],
-            "CODETUNE_EVAL_SUITES": states_json(ev["suites"]),
-            "CODETUNE_EVAL_LIMIT": states_json(ev["limit"]),
-            "CODETUNE_EVAL_COMPARE_SFT": states_json(ev["compareSft"]),
             "CODETUNE_ADAPTER_URI": run_request["paths"]["modelData"],
             "CODETUNE_SANDBOX_REQUIRE": EVAL_SANDBOX_REQUIRE,
         },

@@ -317,6 +317,25 @@ MALFORMED = [
     ),
     ("zero limit", _set("evaluation.limit", 0), "$.evaluation.limit", ["minimum 1"]),
     (
+        "misspelt per-suite limit",
+        _set("evaluation.limit", {"bugfx": 93}),
+        "$.evaluation.limit.bugfx",
+        ["did you mean 'bugfix'", "humaneval, bugfix, general"],
+    ),
+    (
+        "zero per-suite limit",
+        _set("evaluation.limit", {"bugfix": 0}),
+        "$.evaluation.limit.bugfix",
+        ["minimum 1", "stratified"],
+    ),
+    (
+        # the schema allows any number; the evaluation job's loader (and the gate) refuse it
+        "p-value threshold outside (0, 1]",
+        _set("evaluation.thresholds", {"max_p_value": 0}),
+        "$.evaluation",
+        ["the evaluation job refuses it", "max_p_value must be in (0, 1]"],
+    ),
+    (
         "non-numeric threshold",
         _set("evaluation.thresholds", {"min_bugfix_gain": "high"}),
         "$.evaluation.thresholds.min_bugfix_gain",
@@ -620,6 +639,34 @@ def test_prepare_job_arguments_give_the_job_the_shipped_config(fake_planner, bas
             PrepareConfig, shipped
         )
     assert args.merge == [Path("/opt/ml/processing/input/shards")]
+
+
+def test_evaluation_job_arguments_give_the_job_the_input_settings(fake_planner, base_input):
+    # guards: the run input's evaluation settings reach the evaluate job's config whole: what
+    # ValidateRequest renders as its ContainerArguments is what `codetune evaluate` (the image's
+    # evaluate entrypoint) parses into its EvalConfig, per-suite limits and thresholds included
+    from codetune.cli import build_parser
+    from codetune.evaluate.cli import eval_config
+
+    base_input["evaluation"] = {
+        "suites": ["bugfix", "general"],
+        "limit": {"bugfix": 93, "general": 12},
+        "thresholds": {"max_p_value": 0.01},
+    }
+    req = _validate(base_input)
+    assert req.evaluation.limit == {"bugfix": 93, "general": 12, "humaneval": None}
+    args = build_parser().parse_args(["evaluate", *req.evaluation.arguments])
+    config = eval_config(args)
+    assert config.suites == ["bugfix", "general"]
+    assert config.limits()["bugfix"] == 93 and config.limits()["general"] == 12
+    assert config.thresholds == {"max_p_value": 0.01} and config.compare_sft is False
+    assert max(len(a) for a in req.evaluation.arguments) <= 256
+    # an integer still caps every problem suite, and the default is every problem
+    for limit, expected in ((20, 20), (None, None)):
+        base_input["evaluation"] = {"limit": limit}
+        argv = _validate(base_input).evaluation.arguments
+        limits = eval_config(build_parser().parse_args(["evaluate", *argv])).limits()
+        assert limits["humaneval"] == limits["bugfix"] == expected and limits["general"] == 32
 
 
 def test_prepare_override_over_the_argument_limit_is_refused(fake_planner, base_input):

@@ -5,6 +5,15 @@ Evaluate an adapter (writes report.json, report.html, *.png, samples.jsonl; prin
     codetune evaluate --adapter out/adapter --data out/dataset --out out/eval \\
         --suites humaneval,bugfix,general --humaneval-limit 20 --bugfix-limit 100
 
+The settings are one ``EvalConfig`` (:mod:`codetune.evaluate.config`): its defaults, then a
+YAML file (``--config``), then the flags, then ``--set KEY=VALUE`` overrides; unknown keys and
+invalid values fail before anything loads. A SageMaker Processing job gets the run's settings
+as ``--set`` container arguments (ValidateRequest's ``evaluation.arguments``, validated there
+by the same loader), the run id and base model in its environment::
+
+    codetune evaluate --adapter out/adapter --data out/dataset --out out/eval \\
+        --set 'limit={"bugfix": 93}' --set suites=bugfix,general
+
 Also evaluate the SFT-only adapter that a run with a GRPO stage keeps in ``<adapter>/sft/``
 (or any other adapter): the report gets a column per extra side; the gate still compares
 base and candidate::
@@ -36,8 +45,6 @@ import argparse
 import json
 import os
 from pathlib import Path
-
-DEFAULT_SUITES = "humaneval,bugfix,general"
 
 
 def _sm_default(kind: str, name: str) -> Path | None:
@@ -79,6 +86,80 @@ def _compare(items: list[str] | None) -> dict:
     return out
 
 
+def eval_config(args: argparse.Namespace):
+    """The command's ``EvalConfig``: its defaults <- ``--config`` YAML <- the Processing job's
+    environment (run id, base model) <- the flags <- ``--set`` overrides, validated by the
+    config loader. Raises ConfigError naming the offending key."""
+    from codetune.config import load_config
+    from codetune.evaluate.config import EvalConfig
+
+    overrides = _env_overrides() + _flag_overrides(args) + list(args.overrides or [])
+    return load_config(EvalConfig, args.config, overrides)
+
+
+def _env_overrides() -> list[str]:
+    """In a Processing job the run id and the base model arrive in the environment (an
+    ``s3://`` base model arrives as the ``model`` input instead)."""
+    from codetune import jobenv
+
+    out = {}
+    if os.environ.get(jobenv.RUN_ID):
+        out["run_id"] = os.environ[jobenv.RUN_ID]
+    env_base = os.environ.get(jobenv.BASE_MODEL, "")
+    if env_base and not env_base.startswith("s3://"):
+        out["base_model"] = env_base
+    else:
+        sm_model = _sm_default("input", "model")
+        if sm_model is not None and (sm_model / "config.json").is_file():
+            out["base_model"] = str(sm_model)
+    return [f"{k}={json.dumps(v)}" for k, v in out.items()]
+
+
+# flag dest -> EvalConfig key, for the flags that set one key as they are
+_FLAG_KEYS = {
+    "base_model": "base_model",
+    "samples": "samples",
+    "temperature": "temperature",
+    "max_new_tokens": "max_new_tokens",
+    "bugfix_max_new_tokens": "bugfix_max_new_tokens",
+    "batch_size": "batch_size",
+    "draft_tokens": "draft_tokens",
+    "quantization": "quantization",
+    "run_id": "run_id",
+    "seed": "seed",
+    "custom_suite": "custom_suite",
+    "timeout": "timeout_s",
+    "workers": "workers",
+    "sandbox_require": "sandbox_require",
+}
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The flags given, as ``key=<json>`` overrides of the config."""
+    out: dict = {k: getattr(args, dest) for dest, k in _FLAG_KEYS.items()}
+    out = {k: v for k, v in out.items() if v is not None}
+    if args.suites:
+        out["suites"] = _suites(args.suites)
+    if args.humaneval_tasks:
+        out["humaneval_tasks"] = _suites(args.humaneval_tasks)
+    if args.humaneval_limit or args.bugfix_limit:
+        out["limit"] = {
+            "humaneval": args.humaneval_limit or args.limit,
+            "bugfix": args.bugfix_limit or args.limit,
+            "custom": args.limit,
+        }
+    elif args.limit is not None:
+        out["limit"] = args.limit
+    if args.threshold:
+        out["thresholds"] = _thresholds(args.threshold)
+    if args.compare_adapter:
+        out["compare_adapters"] = _compare(args.compare_adapter)
+    for flag in ("compare_sft", "allow_unsandboxed"):
+        if getattr(args, flag):
+            out[flag] = True
+    return [f"{k}={json.dumps(v)}" for k, v in out.items()]
+
+
 def _run(args: argparse.Namespace) -> int:
     from codetune.errors import CodetuneError
     from codetune.evaluate.runner import run_evaluation
@@ -86,23 +167,8 @@ def _run(args: argparse.Namespace) -> int:
     adapter = args.adapter or _sm_default("input", "adapter")
     if adapter is None:
         raise CodetuneError("pass --adapter DIR (or a model.tar.gz)")
-    from codetune import jobenv
-
-    # In a Processing job the run's settings arrive in the environment; flags win.
-    env_suites = jobenv.json_env(jobenv.EVAL_SUITES)
-    suites = _suites(args.suites or (",".join(env_suites) if env_suites else DEFAULT_SUITES))
-    limit = args.limit if args.limit is not None else jobenv.json_env(jobenv.EVAL_LIMIT)
-    run_id = args.run_id or os.environ.get(jobenv.RUN_ID) or None
-    compare_sft = args.compare_sft or jobenv.json_env(jobenv.EVAL_COMPARE_SFT) is True
+    config = eval_config(args)
     data = args.data or _sm_default("input", "dataset")
-    base = args.base_model
-    env_base = os.environ.get(jobenv.BASE_MODEL, "")
-    if base is None and env_base and not env_base.startswith("s3://"):
-        base = env_base
-    if base is None:
-        sm_model = _sm_default("input", "model")
-        if sm_model is not None and (sm_model / "config.json").is_file():
-            base = str(sm_model)
     out = args.out
     if out is None:
         from codetune.paths import SageMakerPaths
@@ -110,50 +176,24 @@ def _run(args: argparse.Namespace) -> int:
         out = SageMakerPaths.from_env().processing_output("eval")
         if not out.parent.exists():
             raise CodetuneError("pass --out DIR (no SageMaker processing output here)")
-    report = run_evaluation(
-        adapter,
-        data,
-        out,
-        suites=suites,
-        limit=limit,
-        humaneval_limit=args.humaneval_limit,
-        bugfix_limit=args.bugfix_limit,
-        custom_suite=args.custom_suite,
-        humaneval_ids=_suites(args.humaneval_tasks) if args.humaneval_tasks else None,
-        base_model=base,
-        samples=args.samples,
-        temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
-        bugfix_max_new_tokens=args.bugfix_max_new_tokens,
-        run_id=run_id,
-        thresholds=_thresholds(args.threshold),
-        batch_size=args.batch_size,
-        **({} if args.draft_tokens is None else {"draft_tokens": args.draft_tokens}),
-        quantization=args.quantization,
-        timeout_s=args.timeout,
-        workers=args.workers,
-        allow_unsandboxed=args.allow_unsandboxed,
-        sandbox_require=_sandbox_require(args),
-        seed=args.seed,
-        print_summary=True,
-        compare_adapters=_compare(args.compare_adapter),
-        compare_sft=compare_sft,
-    )
+    report = run_evaluation(adapter, data, out, config, print_summary=True)
     print(f"report: {Path(out) / 'report.json'}")
     # The gate's verdict is data (report.gate), not a failure of this command.
     return 0 if report else 1
 
 
 def _score(args: argparse.Namespace) -> int:
+    from codetune.evaluate.config import EvalConfig
     from codetune.evaluate.runner import score_completions
 
+    defaults = EvalConfig()
     summary = score_completions(
         args.suite,
         args.completions,
         args.score_out,
         custom_suite=args.custom_suite,
-        timeout_s=args.timeout,
-        workers=args.workers,
+        timeout_s=defaults.timeout_s if args.timeout is None else args.timeout,
+        workers=defaults.workers if args.workers is None else args.workers,
         allow_unsandboxed=args.allow_unsandboxed,
         sandbox_require=_sandbox_require(args),
     )
@@ -173,8 +213,8 @@ def _sandbox_require(args: argparse.Namespace) -> str | None:
 
 
 def _sandbox_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timeout", type=float, default=6.0, help="seconds per program (wall clock)")
-    p.add_argument("--workers", type=int, default=2, help="programs executed in parallel")
+    p.add_argument("--timeout", type=float, help="seconds per program (wall clock; default 6)")
+    p.add_argument("--workers", type=int, help="programs executed in parallel (default 2)")
     p.add_argument(
         "--allow-unsandboxed",
         action="store_true",
@@ -200,6 +240,12 @@ def register(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--adapter", help="adapter dir or model.tar.gz (SageMaker: input/adapter)")
+    p.add_argument("--config", type=Path, help="YAML config (see training_image/evaluate.yaml)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set limit.bugfix=93 (repeatable; wins over the "
+        "flags below, which are shorthands for keys)",
+    )  # fmt: skip
     p.add_argument("--data", help="prepared dataset dir with test.jsonl (SageMaker: input/dataset)")
     p.add_argument("--out", help="output dir (SageMaker: output/eval)")
     p.add_argument("--base-model", help="override the base model the adapter names")
@@ -209,24 +255,23 @@ def register(sub) -> argparse.ArgumentParser:
         help="comma list: humaneval,bugfix,custom,general (default: humaneval,bugfix,general; "
         "general = the forgetting guard, per-token loss on held-out standard-library code)",
     )
-    p.add_argument("--limit", type=int, help="at most N problems per suite")
+    p.add_argument("--limit", type=int, help="at most N problems per suite (config: limit)")
     p.add_argument("--humaneval-limit", type=int, help="override --limit for HumanEval")
     p.add_argument("--bugfix-limit", type=int, help="override --limit for bugfix")
-    p.add_argument("--samples", type=int, default=1, help="samples per problem (pass@k)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--max-new-tokens", type=int, default=320, help="HumanEval answer cap")
+    p.add_argument("--samples", type=int, help="samples per problem (pass@k; default 1)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (the default)")
+    p.add_argument("--max-new-tokens", type=int, help="HumanEval answer cap (default 320)")
     p.add_argument(
         "--bugfix-max-new-tokens",
         type=int,
-        default=512,
-        help="ceiling of the bugfix cap (reference length * 1.25 + 24)",
+        help="ceiling of the bugfix cap (reference length * 1.25 + 24; default 512)",
     )
     p.add_argument("--humaneval-tasks", help="comma list of HumanEval task ids to run")
     p.add_argument(
         "--batch-size",
         type=int,
-        default=32,
-        help="rows decoded together (continuous batching: a finished row's slot is refilled at once)",
+        help="rows decoded together (continuous batching: a finished row's slot is refilled "
+        "at once; default 32)",
     )
     p.add_argument(
         "--draft-tokens",
@@ -235,9 +280,9 @@ def register(sub) -> argparse.ArgumentParser:
         "answers in fewer forwards; 0 = off, the default: on 2 CPU cores no faster at the "
         "default batch, see benchmarks/RESULTS.md)",
     )
-    p.add_argument("--quantization", choices=("none", "4bit"), default="none")
-    p.add_argument("--run-id", help="report runId (default: random)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--quantization", choices=("none", "4bit"), help="default none")
+    p.add_argument("--run-id", help="report runId (default: $CODETUNE_RUN_ID, else random)")
+    p.add_argument("--seed", type=int, help="sampling and stratified-draw seed (default 0)")
     p.add_argument(
         "--threshold",
         action="append",

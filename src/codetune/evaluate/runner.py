@@ -6,9 +6,11 @@
 - :func:`score_completions`: scores completions produced elsewhere (``results.jsonl`` +
   ``summary.json``).
 
-Extra sides (``compare_adapters`` / ``compare_sft``, e.g. the SFT-only adapter kept by a run
-with a GRPO stage): more adapters answer the same prompts; the report gets their metrics under
-``suites.<suite>.compare.<name>``; the gate still decides base vs candidate.
+What to evaluate and how is one :class:`codetune.evaluate.config.EvalConfig` (suites, per-suite
+limits, decoding, sandbox, thresholds). Extra sides (its ``compare_adapters`` /
+``compare_sft``, e.g. the SFT-only adapter kept by a run with a GRPO stage): more adapters
+answer the same prompts; the report gets their metrics under ``suites.<suite>.compare.<name>``;
+the gate still decides base vs candidate.
 
 Generation: every (problem, side, sample) becomes one row. Sides run one after the other —
 the base model, then base + adapter (and any extra side) — each through
@@ -36,6 +38,7 @@ from pathlib import Path
 from codetune.errors import CodetuneError
 from codetune.evaluate import general as G
 from codetune.evaluate import suites as S
+from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.gate import decide, resolve_thresholds
 from codetune.evaluate.report import summary_table, write_report
 from codetune.evaluate.sandbox import Limits, Sandbox, required_layers
@@ -47,16 +50,6 @@ CANDIDATE = "candidate"  # adapter name inside the loaded model
 SIDES = ("base", "candidate")
 COMPARE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 BUGFIX_MARGIN = 24  # tokens beyond the reference's length (closing fence, small rewrites)
-# The forgetting guard's sample: 32 files is enough for a bootstrap interval of the mean
-# (the gate needs >= 10), 384 tokens each keeps both sides' forward passes to seconds on CPU.
-GENERAL_FILES = 32
-GENERAL_MAX_TOKENS = 384
-# Prompt-lookup drafts per bugfix row and step (greedy only; 0 = off). Off by default: on
-# 2 CPU cores a batch of a dozen rows is already compute-bound: drafts cut the forwards 2.4x
-# but each verifying forward costs about as much more (0.81x and 1.06x wall time at 12 rows,
-# 1.35x at 6: benchmarks/RESULTS.md). Not measured on a GPU, where decoding is memory-bound and drafts
-# should pay: measure before turning them on.
-DRAFT_TOKENS = 0
 DRAFT_SUITES = ("bugfix",)
 
 
@@ -314,144 +307,176 @@ def _throughput(rows: int, tokens: int, since: float) -> dict:
 # ---------------------------------------------------------------- the evaluation
 
 
+@dataclass
+class Inputs:
+    """Each suite's problems, loaded and checked before any model loads, and the sandbox
+    that executes HumanEval / custom programs (None when no suite executes code)."""
+
+    humaneval: list
+    custom: list
+    bugfix: list
+    general: list
+    sandbox: Sandbox | None
+
+
+@dataclass
+class Answers:
+    """What the model sides produced: one row per (problem, side, sample), its generation,
+    the throughput figures, the general suite's per-file losses and token ids."""
+
+    rows: list[Row]
+    gens: dict
+    stats: dict
+    losses: dict[str, list[float]]
+    general_ids: list | None
+    base_path: str
+    sides: tuple[str, ...]
+
+
 def run_evaluation(
     adapter_dir: str | Path,
     data_dir: str | Path | None,
     out_dir: str | Path,
+    config: EvalConfig | None = None,
     *,
-    suites: tuple[str, ...] | list[str] = ("humaneval", "bugfix", "general"),
-    limit: int | None = None,
-    humaneval_limit: int | None = None,
-    bugfix_limit: int | None = None,
-    custom_suite: str | Path | None = None,
-    humaneval_ids: list[str] | None = None,
-    base_model: str | None = None,
-    samples: int = 1,
-    temperature: float = 0.0,
-    max_new_tokens: int = 320,
-    bugfix_max_new_tokens: int = 512,
-    run_id: str | None = None,
-    thresholds: dict | None = None,
-    batch_size: int = 32,
-    quantization: str = "none",
-    timeout_s: float = 6.0,
-    workers: int = 2,
-    allow_unsandboxed: bool = False,
-    sandbox_require: str | None = None,
-    seed: int = 0,
     print_summary: bool = False,
-    compare_adapters: dict[str, str | Path] | None = None,
-    compare_sft: bool = False,
-    general_files: int = GENERAL_FILES,
-    general_max_tokens: int = GENERAL_MAX_TOKENS,
-    draft_tokens: int = DRAFT_TOKENS,
 ) -> dict:
-    """Evaluate base vs base + adapter and write the report to ``out_dir``.
+    """Evaluate base vs base + adapter as ``config`` says and write the report to ``out_dir``.
 
-    ``compare_adapters`` (name -> adapter dir or model.tar.gz) and ``compare_sft`` (the
-    SFT-only adapter in the adapter's ``sft/`` subdirectory) add extra sides: reported per
-    suite under ``compare.<name>``, not used by the gate.
+    Steps: load and check every suite's problems (:func:`load_inputs`) → generate each side's
+    answers (:func:`answer`) → execute HumanEval / custom programs in the sandbox and score
+    bugfix answers by AST (:func:`score`) → per-suite metrics and paired counts
+    (:func:`suite_entries`) → the gate → write ``samples.jsonl``, ``report.json``,
+    ``report.html`` and the charts.
 
-    ``limit`` caps every suite; ``humaneval_limit`` / ``bugfix_limit`` override it per suite;
-    ``humaneval_ids`` picks HumanEval problems by task id; a bugfix limit draws the problems
-    stratified by mutation operator (:func:`codetune.evaluate.suites.stratified_draw`, seeded
-    by ``seed``). The ``general`` suite (the forgetting guard) scores ``general_files``
-    held-out standard-library files, their first ``general_max_tokens`` tokens each
-    (:mod:`codetune.evaluate.general`). ``max_new_tokens`` caps HumanEval
-    answers; a bugfix answer is capped at ``ceil(1.25 * reference tokens) + 24`` (a fix is
-    about as long as the original), at most ``bugfix_max_new_tokens``. Greedy bugfix answers
-    are decoded with ``draft_tokens`` prompt-lookup drafts per step (0: off; the same
-    answers, fewer forwards: :func:`codetune.generation.generate_continuous`).
-    Returns the report (as written to ``report.json``). Raises CodetuneError for bad input
-    (missing adapter, base model or test split, unknown suite, samples without temperature)
-    and SandboxUnavailable when code would run with fewer sandbox layers than
-    ``sandbox_require`` (see ``sandbox.required_layers``) and that was not allowed.
+    Returns the report (as written to ``report.json``). Raises ConfigError for an invalid
+    ``config``, CodetuneError for bad input (missing adapter, base model or test split) and
+    SandboxUnavailable when code would run with fewer sandbox layers than
+    ``config.sandbox_require`` (see ``sandbox.required_layers``) and that was not allowed.
     """
     t_start = time.perf_counter()
-    suites = list(dict.fromkeys(suites))
-    unknown = [s for s in suites if s not in S.SUITES]
-    if unknown or not suites:
-        raise CodetuneError(f"unknown suite(s) {unknown}; choose from {', '.join(S.SUITES)}")
-    if "custom" in suites and not custom_suite:
-        raise CodetuneError("the custom suite needs --custom-suite FILE.jsonl")
-    if samples < 1:
-        raise CodetuneError("--samples must be >= 1")
-    if draft_tokens < 0:
-        raise CodetuneError("--draft-tokens must be >= 0 (0 turns prompt-lookup drafts off)")
-    if samples > 1 and temperature <= 0:
-        raise CodetuneError("--samples > 1 needs --temperature > 0 (greedy samples are identical)")
-    resolve_thresholds(thresholds)  # fail on a typo before hours of generation
-    out_dir = Path(out_dir)
-    lim = {
-        "humaneval": humaneval_limit or limit,
-        "bugfix": bugfix_limit or limit,
-        "custom": limit,
+    config = config or EvalConfig()
+    config.validate()
+    inputs = load_inputs(config, data_dir)  # every bad-input error before the model loads
+    with tempfile.TemporaryDirectory(prefix="codetune-eval-") as work:
+        answers = answer(adapter_dir, config, inputs, Path(work))
+    records, exec_seconds = score(answers, inputs)
+    report = {
+        "schemaVersion": "1",
+        "runId": config.run_id or f"eval-{uuid.uuid4().hex[:8]}",
+        "baseModel": str(answers.base_path),
+        "adapter": str(adapter_dir),
+        "createdAt": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "suites": suite_entries(records, inputs, answers, config.samples),
+        "settings": _settings(config, inputs),
+        "generation": answers.stats | {"execution_seconds": round(exec_seconds, 2)},
     }
-    # Inputs first: every bad-input error comes before the model loads.
-    he = S.load_humaneval(lim["humaneval"], humaneval_ids) if "humaneval" in suites else []
-    custom = S.load_custom(custom_suite, lim["custom"]) if "custom" in suites else []
+    if len(answers.sides) > len(SIDES):
+        report["compare"] = _compare_sources(adapter_dir, config)
+    thr = resolve_thresholds(config.thresholds)
+    report["gate"] = decide(report, thr).to_dict() | {"thresholds": thr}
+    report["durationSeconds"] = round(time.perf_counter() - t_start, 2)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".samples.jsonl.tmp"
+    write_jsonl(tmp, records)
+    tmp.replace(out_dir / "samples.jsonl")
+    write_report(report, out_dir)
+    if print_summary:
+        print(summary_table(report))
+    return report
+
+
+def load_inputs(config: EvalConfig, data_dir: str | Path | None) -> Inputs:
+    """Each suite's problems at its limit (a bugfix limit draws stratified by operator,
+    seeded by ``config.seed``) and the sandbox. Raises CodetuneError / SandboxUnavailable."""
+    suites, lim = config.suites, config.limits()
+    ids = config.humaneval_tasks or None
+    he = S.load_humaneval(lim["humaneval"], ids) if "humaneval" in suites else []
+    custom = S.load_custom(config.custom_suite, lim["custom"]) if "custom" in suites else []
     if "bugfix" in suites and not data_dir:
         raise CodetuneError("the bugfix suite needs --data (a prepared dataset directory)")
-    bug = S.load_bugfix(data_dir, lim["bugfix"], seed) if "bugfix" in suites else []
-    general = G.held_out_files(general_files, data_dir) if "general" in suites else []
+    bug = S.load_bugfix(data_dir, lim["bugfix"], config.seed) if "bugfix" in suites else []
+    general = G.held_out_files(lim["general"], data_dir) if "general" in suites else []
+    if not config.allow_unsandboxed:
+        required_layers(config.sandbox_require)  # a typo fails even when no suite executes code
     sandbox = None
-    if not allow_unsandboxed:
-        required_layers(sandbox_require)  # a typo fails even when no suite executes code
     if he or custom:
         sandbox = Sandbox(
-            Limits(timeout_s=timeout_s),
-            allow_unsandboxed=allow_unsandboxed,
-            require=sandbox_require,
-            workers=workers,
+            Limits(timeout_s=config.timeout_s),
+            allow_unsandboxed=config.allow_unsandboxed,
+            require=config.sandbox_require,
+            workers=config.workers,
         )
+    return Inputs(he, custom, bug, general, sandbox)
 
-    with tempfile.TemporaryDirectory(prefix="codetune-eval-") as work:
-        adapter_path = prepare_adapter(adapter_dir, Path(work))
-        extra = compare_adapter_dirs(compare_adapters, compare_sft, adapter_path, Path(work))
-        sides = SIDES + tuple(extra)
-        base_path = resolve_base(base_model, adapter_path)
-        from codetune.generation import load_model
 
-        lm = load_model(base_path, quantization=quantization)
-        from codetune.prompts import answer_prefix, render_chat
+def answer(adapter_dir: str | Path, config: EvalConfig, inputs: Inputs, work: Path) -> Answers:
+    """Load the base model once and generate every side's answers (and the general suite's
+    per-file losses); the adapters are extracted under ``work``."""
+    adapter_path = prepare_adapter(adapter_dir, work)
+    extra = compare_adapter_dirs(config.compare_adapters, config.compare_sft, adapter_path, work)
+    sides = SIDES + tuple(extra)
+    base_path = resolve_base(config.base_model, adapter_path)
+    from codetune.generation import load_model
 
-        tokenizer = lm.tokenizer
+    lm = load_model(base_path, quantization=config.quantization)
+    rows = _rows(lm.tokenizer, inputs, sides, config)
+    general_ids = (
+        G.encode(lm.tokenizer, inputs.general, config.general_max_tokens)
+        if inputs.general
+        else None
+    )
+    gens, gen_stats, losses = _generate_sides(
+        lm,
+        rows,
+        {CANDIDATE: adapter_path} | extra,
+        batch_size=config.batch_size,
+        temperature=config.temperature,
+        seed=config.seed if config.temperature > 0 else None,
+        merge=config.quantization == "none",
+        general_ids=general_ids,
+        draft_tokens=config.draft_tokens,
+    )
+    del lm
+    return Answers(rows, gens, gen_stats, losses, general_ids, base_path, sides)
 
-        def chat(msgs):
-            return render_chat(tokenizer, msgs) + S.ANSWER_PREFIX
 
-        rows: list[Row] = []
-        for suite, problems in (("humaneval", he), ("custom", custom)):
-            for p in problems:
-                prompt = chat(S.humaneval_messages(p))
-                for side in sides:
-                    for k in range(samples):
-                        rows.append(Row(suite, p.task_id, side, k, prompt, max_new_tokens))
-        for item in bug:
-            prefix = answer_prefix(item.language)
-            prompt = render_chat(tokenizer, S.bugfix_messages(item)) + prefix
-            ref_len = len(lm.tokenizer(item.reference, add_special_tokens=False)["input_ids"])
-            cap = min(bugfix_max_new_tokens, math.ceil(ref_len * 1.25) + BUGFIX_MARGIN)
-            for side in sides:
-                for k in range(samples):
-                    rows.append(Row("bugfix", item.id, side, k, prompt, cap, prefix=prefix))
-        general_ids = G.encode(tokenizer, general, general_max_tokens) if general else None
-        gens, gen_stats, losses = _generate_sides(
-            lm,
-            rows,
-            {CANDIDATE: adapter_path} | extra,
-            batch_size=batch_size,
-            temperature=temperature,
-            seed=seed if temperature > 0 else None,
-            merge=quantization == "none",
-            general_ids=general_ids,
-            draft_tokens=draft_tokens,
-        )
-        del lm
+def _rows(tokenizer, inputs: Inputs, sides: tuple[str, ...], config: EvalConfig) -> list[Row]:
+    """One row per (problem, side, sample): HumanEval / custom prompts as a ``complete``
+    chat turn, bugfix prompts with their language's opening fence and a cap of the
+    reference's length plus a margin."""
+    from codetune.prompts import answer_prefix, render_chat
 
+    rows: list[Row] = []
+    for suite, problems in (("humaneval", inputs.humaneval), ("custom", inputs.custom)):
+        for p in problems:
+            prompt = render_chat(tokenizer, S.humaneval_messages(p)) + S.ANSWER_PREFIX
+            rows += [
+                Row(suite, p.task_id, side, k, prompt, config.max_new_tokens)
+                for side in sides
+                for k in range(config.samples)
+            ]
+    for item in inputs.bugfix:
+        prefix = answer_prefix(item.language)
+        prompt = render_chat(tokenizer, S.bugfix_messages(item)) + prefix
+        ref_len = len(tokenizer(item.reference, add_special_tokens=False)["input_ids"])
+        cap = min(config.bugfix_max_new_tokens, math.ceil(ref_len * 1.25) + BUGFIX_MARGIN)
+        rows += [
+            Row("bugfix", item.id, side, k, prompt, cap, prefix=prefix)
+            for side in sides
+            for k in range(config.samples)
+        ]
+    return rows
+
+
+def score(answers: Answers, inputs: Inputs) -> tuple[list[dict], float]:
+    """The ``samples.jsonl`` records: each row's completion, HumanEval / custom programs
+    executed in the sandbox (status, passed), bugfix answers scored by AST (exact fix,
+    parses). Returns (records, seconds spent executing programs)."""
     records = []
-    for r in rows:
-        g = gens[id(r)]
+    for r in answers.rows:
+        g = answers.gens[id(r)]
         records.append(
             {
                 "suite": r.suite,
@@ -464,9 +489,8 @@ def run_evaluation(
                 "finish_reason": g.finish_reason,
             }
         )
-    # Execute HumanEval / custom programs.
-    problems = {("humaneval", p.task_id): p for p in he} | {
-        ("custom", p.task_id): p for p in custom
+    problems = {("humaneval", p.task_id): p for p in inputs.humaneval} | {
+        ("custom", p.task_id): p for p in inputs.custom
     }
     exec_recs = [rec for rec in records if rec["suite"] in S.HUMANEVAL_SUITES]
     t_exec = time.perf_counter()
@@ -475,12 +499,12 @@ def run_evaluation(
             S.assemble_program(problems[(rec["suite"], rec["task_id"])], rec["completion"])
             for rec in exec_recs
         ]
-        for rec, res in zip(exec_recs, sandbox.run_many(programs), strict=True):
+        for rec, res in zip(exec_recs, inputs.sandbox.run_many(programs), strict=True):
             rec.update(status=res.status, passed=res.passed, duration_s=round(res.duration_s, 3))
             if not res.passed:
                 rec["detail"] = res.detail[-400:]
     exec_seconds = time.perf_counter() - t_exec
-    refs = {item.id: item for item in bug}
+    refs = {item.id: item for item in inputs.bugfix}
     for rec in records:
         if rec["suite"] == "bugfix":
             ref = refs[rec["task_id"]]
@@ -488,105 +512,110 @@ def run_evaluation(
             rec.update(S.score_bugfix_answer(code, ref.reference, ref.language))
             rec["mutation"] = ref.mutation
             rec["language"] = ref.language
+    return records, exec_seconds
 
-    report_suites: dict = {}
-    for suite, problems_list in (("humaneval", he), ("custom", custom)):
-        if not problems_list:
-            continue
-        entry: dict = {"n": len(problems_list), "samples": samples, "status": {}}
-        per_task: dict[str, dict[str, list[bool]]] = {}
-        for side in sides:
-            by_task: dict[str, list[bool]] = defaultdict(list)
-            status = Counter()
-            for rec in records:
-                if rec["suite"] == suite and rec["side"] == side:
-                    by_task[rec["task_id"]].append(rec["passed"])
-                    status[rec["status"]] += 1
-            _put_side(entry, side, S.pass_metrics(by_task, samples))
-            entry["status"][side] = dict(sorted(status.items()))
-            per_task[side] = by_task
-        entry["paired"] = paired_cells(per_task["base"], per_task["candidate"])
-        report_suites[suite] = entry
-    if bug:
-        counts = Counter(item.mutation for item in bug)
-        entry = {"n": len(bug), "mutations": dict(sorted(counts.items()))}
-        # Strata too small for a rate of their own: shown, marked, never read as a rate.
-        entry["small_strata"] = sorted(m for m, c in counts.items() if c < S.SMALL_STRATUM)
-        entry["languages"] = dict(sorted(Counter(item.language for item in bug).items()))
-        by_task_side: dict[str, dict[str, list[bool]]] = {}
-        for side in sides:
-            recs = [x for x in records if x["suite"] == "bugfix" and x["side"] == side]
-            by_mut: dict[str, list[bool]] = defaultdict(list)
-            for x in recs:
-                by_mut[x["mutation"]].append(x["exact_fix"])
-            metrics = {
-                "exact_fix": round(sum(x["exact_fix"] for x in recs) / len(recs), 6),
-                "parses": round(sum(x["parses"] for x in recs) / len(recs), 6),
-                "by_mutation": {m: round(sum(v) / len(v), 6) for m, v in sorted(by_mut.items())},
-                "by_language": _by_language(recs),
-            }
-            _put_side(entry, side, metrics)
-            by_task_side[side] = {
-                t: [x["exact_fix"] for x in recs if x["task_id"] == t]
-                for t in {x["task_id"] for x in recs}
-            }
-        entry["paired"] = paired_cells(by_task_side["base"], by_task_side["candidate"])
-        report_suites["bugfix"] = entry
-    if general:
-        report_suites["general"] = _general_entry(general, general_ids, losses, sides)
 
-    report = {
-        "schemaVersion": "1",
-        "runId": run_id or f"eval-{uuid.uuid4().hex[:8]}",
-        "baseModel": str(base_path),
-        "adapter": str(adapter_dir),
-        "createdAt": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "suites": report_suites,
-        "settings": {
-            "suites": suites,
-            "limits": lim,
-            "samples": samples,
-            "temperature": temperature,
-            "max_new_tokens": max_new_tokens,
-            "bugfix_max_new_tokens": bugfix_max_new_tokens,
-            "bugfix_cap": f"min(bugfix_max_new_tokens, ceil(1.25 * reference tokens) + {BUGFIX_MARGIN})",
-            "bugfix_draw": "stratified by mutation operator, equal allocation, seeded"
-            if lim["bugfix"]
-            else "the whole test split",
-            "general": {
-                "files": general_files,
-                "max_tokens": general_max_tokens,
-                "packages": list(G.PACKAGES),
-                "source": "this interpreter's standard library, minus the dataset's files",
-            }
-            if general
-            else None,
-            "quantization": quantization,
-            "seed": seed,
-            "sandbox": sandbox.describe() if sandbox else None,
-            "timeout_s": timeout_s,
-            "prompting": "codetune.prompts chat turn + assistant prefilled with ```python; "
-            "stop at the closing fence",
-        },
-        "generation": gen_stats | {"execution_seconds": round(exec_seconds, 2)},
+def suite_entries(records: list[dict], inputs: Inputs, answers: Answers, samples: int) -> dict:
+    """``report.suites``: per suite each side's metrics and the paired counts the gate
+    decides on (the general suite: per-file losses)."""
+    out: dict = {}
+    for suite, problems in (("humaneval", inputs.humaneval), ("custom", inputs.custom)):
+        if problems:
+            out[suite] = _executed_entry(suite, len(problems), records, answers.sides, samples)
+    if inputs.bugfix:
+        out["bugfix"] = _bugfix_entry(inputs.bugfix, records, answers.sides)
+    if inputs.general:
+        out["general"] = _general_entry(
+            inputs.general, answers.general_ids, answers.losses, answers.sides
+        )
+    return out
+
+
+def _executed_entry(suite: str, n: int, records: list[dict], sides, samples: int) -> dict:
+    """A HumanEval / custom entry: pass@k and status counts per side, paired counts."""
+    entry: dict = {"n": n, "samples": samples, "status": {}}
+    per_task: dict[str, dict[str, list[bool]]] = {}
+    for side in sides:
+        by_task: dict[str, list[bool]] = defaultdict(list)
+        status = Counter()
+        for rec in records:
+            if rec["suite"] == suite and rec["side"] == side:
+                by_task[rec["task_id"]].append(rec["passed"])
+                status[rec["status"]] += 1
+        _put_side(entry, side, S.pass_metrics(by_task, samples))
+        entry["status"][side] = dict(sorted(status.items()))
+        per_task[side] = by_task
+    entry["paired"] = paired_cells(per_task["base"], per_task["candidate"])
+    return entry
+
+
+def _bugfix_entry(bug: list, records: list[dict], sides) -> dict:
+    """The bugfix entry: exact-fix and parse rates per side (overall, per operator, per
+    language), the operators drawn (small strata marked), paired counts."""
+    counts = Counter(item.mutation for item in bug)
+    entry: dict = {"n": len(bug), "mutations": dict(sorted(counts.items()))}
+    # Strata too small for a rate of their own: shown, marked, never read as a rate.
+    entry["small_strata"] = sorted(m for m, c in counts.items() if c < S.SMALL_STRATUM)
+    entry["languages"] = dict(sorted(Counter(item.language for item in bug).items()))
+    by_task_side: dict[str, dict[str, list[bool]]] = {}
+    for side in sides:
+        recs = [x for x in records if x["suite"] == "bugfix" and x["side"] == side]
+        by_mut: dict[str, list[bool]] = defaultdict(list)
+        for x in recs:
+            by_mut[x["mutation"]].append(x["exact_fix"])
+        metrics = {
+            "exact_fix": round(sum(x["exact_fix"] for x in recs) / len(recs), 6),
+            "parses": round(sum(x["parses"] for x in recs) / len(recs), 6),
+            "by_mutation": {m: round(sum(v) / len(v), 6) for m, v in sorted(by_mut.items())},
+            "by_language": _by_language(recs),
+        }
+        _put_side(entry, side, metrics)
+        by_task_side[side] = {
+            t: [x["exact_fix"] for x in recs if x["task_id"] == t]
+            for t in {x["task_id"] for x in recs}
+        }
+    entry["paired"] = paired_cells(by_task_side["base"], by_task_side["candidate"])
+    return entry
+
+
+def _settings(config: EvalConfig, inputs: Inputs) -> dict:
+    """``report.settings``: what decided the answers and their scoring."""
+    lim = config.limits()
+    general = None
+    if inputs.general:
+        general = {
+            "files": lim["general"],
+            "max_tokens": config.general_max_tokens,
+            "packages": list(G.PACKAGES),
+            "source": "this interpreter's standard library, minus the dataset's files",
+        }
+    return {
+        "suites": config.suites,
+        "limits": lim,
+        "samples": config.samples,
+        "temperature": config.temperature,
+        "max_new_tokens": config.max_new_tokens,
+        "bugfix_max_new_tokens": config.bugfix_max_new_tokens,
+        "bugfix_cap": f"min(bugfix_max_new_tokens, ceil(1.25 * reference tokens) + {BUGFIX_MARGIN})",
+        "bugfix_draw": "stratified by mutation operator, equal allocation, seeded"
+        if lim["bugfix"]
+        else "the whole test split",
+        "general": general,
+        "quantization": config.quantization,
+        "seed": config.seed,
+        "sandbox": inputs.sandbox.describe() if inputs.sandbox else None,
+        "timeout_s": config.timeout_s,
+        "prompting": "codetune.prompts chat turn + assistant prefilled with ```python; "
+        "stop at the closing fence",
     }
-    if extra:
-        # Where each extra side's adapter came from (as given; sft: inside the adapter).
-        sources = {name: str(src) for name, src in (compare_adapters or {}).items()}
-        if compare_sft:
-            sources["sft"] = f"{adapter_dir} (sft/: the SFT-only adapter, before GRPO)"
-        report["compare"] = sources
-    thr = resolve_thresholds(thresholds)
-    report["gate"] = decide(report, thr).to_dict() | {"thresholds": thr}
-    report["durationSeconds"] = round(time.perf_counter() - t_start, 2)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".samples.jsonl.tmp"
-    write_jsonl(tmp, records)
-    tmp.replace(out_dir / "samples.jsonl")
-    write_report(report, out_dir)
-    if print_summary:
-        print(summary_table(report))
-    return report
+
+
+def _compare_sources(adapter_dir: str | Path, config: EvalConfig) -> dict[str, str]:
+    """Where each extra side's adapter came from (as given; sft: inside the adapter)."""
+    sources = {name: str(src) for name, src in config.compare_adapters.items()}
+    if config.compare_sft:
+        sources["sft"] = f"{adapter_dir} (sft/: the SFT-only adapter, before GRPO)"
+    return sources
 
 
 def paired_cells(base: dict[str, list[bool]], cand: dict[str, list[bool]]) -> dict[str, int]:

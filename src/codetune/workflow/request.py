@@ -88,12 +88,15 @@ class PrepareSpec:
 @dataclass(frozen=True)
 class EvaluationSpec:
     suites: list
-    limit: int | None
+    limit: int | dict | None  # every problem suite's, or per suite (codetune.evaluate.config)
     thresholds: dict
     instance_type: str
     volume_kms_key: bool  # as TrainingSpec.volume_kms_key
     # also evaluate the SFT-only adapter a GRPO run keeps in <adapter>/sft/
     compare_sft: bool = False
+    # the evaluate job's ContainerArguments: the EvalConfig keys above as `--set key=value`
+    # flags, validated by the job's own loader (codetune.evaluate.config.set_arguments)
+    arguments: list = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,10 @@ def validate_run_input(
     # the trainer and the planner see the training section only once its own fields are valid
     if not _touches_training(violations):
         violations += _check_training_config(doc)
+    if isinstance(doc.get("evaluation"), dict) and not any(
+        p.startswith("$.evaluation") for p, _ in violations
+    ):
+        violations += _check_evaluation_config(doc["evaluation"])
     instance_type, source = None, "input"
     if not _touches_training(violations) and not bad_paths:
         instance_type, source, error = _resolve_instance(doc)
@@ -721,6 +725,27 @@ def _check_training_config(doc: dict) -> list[tuple[str, str]]:
     return [("$.training.overrides", f"the trainer refuses it: {error}")] if error else []
 
 
+def _check_evaluation_config(ev: dict) -> list[tuple[str, str]]:
+    """The evaluation job's config as the job will load it (its ``--set`` arguments through
+    its own loader), so a value it would refuse at start-up (``thresholds.max_p_value: 0``)
+    is refused here with the job's message."""
+    from codetune.evaluate.config import load_from_arguments
+
+    try:
+        load_from_arguments(evaluation_arguments(ev))
+    except CodetuneError as e:
+        return [("$.evaluation", f"the evaluation job refuses it: {e}")]
+    return []
+
+
+def evaluation_arguments(ev: dict) -> list[str]:
+    """The evaluate job's container arguments: the run input's evaluation settings as the
+    ``--set key=value`` overrides of its ``EvalConfig``."""
+    from codetune.evaluate.config import run_input_overrides, set_arguments
+
+    return set_arguments(run_input_overrides(ev))
+
+
 def _resolve_instance(doc: dict) -> tuple[str | None, str, str | None]:
     """(instance type, "auto"|"input", error message or None) from the planner."""
     tr = doc["training"]
@@ -967,6 +992,7 @@ def _evaluation_spec(ev: dict, training_instance_type: str) -> EvaluationSpec:
         instance_type=eval_type,
         volume_kms_key=supports_kms_volume(eval_type),
         compare_sft=ev["compareSft"],
+        arguments=evaluation_arguments(ev),
     )
 
 
