@@ -50,3 +50,21 @@ def overrides_env(name: str) -> list[str]:
     if not isinstance(value, dict):
         raise CodetuneError(f"environment variable {name} must hold a JSON object of overrides")
     return [f"{k}={json.dumps(v)}" for k, v in sorted(value.items())]
+
+
+def prepare_environment(request) -> dict[str, str]:
+    """The PrepareDataset/MergeDataset jobs' environment as the state machine sets it from a
+    RunRequest (their config arrives as container arguments: ``request.prepare.arguments``)."""
+    return {RUN_ID: request.run_id}
+
+
+def evaluate_environment(request, adapter_uri: str) -> dict[str, str]:
+    """The EvaluateAdapter job's environment as the state machine sets it from a RunRequest
+    and the trained adapter's URI (``$.training.modelDataUrl``); its settings travel as
+    ContainerArguments (``request.evaluation.arguments``). The stack adds its own
+    sandbox minimum, ``SANDBOX_REQUIRE``; a test keeps both in step."""
+    return {
+        RUN_ID: request.run_id,
+        BASE_MODEL: request.base_model.id,
+        ADAPTER_URI: adapter_uri,
+    }

@@ -6,13 +6,20 @@ the Lambdas and the containers; only the executor differs:
 | state            | on AWS                               | here                                      |
 |------------------|--------------------------------------|-------------------------------------------|
 | ValidateRequest  | Lambda ``validate_run_input``        | the same function (artifact root = --out) |
-| PrepareDataset   | Processing job, training image       | ``codetune.data`` in-process              |
-| TrainAdapter     | Training job, training image         | ``codetune train`` as a child process     |
-| EvaluateAdapter  | Processing job, training image       | ``codetune evaluate`` as a child process  |
+| PrepareDataset   | Processing job, training image       | the image's ``prepare``, same layout      |
+| TrainAdapter     | Training job, training image         | the image's ``train`` on ``training.job`` |
+| EvaluateAdapter  | Processing job, training image       | the image's ``evaluate``, same layout     |
 | QualityGate      | Lambda ``run_quality_gate``          | the same function on ``file://`` URIs     |
 | RegisterAdapter  | Model Registry package               | ``<out>/registry/<group>/<runId>.json``   |
 | DeployEndpoint   | SageMaker endpoint                   | ``codetune serve`` on localhost           |
 | SmokeTest        | Lambda ``smoke_test``                | the same function over HTTP               |
+
+The jobs run as child processes in the container layout SageMaker gives them
+(:mod:`codetune.containers`, under ``<run>/jobs/<job name>/``): ``hyperparameters.json`` and
+the channels of ValidateRequest's CreateTrainingJob input, a tuning trial's hyperparameters as
+SageMaker renders them, the Processing mounts, container arguments and environment the state
+machine gives (:mod:`codetune.jobenv`) — so a local run decodes its inputs exactly as the AWS
+jobs do.
 
 Each step writes ``<run>/steps/<Step>.json`` when it completes; a re-run with the same run
 name skips completed steps (step caching), and ``--force STEP`` re-runs from that step on.
@@ -40,8 +47,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codetune.containers import (
+    JobResult,
+    ProcessingJob,
+    command_line,
+    publish,
+    run_processing_job,
+    run_training_job,
+)
 from codetune.errors import CodetuneError
 from codetune.io import write_json_atomic, write_text_atomic
+from codetune.train.job import JobStack
 
 STEPS = (
     "ValidateRequest",
@@ -125,8 +141,14 @@ def load_input(path: Path) -> dict:
         raise CodetuneError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
 
 
+# A local run's training job: this Python environment runs the image's entrypoint, and no
+# role is assumed.
+LOCAL_STACK = JobStack(image_uri="codetune-train:local", role_arn="local")
+
+
 def validate(input_path: Path, out: Path, run_name: str | None = None):
-    """ValidateRequest with the local artifact root; returns the RunRequest."""
+    """ValidateRequest with the local artifact root; returns the RunRequest (with the
+    training job's CreateTrainingJob input, ``file://`` URIs, at ``training.job``)."""
     from codetune.workflow.validate import validate_run_input
 
     doc = load_input(input_path)
@@ -134,6 +156,7 @@ def validate(input_path: Path, out: Path, run_name: str | None = None):
         doc,
         execution_name=run_name or default_run_name(input_path),
         artifact_bucket=f"file://{out.resolve()}",
+        job_stack=LOCAL_STACK,
     )
 
 
@@ -203,87 +226,119 @@ def _codebase_dir(run: LocalRun) -> Path:
     return path
 
 
-def step_prepare(run: LocalRun) -> dict:
-    from codetune.config import load_config
-    from codetune.data.config import PrepareConfig
-    from codetune.data.pipeline import prepare
+def _job_root(run: LocalRun, name: str) -> Path:
+    """The directory standing for a job's ``/opt/ml`` (kept after the job, for a look)."""
+    return run.run_dir / "jobs" / name
 
-    if run.request.data.skip_prepare:
+
+def _processing(
+    run: LocalRun, step: str, name: str, job: ProcessingJob, *, tolerate=False, **host
+) -> JobResult:
+    """Run a Processing job as SageMaker would (codetune.containers); StepFailed if it
+    fails (unless ``tolerate``: then the caller looks at the result)."""
+    root = _job_root(run, name)
+    run.log(f"  $ {command_line(job.entrypoint, job.arguments, job.environment, root)}")
+    result = run_processing_job(job, root, **host)
+    if not result.ok and not tolerate:
+        raise StepFailed(step, result.cause(job.entrypoint))
+    return result
+
+
+def _shard_part(codebase: Path, index: int, count: int, dest: Path) -> int:
+    """The files of ``codebase`` that ShardedByS3Key gives instance ``index`` of ``count``
+    (each object to one instance; here by the hash prepare shards by), linked into
+    ``dest``. Returns how many."""
+    from codetune.data.discover import shard_of
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    n = 0
+    for top, dirs, files in os.walk(codebase):
+        dirs.sort()
+        for f in sorted(files):
+            src = Path(top) / f
+            rel = src.relative_to(codebase).as_posix()
+            if src.is_symlink() or shard_of(rel, count) != index:
+                continue
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dest / rel)
+            except OSError:
+                shutil.copy2(src, dest / rel)
+            n += 1
+    return n
+
+
+def prepare_job(request, code: Path, dataset: Path, merge: bool = False) -> ProcessingJob:
+    """PrepareDataset's (or with ``merge``, MergeDataset's) job as the state machine creates
+    it: the image's ``prepare`` with the request's container arguments and environment, the
+    codebase at ``input/code`` (the shards at ``input/shards``), the dataset from
+    ``output/dataset``."""
+    from codetune.jobenv import prepare_environment
+
+    args = request.prepare.merge_arguments if merge else request.prepare.arguments
+    return ProcessingJob("prepare", tuple(args), prepare_environment(request),
+                         {"shards" if merge else "code": code}, {"dataset": dataset})  # fmt: skip
+
+
+def step_prepare(run: LocalRun) -> dict:
+    """PrepareDataset as the state machine runs it: the image's ``prepare`` with the
+    request's container arguments and environment, the codebase at ``input/code``, the
+    dataset uploaded from ``output/dataset``; with n instances PrepareDatasetSharded (each
+    its ShardedByS3Key part of the files, its shard under ``<host>/``), then MergeDataset."""
+    req = run.request
+    if req.data.skip_prepare:
         if not (run.dataset_dir / "manifest.json").is_file():
             raise CodetuneError(f"data.dataset: {run.dataset_dir} has no manifest.json")
         return {"dataset": str(run.dataset_dir), "skipped": "prepared dataset given"}
     codebase = _codebase_dir(run)
-    sets = [f"{k}={json.dumps(v)}" for k, v in sorted((run.request.prepare.config or {}).items())]
-    cfg = load_config(PrepareConfig, None, sets)
-    n = run.request.prepare.instance_count
+    n = req.prepare.instance_count
     if n <= 1:
-        manifest = prepare(cfg, codebase, run.dataset_dir)
+        job = prepare_job(req, codebase, run.dataset_dir)
+        _processing(run, "PrepareDataset", req.jobs.prepare, job)
+        manifest = json.loads((run.dataset_dir / "manifest.json").read_text())
         return {"dataset": str(run.dataset_dir), "counts": manifest.get("counts")}
-    # As the state machine does with n instances (PrepareDatasetSharded, then MergeDataset):
-    # n shards of the files by path hash, one after another here, then the merge.
-    from codetune.data.pipeline import merge
-
-    shards_dir = run.dataset_dir.with_name(run.dataset_dir.name + "-shards")
-    shards = []
-    for i in range(n):
-        shard = shards_dir / f"shard-{i}"
-        run.log(f"  shard {i + 1}/{n}")
-        try:
-            prepare(cfg, codebase, shard, shard_index=i, num_shards=n, progress=False)
-        except CodetuneError as e:
-            if "no file matches" not in str(e):  # a small codebase can leave a shard empty
-                raise
+    # n instances, one after another here; a fresh shards prefix, so no stale shard is merged
+    shards_dir = run.path(req.paths.dataset_shards)
+    if shards_dir.exists():
+        shutil.rmtree(shards_dir)
+    hosts = tuple(f"algo-{i + 1}" for i in range(n))
+    parts = [run.run_dir / "codebase-parts" / host for host in hosts]
+    files = [_shard_part(codebase, i, n, part) for i, part in enumerate(parts)]
+    for i, (host, part) in enumerate(zip(hosts, parts, strict=True)):
+        if not files[i] and any(files):  # (none at all: the job says what is wrong)
+            run.log(f"  {host}: ShardedByS3Key gives it no file of the codebase")
             continue
-        shards.append(shard)
-    manifest = merge(shards, run.dataset_dir, cfg)
-    return {"dataset": str(run.dataset_dir), "shards": len(shards), "counts": manifest["counts"]}
+        run.log(f"  shard {i + 1}/{n} ({host})")
+        job = prepare_job(req, part, shards_dir)
+        name = f"{req.jobs.prepare}-{host}"
+        result = _processing(run, "PrepareDataset", name, job, host=host, hosts=hosts,
+                             tolerate=True)  # fmt: skip
+        # a small codebase can leave an instance no file of the prepare's languages
+        if not result.ok and "no file matches" not in result.log:
+            raise StepFailed("PrepareDataset", result.cause("prepare"))
+    merge = prepare_job(req, shards_dir, run.dataset_dir, merge=True)
+    _processing(run, "PrepareDataset", req.jobs.merge, merge)
+    manifest = json.loads((run.dataset_dir / "manifest.json").read_text())
+    return {
+        "dataset": str(run.dataset_dir),
+        "shards": len(manifest["merged_from"]),
+        "counts": manifest["counts"],
+    }
 
 
-def _child(run: LocalRun, step: str, argv: list[str]) -> None:
-    """Run a codetune command as a child process (as the job would), streaming its output."""
-    cmd = [sys.executable, "-m", "codetune.cli", *argv]
-    run.log(f"  $ codetune {' '.join(argv)}")
-    env = dict(os.environ)
-    env.setdefault("MALLOC_ARENA_MAX", "2")
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
-        raise StepFailed(
-            step,
-            f"'codetune {argv[0]}' exited with status {proc.returncode} (see its output above)",
-        )
-
-
-def _child_tee(run: LocalRun, step: str, argv: list[str]) -> str:
-    """``_child`` that also returns the child's stdout (passed through as it comes), as the
-    job's log is what SageMaker reads metrics from."""
-    cmd = [sys.executable, "-m", "codetune.cli", *argv]
-    run.log(f"  $ codetune {' '.join(argv)}")
-    env = dict(os.environ)
-    env.setdefault("MALLOC_ARENA_MAX", "2")
-    lines = []
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as proc:
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            lines.append(line)
-    if proc.returncode != 0:
-        raise StepFailed(
-            step,
-            f"'codetune {argv[0]}' exited with status {proc.returncode} (see its output above)",
-        )
-    return "".join(lines)
-
-
-def _train_argv(run: LocalRun, out: Path, checkpoints: Path, tuned: dict | None = None) -> list:
-    """``codetune train`` with the request's config, overrides and rl section (+ tuned keys)."""
-    tr = run.request.training
-    argv = ["train", "--data", str(run.dataset_dir), "--out", str(out), "--config", tr.config]
-    argv += ["--checkpoints", str(checkpoints)]
-    values = {**(tr.overrides or {}), **{f"rl.{k}": v for k, v in (tr.rl or {}).items()}}
-    for k, v in sorted({**values, **(tuned or {})}.items()):
-        argv += ["--set", f"{k}={json.dumps(v)}"]
-    if run.request.base_model.id not in ("embedded", "", None):
-        argv += ["--base-model", run.request.base_model.id]
-    return argv
+def _training(run: LocalRun, name: str, job: dict, hyperparameters=None) -> JobResult:
+    """The training image's ``train`` on ``job`` (a CreateTrainingJob input) in its
+    SageMaker layout; StepFailed with the job's failure reason if it fails."""
+    root = _job_root(run, name)
+    run.log(f"  $ {command_line('train', (), job.get('Environment') or {}, root)}")
+    hp = job["HyperParameters"] if hyperparameters is None else hyperparameters
+    run.log(f"    hyperparameters.json: {json.dumps(hp, sort_keys=True)}")
+    result = run_training_job(job, root, run.path, hyperparameters)
+    if not result.ok:
+        raise StepFailed("TrainAdapter", result.cause("training"))
+    return result
 
 
 SUMMARY_KEYS = ("steps", "train_loss", "validation_loss", "base_validation_loss", "wall_seconds")
@@ -295,21 +350,35 @@ def _summary(adapter: Path) -> dict:
 
 
 def step_train(run: LocalRun) -> dict:
+    """TrainAdapter: ValidateRequest's CreateTrainingJob input (``training.job``) laid out as
+    SageMaker lays out its container, the image's ``train`` run on it; its ``model/`` is the
+    adapter."""
     if run.request.tuning is not None:
         return step_tune(run)
+    job = run.request.training.job
+    if job["ResourceConfig"]["InstanceCount"] > 1:
+        run.log(f"  the job asks for {job['ResourceConfig']['InstanceCount']} instances; "
+                "here it runs on one host, this machine")  # fmt: skip
+    name = job["TrainingJobName"]
+    _training(run, name, job)
     out = run.path(run.request.paths.output) / "adapter"
-    _child(run, "TrainAdapter", _train_argv(run, out, run.path(run.request.paths.checkpoints)))
+    publish(_job_root(run, name) / "model", out)
     return {"adapter": str(out), "summary": _summary(out)}
 
 
 def step_tune(run: LocalRun) -> dict:
-    """The tuning job, locally: its trials one after another with the same spec, each scored
-    as SageMaker scores it (the objective regex over the trial's output), the best kept."""
+    """The tuning job, locally: its trials one after another, each the training job of the
+    tuning job's TrainingJobDefinition with the trial's hyperparameters as SageMaker renders
+    them, scored as SageMaker scores it (the objective regex over the trial's log), the best
+    kept."""
     from codetune.workflow import tuning
 
     spec = run.request.tuning
     section = {"strategy": spec.strategy, "maxJobs": spec.max_jobs, "ranges": spec.ranges}
     planned = tuning.local_trials(section, seed_of=run.request.run_id)
+    definition = tuning.training_job_definition(
+        run.request.training.job, spec.static_hyperparameters
+    )
     if spec.strategy == "Bayesian":
         run.log("  Bayesian search is SageMaker's; locally the trials are random draws")
     trials = []
@@ -319,9 +388,10 @@ def step_tune(run: LocalRun) -> dict:
         out, log = trial_dir / "adapter", trial_dir / "train.log"
         run.log(f"  trial {i + 1}/{len(planned)} {name}: {json.dumps(values, sort_keys=True)}")
         if not (log.is_file() and (out / "training_summary.json").is_file()):
-            ckpt = run.path(run.request.paths.checkpoints) / name
-            text = _child_tee(run, "TrainAdapter", _train_argv(run, out, ckpt, values))
-            write_text_atomic(log, text)
+            hp = tuning.trial_hyperparameters(section, spec.static_hyperparameters, values)
+            result = _training(run, f"{spec.job_name}-{name}", definition, hp)
+            publish(_job_root(run, f"{spec.job_name}-{name}") / "model", out)
+            write_text_atomic(log, result.log)
         objective = tuning.objective_value(log.read_text())
         run.log(f"  {name}: {tuning.objective_metric_name()} = {objective}")
         trials.append(
@@ -344,23 +414,22 @@ def step_tune(run: LocalRun) -> dict:
     }
 
 
+def evaluate_job(request, adapter: Path, dataset: Path, eval_dir: Path) -> ProcessingJob:
+    """EvaluateAdapter's job as the state machine creates it: the image's ``evaluate`` with
+    the request's ContainerArguments (its EvalConfig as ``--set``), the run id and base model
+    in its environment (codetune.jobenv), the adapter at ``input/adapter``, the dataset at
+    ``input/dataset``, the report from ``output/eval``."""
+    from codetune.jobenv import evaluate_environment
+
+    env = evaluate_environment(request, adapter_uri=f"file://{adapter}")
+    return ProcessingJob("evaluate", tuple(request.evaluation.arguments), env,
+                         {"adapter": adapter, "dataset": dataset}, {"eval": eval_dir})  # fmt: skip
+
+
 def step_evaluate(run: LocalRun) -> dict:
-    ev = run.request.evaluation
-    argv = [
-        "evaluate",
-        "--adapter",
-        str(run.adapter_dir),
-        "--data",
-        str(run.dataset_dir),
-        "--out",
-        str(run.eval_dir),
-        "--run-id",
-        run.request.run_id,
-        *ev.arguments,  # the job's ContainerArguments: suites, limit, thresholds, compare_sft
-    ]
-    if run.request.base_model.id not in ("embedded", "", None):
-        argv += ["--base-model", run.request.base_model.id]
-    _child(run, "EvaluateAdapter", argv)
+    req = run.request
+    job = evaluate_job(req, run.adapter_dir, run.dataset_dir, run.eval_dir)
+    _processing(run, "EvaluateAdapter", req.jobs.evaluate, job)
     return {"report": str(run.eval_dir / "report.json"), "html": str(run.eval_dir / "report.html")}
 
 

@@ -72,6 +72,9 @@ class Scenario:
     objects: dict[str, bytes] = field(default_factory=dict)  # s3 URI -> body, put before
     # with tuning: what each trial's trainer prints (tuning_double.TuningDouble scores them)
     trial_logs: list[str] = field(default_factory=lambda: list(TRIAL_LOGS))
+    # TrainAdapter's request goes to moto's SageMaker (CreateTrainingJob, an aws-sdk task),
+    # which records the job for DescribeTrainingJob (_training_states)
+    record_training_job: bool = False
 
 
 # -- the definition under test --------------------------------------------------------------
@@ -157,6 +160,28 @@ def _tuning_states(state_name: str, state: dict) -> dict[str, dict]:
     }  # fmt: skip
 
 
+def _training_states(state_name: str, state: dict, result: dict) -> dict[str, dict]:
+    """The training job's `.sync` state as states moto runs: its real Parameters into
+    `$.sent.<state>`, CreateTrainingJob on moto's SageMaker with them (an aws-sdk task: the job
+    is recorded, DescribeTrainingJob reads it back), then the Completed job's ``result``."""
+    parameters = json.loads(json.dumps(state["Parameters"]).replace("$$.State.RetryCount", "0"))
+    sent = f"$.sent.{state_name}"
+    # the rendered values; static ones as they are (moto's parser fails on "RoleArn.$")
+    create = {k if k in parameters else f"{k}.$": parameters.get(k, f"{sent}.{k}")
+              for k in (k.removesuffix(".$") for k in parameters)}  # fmt: skip
+    return {
+        state_name: {"Type": "Pass", "Parameters": parameters, "ResultPath": sent,
+                     "Next": f"{state_name}Create"},
+        f"{state_name}Create": {
+            "Type": "Task", "Resource": "arn:aws:states:::aws-sdk:sagemaker:createTrainingJob",
+            "Parameters": create,
+            "ResultPath": None, "Catch": state["Catch"], "Next": f"{state_name}Completed",
+        },
+        f"{state_name}Completed": {"Type": "Pass", "Result": result,
+                                   "ResultPath": state["ResultPath"], "Next": state["Next"]},
+    }  # fmt: skip
+
+
 def substitute_sagemaker_jobs(definition: dict, scenario: Scenario, name: str) -> dict:
     """Replace each SageMaker `.sync` state by the Pass state that produces its outcome (a
     tuning job by the states that run it against the tuning double). SDK tasks
@@ -189,6 +214,9 @@ def substitute_sagemaker_jobs(definition: dict, scenario: Scenario, name: str) -
                 # Unknown before the run: RegisterAdapter then uses request.paths.modelData,
                 # which is where SageMaker puts it.
                 result["modelDataUrl"] = None
+            if scenario.record_training_job and "createTrainingJob" in state["Resource"]:
+                out["States"].update(_training_states(state_name, state, result))
+                continue
             replacement = {"Type": "Pass", "Result": result, "ResultPath": state["ResultPath"]}
             replacement["Next"] = state["Next"]
             # The state itself becomes a Pass evaluating the job's real Parameters (what the

@@ -117,7 +117,9 @@ def test_two_trials_train_and_the_better_one_is_evaluated(tmp_path):
     best = min(trials, key=lambda t: t["objective"])
     assert result["bestTrial"] == best["name"] == tuning.best_trial(trials)["name"]
     report = json.loads((run.eval_dir / "report.json").read_text())
-    assert Path(report["adapter"].removeprefix("file://")) == Path(best["adapter"])
+    # (the report names the adapter as the evaluation job saw it: its input/adapter mount)
+    evaluated = Path(report["adapter"].removeprefix("file://"))
+    assert evaluated.resolve() == Path(best["adapter"]).resolve()
     entry = json.loads(next((run.out / "registry").rglob("*.json")).read_text())
     assert entry["customerMetadata"]["bestTrainingJob"] == best["name"]
     assert entry["customerMetadata"]["tunedHyperparameters"] == (

@@ -32,6 +32,17 @@ TINY = [
     "eval_batch_size=2",
     "save_steps=100",
 ]
+# A run input's training.overrides for one tiny step (the trace tests: tests/local, tests/cdk).
+TINY_RUN_OVERRIDES = {
+    "max_steps": 1,
+    "per_device_batch_size": 2,
+    "max_seq_length": 128,
+    "warmup_steps": 0,
+    "eval_max_examples": 2,
+    "eval_batch_size": 2,
+    "gradient_checkpointing": False,
+    "save_steps": 100,
+}
 
 
 def record(i: int, buggy: str, fixed: str, split: str) -> dict:

@@ -312,3 +312,37 @@ def test_registry_names_the_best_trial_and_its_tuned_values(fake_planner, base_i
     )
     del base_input["tuning"]
     assert tuning_metadata(_validate(base_input), training) == {}
+
+
+def test_a_local_trial_gets_its_values_as_sagemaker_renders_them():
+    # guards the local trials' inputs: each tuned value as SageMaker hands it to a trial (the
+    # categorical value's JSON text, integers and continuous values as decimal numbers), next
+    # to the static hyperparameters and the objective key, decoded by the trainer's decoder
+    # to the value drawn
+    from codetune.train.hyperparameters import to_hyperparameters
+
+    section = {
+        "ranges": {
+            "lora.rank": {"type": "categorical", "values": [8, 16]},
+            "max_steps": {"type": "integer", "min": 2, "max": 9},
+            "learning_rate": {"type": "continuous", "min": 1e-5, "max": 1e-3},
+        }
+    }
+    static = to_hyperparameters("cpu-smollm2", {"base_model": "embedded"})
+    values = {"lora.rank": 16, "max_steps": 7, "learning_rate": 0.00012}
+    hp = tn.trial_hyperparameters(section, static, values)
+    assert hp == {
+        **static,
+        "lora.rank": "16",
+        "max_steps": "7",
+        "learning_rate": "0.00012",
+        "_tuning_objective_metric": tn.objective_metric_name(),
+    }
+    name, sets = from_hyperparameters(hp)
+    assert name == "cpu-smollm2"
+    assert sets == [
+        'base_model="embedded"',
+        "learning_rate=0.00012",
+        "lora.rank=16",
+        "max_steps=7",
+    ]

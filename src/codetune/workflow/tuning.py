@@ -29,7 +29,7 @@ from typing import Any
 
 from codetune.errors import CodetuneError
 from codetune.metrics import metric_definitions
-from codetune.train.hyperparameters import encode_tuned_value
+from codetune.train.hyperparameters import TUNING_OBJECTIVE_KEY, encode_tuned_value
 
 OBJECTIVE_METRIC = "eval_loss"  # the trainer's validation loss line, printed last
 OBJECTIVE_TYPE = "Minimize"
@@ -357,6 +357,22 @@ def local_trials(tuning: dict, *, seed_of: str) -> list[dict]:
     for _ in range(max_jobs(tuning)):
         trials.append({k: _draw(rng, ranges[k]) for k in keys})
     return trials
+
+
+def trial_hyperparameters(tuning: dict, static: dict, values: dict) -> dict[str, str]:
+    """The hyperparameters SageMaker gives the trial of ``values`` (tuned key -> value):
+    the static ones, each tuned value as SageMaker renders it (a categorical value as its
+    range lists it, JSON text; an integer or continuous one as a decimal number) and
+    ``_tuning_objective_metric``."""
+    hp = dict(static)
+    for key, value in sorted(values.items()):
+        kind = tuning["ranges"][key]["type"]
+        if kind == "categorical":
+            hp[key] = encode_tuned_value(value)
+        else:
+            hp[key] = str(int(value)) if kind == "integer" else repr(float(value))
+    hp[TUNING_OBJECTIVE_KEY] = objective_metric_name()
+    return hp
 
 
 def _draw(rng: random.Random, r: dict):

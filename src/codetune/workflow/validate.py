@@ -94,8 +94,9 @@ def validate_run_input(
     alarms watch that one endpoint); None allows any (local runs). ``max_training_seconds``:
     the state machine's timeout of the training task; a job that may run longer (max runtime,
     or max wait with spot) is refused, since the task would time out with the job running.
-    ``job_stack``: the image, role, key and network of the training job; with it (AWS runs)
-    the request carries the job's whole CreateTrainingJob input (``training.job``).
+    ``job_stack``: the image, role, key and network of the training job; with it the request
+    carries the job's whole CreateTrainingJob input (``training.job``; a local run's has
+    ``file://`` URIs, the local runner lays its container out from it).
 
     Returns the ``RunRequest``; raises ``InvalidRunInput`` listing every violation.
     """
@@ -824,7 +825,7 @@ def _build(
     max_wait = _max_wait(tr, max_training_seconds)
     hyperparameters = to_hyperparameters(tr["config"], _job_overrides(doc))
     job = None
-    if job_stack is not None and not local:
+    if job_stack is not None:
         job = _training_job(doc, rid, jobs["train"], paths, instance_type, max_wait, job_stack)
     base = doc["baseModel"]
     return RunRequest(
