@@ -1,0 +1,71 @@
+"""The decoding attention for several positions per row over a grouped-query KV cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from codetune import generation
+
+
+class _Attn:
+    num_key_value_groups = 3
+
+
+def _inputs(seed=0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    b, h_kv, n_rep, q, k, d = 2, 2, 3, 4, 11, 8
+    query = torch.randn(b, h_kv * n_rep, q, d, generator=g)
+    key = torch.randn(b, h_kv, k, d, generator=g)
+    value = torch.randn(b, h_kv, k, d, generator=g)
+    # row 0: 2 left-padding positions; row 1: a rejected draft position in the middle; both
+    # causal over the 4 new positions
+    mask = torch.ones(b, 1, q, k, dtype=torch.bool)
+    mask[0, :, :, :2] = False
+    mask[1, :, :, 5] = False
+    mask[:, :, :, k - q :] &= torch.ones(q, q, dtype=torch.bool).tril()
+    return query, key, value, mask
+
+
+def test_packed_gqa_attention_equals_repeated_kv(monkeypatch):
+    # Guards the verifying step's attention: stacking a KV head's query heads along the query
+    # axis (no copy of the cache) gives what transformers' repeat_kv SDPA path gives, head by
+    # head and position by position, with a padding + causal + hole mask.
+    import torch
+    from transformers.integrations import sdpa_attention as stock
+
+    query, key, value, mask = _inputs()
+    want, _ = stock.sdpa_attention_forward(_Attn(), query, key, value, mask, scaling=0.3)
+
+    def no_stock(*args, **kwargs):
+        raise AssertionError("the stock path (repeat_kv) was used")
+
+    monkeypatch.setattr(stock, "sdpa_attention_forward", no_stock)
+    got, _ = generation._packed_gqa_sdpa(_Attn(), query, key, value, mask, scaling=0.3)
+    assert got.shape == want.shape == (2, 4, 6, 8)  # (batch, positions, heads, dim)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["one position", "prefill", "no mask"])
+def test_packed_gqa_attention_leaves_other_steps_to_transformers(case):
+    from transformers.integrations import sdpa_attention as stock
+
+    query, key, value, mask = _inputs(1)
+    if case == "one position":
+        query, mask = query[:, :, -1:], mask[:, :, -1:]
+    elif case == "prefill":
+        key, value, mask = key[:, :, -4:], value[:, :, -4:], mask[..., -4:]
+    else:
+        mask = None
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return stock.sdpa_attention_forward(*args, **kwargs)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(stock, "sdpa_attention_forward", spy):
+        generation._packed_gqa_sdpa(_Attn(), query, key, value, mask, scaling=0.3)
+    assert calls == [1]
