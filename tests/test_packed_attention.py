@@ -69,3 +69,27 @@ def test_packed_gqa_attention_leaves_other_steps_to_transformers(case):
     with unittest.mock.patch.object(stock, "sdpa_attention_forward", spy):
         generation._packed_gqa_sdpa(_Attn(), query, key, value, mask, scaling=0.3)
     assert calls == [1]
+
+
+def test_only_positions_computes_the_kept_positions_and_restores_the_module():
+    # Guards ragged verification: inside the context a per-position module computes only the
+    # kept (row, position) entries — the same values as without it — and zeros elsewhere;
+    # afterwards it is the module it was.
+    import torch
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 5)
+    x = torch.randn(3, 4, 6)
+    keep = torch.tensor([0, 1, 4, 9, 10, 11])  # row 0: 2 positions, row 1: 1, row 2: 3
+    seen = []
+    lin.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
+    want = lin(x)
+    with generation._OnlyPositions([lin], keep):
+        got = lin(x)
+    assert seen[-1] == (6, 6)  # the module saw the 6 kept positions only
+    flat_got, flat_want = got.reshape(12, 5), want.reshape(12, 5)
+    torch.testing.assert_close(flat_got[keep], flat_want[keep])
+    dropped = [i for i in range(12) if i not in keep.tolist()]
+    assert flat_got[dropped].abs().sum() == 0
+    assert "forward" not in lin.__dict__
+    torch.testing.assert_close(lin(x), want)
