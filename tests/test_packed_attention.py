@@ -59,10 +59,11 @@ def test_packed_gqa_attention_leaves_other_steps_to_transformers(case):
     else:
         mask = None
     calls = []
+    original = stock.sdpa_attention_forward
 
     def spy(*args, **kwargs):
         calls.append(1)
-        return stock.sdpa_attention_forward(*args, **kwargs)
+        return original(*args, **kwargs)
 
     import unittest.mock
 
@@ -77,12 +78,17 @@ def test_only_positions_computes_the_kept_positions_and_restores_the_module():
     # afterwards it is the module it was.
     import torch
 
+    seen = []
+
+    class Recorded(torch.nn.Linear):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return super().forward(x)
+
     torch.manual_seed(0)
-    lin = torch.nn.Linear(6, 5)
+    lin = Recorded(6, 5)
     x = torch.randn(3, 4, 6)
     keep = torch.tensor([0, 1, 4, 9, 10, 11])  # row 0: 2 positions, row 1: 1, row 2: 3
-    seen = []
-    lin.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
     want = lin(x)
     with generation._OnlyPositions([lin], keep):
         got = lin(x)
