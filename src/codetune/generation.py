@@ -858,8 +858,8 @@ def _drafts(batch: _Batch, lookups: dict[int, _PromptLookup]) -> list[list[int]]
     """Each active row's draft, never past its own cap, and at most
     ``DRAFT_POSITIONS / rows - 1`` tokens: every row of a verifying step is padded to the
     longest draft, and on a CPU a step's cost grows with its positions once a batch is
-    full, while a few rows verify 16 positions for about the cost of one
-    (benchmarks/RESULTS.md) — so a full batch drafts short and its last rows draft long."""
+    full (32 rows x 5 positions: 2x one position), while 4 rows verify 9 positions each for
+    1.7x one (benchmarks/RESULTS.md) — so a full batch drafts short, its last rows long."""
     step_k = max(1, DRAFT_POSITIONS // len(batch.active) - 1)
     return [
         lookups[i].draft(
