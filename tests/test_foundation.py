@@ -150,13 +150,6 @@ def test_every_grpo_reward_has_a_metric_definition():
 # sees the outline before the detail.
 MAX_FUNCTION_LINES = 100
 
-# Pending splits: each entry is still over the limit and is removed when its function is split.
-# The test fails on an entry that is no longer long, so this list only shrinks.
-LONG_FUNCTIONS_PENDING = {
-    "src/codetune/evaluate/runner.py::_generate_sides",
-    "src/codetune/generation.py::generate_continuous",
-}
-
 
 def _function_lengths(root):
     """Yield ("path::Qual.name", lines) for every function under src/ and cdk/."""
@@ -175,18 +168,12 @@ def _function_lengths(root):
 
 
 def test_no_function_is_longer_than_the_limit():
-    # Guards: long functions stay split; the pending list names the ones not split yet.
+    # Guards: long functions stay split (none in src/ or cdk/ is over the limit).
     lengths = dict(_function_lengths(Path(__file__).resolve().parents[1]))
-    too_long = {name: n for name, n in lengths.items() if n > MAX_FUNCTION_LINES}
     offenders = sorted(
-        f"{name} ({n} lines)" for name, n in too_long.items() if name not in LONG_FUNCTIONS_PENDING
+        f"{name} ({n} lines)" for name, n in lengths.items() if n > MAX_FUNCTION_LINES
     )
     assert not offenders, (
         f"functions over {MAX_FUNCTION_LINES} lines; split them along their steps:\n  "
         + "\n  ".join(offenders)
-    )
-    stale = sorted(LONG_FUNCTIONS_PENDING - set(too_long))
-    assert not stale, (
-        "no longer over the limit (or gone); remove from LONG_FUNCTIONS_PENDING:\n  "
-        + "\n  ".join(stale)
     )

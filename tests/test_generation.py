@@ -171,6 +171,53 @@ def test_prompt_lookup_drafts_are_the_plain_greedy_answers(lm, bugfix_prompts):
         assert stats["drafted"] > stats["accepted"]  # and some were rejected
     assert any(drafted_eos)
     assert any(g.finish_reason == "stop" for g in plain)
+    assert lm.model.config._attn_implementation == "sdpa"  # the packed attention is undone
+
+
+def test_prompt_lookup_drafts_ragged_and_capped_by_the_step_budget(lm, bugfix_prompts, monkeypatch):
+    # Guards ragged verification and the per-step draft budget on base-model rows (no
+    # per-row adapters, so the padding of short drafts is skipped): the answers are the plain
+    # greedy ones with rows of different draft lengths in one step, and with room for 8
+    # positions a step of 3-4 rows drafts at most 1 token per row (width 2), wider steps
+    # coming only as rows leave.
+    from codetune.evaluate import suites as S
+
+    prompts = [p for p, _ in bugfix_prompts]
+    caps = [c for _, c in bugfix_prompts]
+    plain = generation.generate_continuous(
+        lm, prompts, max_new_tokens=caps, stop=S.STOP, max_batch=4
+    )
+    shapes, ragged = [], []
+
+    def spy(module, args, kwargs):
+        if kwargs["past_key_values"].get_seq_length() > 0:
+            shapes.append(tuple(kwargs["input_ids"].shape))
+
+    enter = generation._OnlyPositions.__enter__
+
+    def counted(self):
+        ragged.append(int(self.keep.numel()))
+        return enter(self)
+
+    monkeypatch.setattr(generation._OnlyPositions, "__enter__", counted)
+    hook = lm.model.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        for budget in (generation.DRAFT_POSITIONS, 8):
+            monkeypatch.setattr(generation, "DRAFT_POSITIONS", budget)
+            shapes.clear()
+            fast = generation.generate_continuous(
+                lm, prompts, max_new_tokens=caps, stop=S.STOP, max_batch=4, draft_tokens=8
+            )
+            assert [g.text for g in fast] == [g.text for g in plain]
+            assert [g.completion_tokens for g in fast] == [g.completion_tokens for g in plain]
+            if budget == 8:
+                assert all(w <= max(2, 8 // rows) for rows, w in shapes)
+                assert (4, 2) in shapes and any(w > 2 for _, w in shapes)
+            else:
+                assert any(w > 2 for _, w in shapes) and ragged  # padding was skipped
+    finally:
+        hook.remove()
+    assert "forward" not in lm.model.lm_head.__dict__
 
 
 def test_prompt_lookup_follows_the_copy_across_one_changed_token():

@@ -386,6 +386,7 @@ def _pick_tokens(logits, temperature: float, top_p: float, gen):
 
 
 DRAFT_NGRAM = 3  # longest tail of the answer looked up in the prompt
+DRAFT_POSITIONS = 256  # positions a verifying step may hold (rows x (1 + longest draft))
 
 
 class _PromptLookup:
@@ -445,6 +446,321 @@ class _PromptLookup:
         return None
 
 
+PACKED_SDPA = "codetune_packed_sdpa"  # the attention implementation name while decoding
+
+
+def _packed_gqa_sdpa(module, query, key, value, attention_mask, **kwargs):
+    """PyTorch SDPA for grouped-query attention over a KV cache without copying the cache.
+
+    For a step of several query positions per row (prompt-lookup verification) transformers'
+    ``sdpa`` path repeats every layer's cached keys and values once per query head of a group
+    (``repeat_kv``: 3x for SmolLM2, a copy of the whole cache in every layer and step), which
+    made a verifying forward cost 2-3x a one-position one (benchmarks/RESULTS.md). Here the
+    query heads that share a KV head are stacked along the query axis instead — what
+    transformers itself does for a single query position — and the mask is repeated to match,
+    so the cache is read in place. Same scores and sums; other cases (a prefill, one position)
+    go to the stock path."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    n_rep = getattr(module, "num_key_value_groups", 1)
+    b, h, q, d = query.shape
+    stock = n_rep == 1 or q == 1 or key.shape[-2] <= q  # one position, or a prefill
+    if stock or attention_mask is None or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    k_len = attention_mask.shape[-1]
+    mask = attention_mask.expand(b, 1, q, k_len)[:, :, None]
+    mask = mask.expand(b, 1, n_rep, q, k_len).reshape(b, 1, n_rep * q, k_len)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(b, h // n_rep, n_rep * q, d),
+        key,
+        value,
+        attn_mask=mask,
+        scale=kwargs.get("scaling"),
+    )
+    return out.reshape(b, h, q, d).transpose(1, 2).contiguous(), None
+
+
+def _packed_attention(model):
+    """Context: ``model`` (an ``sdpa`` one; others are left alone) attends with
+    :func:`_packed_gqa_sdpa` and transformers' own SDPA masks."""
+    import contextlib
+
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.modeling_utils import AttentionInterface
+
+    cfg = model.config
+    if getattr(cfg, "_attn_implementation", None) != "sdpa":
+        return contextlib.nullcontext()
+    AttentionInterface.register(PACKED_SDPA, _packed_gqa_sdpa)
+    AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+
+    @contextlib.contextmanager
+    def swapped():
+        cfg._attn_implementation = PACKED_SDPA
+        try:
+            yield
+        finally:
+            cfg._attn_implementation = "sdpa"
+
+    return swapped()
+
+
+PER_POSITION = ("mlp", "q_proj", "k_proj", "v_proj", "o_proj", "lm_head")
+
+
+def _per_position_modules(model) -> list:
+    """The modules that transform each position on its own (projections, MLPs, the LM head):
+    ~95% of a decoding step's arithmetic for a small model."""
+    return [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in PER_POSITION]
+
+
+class _OnlyPositions:
+    """Context: ``modules`` compute only the flat positions ``keep`` of their ``(rows,
+    positions, features)`` input; the others get zeros. A verifying step pads every row to
+    the longest draft, and the padding is masked out and never read, so the projections and
+    MLPs skip it (ragged verification: the work follows each row's own draft length)."""
+
+    def __init__(self, modules: list, keep):
+        self.modules, self.keep, self.saved = modules, keep, []
+
+    def __enter__(self):
+        keep = self.keep
+        for mod in self.modules:
+            orig = mod.forward
+
+            def forward(x, *args, _orig=orig, **kwargs):
+                flat = x.reshape(-1, x.shape[-1])
+                y = _orig(flat.index_select(0, keep), *args, **kwargs)
+                out = y.new_zeros((flat.shape[0], y.shape[-1]))
+                out.index_copy_(0, keep, y)
+                return out.view(*x.shape[:-1], y.shape[-1])
+
+            self.saved.append(mod.__dict__.get("forward"))
+            mod.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        for mod, old in zip(self.modules, self.saved, strict=True):
+            if old is None:
+                del mod.forward
+            else:
+                mod.forward = old
+
+
+class _Batch:
+    """The rows decoding together in :func:`generate_continuous`: one shared KV cache (rows
+    left-padded to a common length, masked), each row's position, last token and answer so
+    far. ``admit`` prefills new rows into it, ``step`` decodes one token per row, ``verify``
+    checks drafts, ``retire`` drops finished rows."""
+
+    def __init__(self, lm, ids, names, caps, sampling, stops, per_row_names, counts):
+        import torch
+
+        self.lm, self.model, self.tok = lm, lm.model, lm.tokenizer
+        self.ids, self.names, self.caps, self.stops = ids, names, caps, stops
+        self.temperature, self.top_p, seed = sampling
+        self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.eos = self.tok.eos_token_id
+        self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos
+        self.per_row_names, self.counts, self.dev = per_row_names, counts, lm.device
+        # per-row adapters route by batch row: those batches verify padded
+        self.per_position = [] if per_row_names else _per_position_modules(self.model)
+        self.active: list[int] = []
+        self.out_tokens: dict[int, list[int]] = {}
+        self.started: dict[int, float] = {}
+        self.cache = self.mask = self.pos = self.last = None
+
+    def forward(self, input_ids, attn, position_ids, past, rows, keep=1):
+        kw = {"adapter_names": [self.names[i] for i in rows]} if self.per_row_names else {}
+        self.counts["forwards"] += 1
+        d = self.dev
+        return self.model(
+            input_ids=input_ids.to(d),
+            attention_mask=attn.to(d),
+            position_ids=position_ids.to(d),
+            past_key_values=past,
+            use_cache=True,
+            logits_to_keep=keep,
+            **kw,
+        )
+
+    def finished(self, i: int) -> str | None:
+        toks = self.out_tokens[i]
+        if toks and toks[-1] == self.eos:
+            return "stop"
+        if self.stops:
+            tail = self.tok.decode(toks[-16:], skip_special_tokens=True)
+            if any(s in tail for s in self.stops):
+                return "stop"
+        if len(toks) >= self.caps[i]:
+            return "length"
+        return None
+
+    def complete(self, i: int, why: str) -> Generation:
+        toks = self.out_tokens.pop(i)
+        if toks and toks[-1] == self.eos:
+            toks = toks[:-1]
+        text = self.tok.decode(toks, skip_special_tokens=True)
+        for s in self.stops:
+            cut = text.find(s)
+            if cut >= 0:
+                text = text[:cut]
+                why = "stop"
+        return Generation(
+            text=text,
+            prompt_tokens=len(self.ids[i]),
+            completion_tokens=len(toks),
+            finish_reason=why,
+            adapter=None if self.names[i] == BASE else self.names[i],
+            seconds=time.perf_counter() - self.started.pop(i),
+        )
+
+    def admit(self, new: list[int]) -> None:
+        """Prefill rows ``new`` (left-padded to their longest prompt) in one forward that keeps
+        only the last position's logits, and merge their cache into the running one."""
+        import torch
+        import torch.nn.functional as F
+
+        width = max(len(self.ids[i]) for i in new)
+        inp = torch.full((len(new), width), self.pad, dtype=torch.long)
+        m_new = torch.zeros((len(new), width), dtype=torch.long)
+        for r, i in enumerate(new):
+            inp[r, width - len(self.ids[i]) :] = torch.tensor(self.ids[i])
+            m_new[r, width - len(self.ids[i]) :] = 1
+            self.started[i] = time.perf_counter()
+        p_new = (m_new.cumsum(-1) - 1).clamp(min=0)
+        c_new = _slab_cache(self.model.config.num_hidden_layers)
+        out = self.forward(inp, m_new, p_new, c_new, new)
+        first = _pick_tokens(out.logits[:, -1, :], self.temperature, self.top_p, self.gen).cpu()
+        if self.cache is None:
+            self.cache, self.mask = c_new, m_new
+            self.pos, self.last = m_new.sum(-1), first
+        else:
+            t_old = self.mask.shape[1]
+            self.cache = _merge_caches(self.cache, c_new, t_old, width)
+            total = max(t_old, width)
+            self.mask = torch.cat(
+                [F.pad(self.mask, (total - t_old, 0)), F.pad(m_new, (total - width, 0))]
+            )
+            self.pos = torch.cat([self.pos, m_new.sum(-1)])
+            self.last = torch.cat([self.last, first])
+        self.active += new
+        for r, i in enumerate(new):
+            self.out_tokens[i] = [int(first[r])]
+
+    def step(self) -> None:
+        """One decoding step: one token for every active row."""
+        import torch
+
+        ones = torch.ones((len(self.active), 1), dtype=torch.long)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        out = self.forward(
+            self.last[:, None], self.mask, self.pos[:, None], self.cache, self.active
+        )
+        self.last = _pick_tokens(out.logits[:, -1, :], self.temperature, self.top_p, self.gen)
+        self.last = self.last.cpu()
+        self.pos = self.pos + 1
+        for r, i in enumerate(self.active):
+            self.out_tokens[i].append(int(self.last[r]))
+
+    def verify(self, drafts: list[list[int]]) -> list[int]:
+        """One forward over every row's last token + draft (rows padded to the longest); each
+        row keeps the draft's longest prefix that equals its greedy tokens, plus the model's
+        next token. The cache keeps the positions some row accepted; a row's rejected ones are
+        masked; the padding is not computed (:class:`_OnlyPositions`). Returns the accepted
+        draft length per row."""
+        import contextlib
+
+        import torch
+
+        b, width = len(self.active), 1 + max(len(d) for d in drafts)
+        inp = torch.full((b, width), self.pad, dtype=torch.long)
+        inp[:, 0] = self.last
+        step = torch.zeros((b, width), dtype=torch.long)
+        for r, d in enumerate(drafts):
+            inp[r, 1 : 1 + len(d)] = torch.tensor(d, dtype=torch.long)
+            step[r, : 1 + len(d)] = 1
+        positions = self.pos[:, None] + torch.arange(width)
+        attn = torch.cat([self.mask, step], dim=1)
+        ragged = contextlib.nullcontext()
+        if self.per_position and int(step.sum()) < step.numel():
+            keep = step.flatten().nonzero().squeeze(1).to(self.dev)
+            ragged = _OnlyPositions(self.per_position, keep)
+        with ragged:
+            out = self.forward(inp, attn, positions, self.cache, self.active, keep=width)
+        greedy = out.logits.argmax(-1).cpu().tolist()
+        kept, accepted = [], []
+        for r, i in enumerate(self.active):
+            d, g = drafts[r], greedy[r]
+            m = 0
+            while m < len(d) and d[m] == g[m]:
+                m += 1
+            for t in (*d[:m], g[m]):  # stop where plain decoding would have stopped
+                self.out_tokens[i].append(t)
+                if self.finished(i):
+                    break
+            kept.append(m + 1)
+            accepted.append(m)
+            self.counts["drafted"] += len(d)
+            self.counts["accepted"] += m
+        n_keep = max(kept)
+        if n_keep < width:  # roll back what no row accepted
+            for layer in self.cache.layers:
+                layer.n -= width - n_keep
+                layer._views()
+        step = (torch.arange(n_keep)[None, :] < torch.tensor(kept)[:, None]).long()
+        self.mask = torch.cat([self.mask, step], dim=1)
+        self.pos = self.pos + torch.tensor(kept)
+        self.last = torch.tensor([greedy[r][k - 1] for r, k in enumerate(kept)])
+        return accepted
+
+    def retire(self) -> list[tuple[int, str]]:
+        """Drop the rows that finished (returned as (index, reason)) from the batch, and the
+        left padding no remaining row needs."""
+        import torch
+
+        done = [(r, i, why) for r, i in enumerate(self.active) if (why := self.finished(i))]
+        if not done:
+            return []
+        gone = {r for r, _, _ in done}
+        keep = [r for r in range(len(self.active)) if r not in gone]
+        self.active = [self.active[r] for r in keep]
+        if not self.active:
+            self.cache = self.mask = self.pos = self.last = None
+            return [(i, why) for _, i, why in done]
+        idx = torch.tensor(keep)
+        for layer in self.cache.layers:
+            layer.select_rows(idx.to(self.dev))
+        self.mask, self.pos, self.last = self.mask[idx], self.pos[idx], self.last[idx]
+        lead = int((self.mask.sum(0) == 0).long().cumprod(0).sum())
+        if lead:
+            for layer in self.cache.layers:
+                layer.drop_left(lead)
+            self.mask = self.mask[:, lead:]
+        return [(i, why) for _, i, why in done]
+
+
+def _routing(lm: LoadedModel, names: list[str]):
+    """(context that selects the adapter for the whole batch, whether rows need per-row
+    adapter names); raises CodetuneError for adapters on a model without any."""
+    import contextlib
+
+    from peft import PeftModel
+
+    model = lm.model
+    if not isinstance(model, PeftModel):
+        if set(names) != {BASE}:
+            raise CodetuneError("no adapters are loaded; only the base model can answer")
+        return contextlib.nullcontext(), False
+    if set(names) == {BASE}:
+        return model.disable_adapter(), False
+    if len(set(names)) == 1:
+        model.set_adapter(names[0])
+        return contextlib.nullcontext(), False
+    return contextlib.nullcontext(), True  # PEFT mixed-adapter batch
+
+
 def generate_continuous(
     lm: LoadedModel,
     prompts: list[str],
@@ -485,7 +801,6 @@ def generate_continuous(
 
     Raises ValueError for bad sizes or drafts with sampling.
     """
-    import contextlib
     from collections import deque
 
     import torch
@@ -503,218 +818,52 @@ def generate_continuous(
     if draft_tokens and temperature > 0:
         raise ValueError("prompt-lookup drafts verify greedy tokens: use temperature 0")
     names = _row_adapters(lm, adapters, n)
-    from peft import PeftModel
-
-    model, tok = lm.model, lm.tokenizer
-    is_peft = isinstance(model, PeftModel)
-    if not is_peft and set(names) != {BASE}:
-        raise CodetuneError("no adapters are loaded; only the base model can answer")
-    routing = contextlib.nullcontext()
-    per_row_names = False
-    if is_peft:
-        if set(names) == {BASE}:
-            routing = model.disable_adapter()
-        elif len(set(names)) == 1:
-            model.set_adapter(names[0])
-        else:
-            per_row_names = True  # PEFT mixed-adapter batch
-    ids = tok(prompts, add_special_tokens=False)["input_ids"]
-    eos = tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    stops = list(stop or [])
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    n_layers = model.config.num_hidden_layers
-    dev = lm.device
+    routing, per_row_names = _routing(lm, names)
+    ids = lm.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    counts = {"forwards": 0, "drafted": 0, "accepted": 0}
+    batch = _Batch(
+        lm, ids, names, caps, (temperature, top_p, seed), list(stop or []), per_row_names, counts
+    )
     refill_at = max(1, max_batch // 4)  # admit in groups: a prefill of 1 row is inefficient
-
     queue = deque(range(n))
     results: list[Generation | None] = [None] * n
-    active: list[int] = []
-    out_tokens: dict[int, list[int]] = {}
-    started: dict[int, float] = {}
-    cache = None
-    mask = pos = last = None
     lookups: dict[int, _PromptLookup] = {}
-    counts = {"forwards": 0, "drafted": 0, "accepted": 0}
-
-    def finished(i: int, toks: list[int]) -> str | None:
-        if toks and toks[-1] == eos:
-            return "stop"
-        if stops:
-            tail = tok.decode(toks[-16:], skip_special_tokens=True)
-            if any(s in tail for s in stops):
-                return "stop"
-        if len(toks) >= caps[i]:
-            return "length"
-        return None
-
-    def complete(i: int, why: str) -> None:
-        toks = out_tokens.pop(i)
-        if toks and toks[-1] == eos:
-            toks = toks[:-1]
-        text = tok.decode(toks, skip_special_tokens=True)
-        for s in stops:
-            cut = text.find(s)
-            if cut >= 0:
-                text = text[:cut]
-                why = "stop"
-        g = Generation(
-            text=text,
-            prompt_tokens=len(ids[i]),
-            completion_tokens=len(toks),
-            finish_reason=why,
-            adapter=None if names[i] == BASE else names[i],
-            seconds=time.perf_counter() - started.pop(i),
-        )
-        results[i] = g
-        if on_finish is not None:
-            on_finish(i, g)
-
-    def forward(input_ids, attn, position_ids, past, row_names, keep=1):
-        kw = {"adapter_names": row_names} if per_row_names else {}
-        counts["forwards"] += 1
-        return model(
-            input_ids=input_ids,
-            attention_mask=attn,
-            position_ids=position_ids,
-            past_key_values=past,
-            use_cache=True,
-            logits_to_keep=keep,
-            **kw,
-        )
-
-    def verify(drafts: list[list[int]]):
-        """One forward over every row's last token + draft; each row keeps the draft's
-        longest prefix that equals its greedy tokens, plus the model's next token. The
-        cache keeps the positions some row accepted; a row's rejected ones are masked."""
-        nonlocal mask, pos, last
-        b, width = len(active), 1 + max(len(d) for d in drafts)
-        inp = torch.full((b, width), pad, dtype=torch.long)
-        inp[:, 0] = last
-        step = torch.zeros((b, width), dtype=torch.long)
-        for r, d in enumerate(drafts):
-            inp[r, 1 : 1 + len(d)] = torch.tensor(d, dtype=torch.long)
-            step[r, : 1 + len(d)] = 1
-        positions = pos[:, None] + torch.arange(width)
-        out = forward(
-            inp.to(dev),
-            torch.cat([mask, step], dim=1).to(dev),
-            positions.to(dev),
-            cache,
-            [names[i] for i in active],
-            keep=width,
-        )
-        greedy = out.logits.argmax(-1).cpu().tolist()
-        kept = []
-        for r, i in enumerate(active):
-            d, g = drafts[r], greedy[r]
-            m = 0
-            while m < len(d) and d[m] == g[m]:
-                m += 1
-            for t in (*d[:m], g[m]):  # stop where plain decoding would have stopped
-                out_tokens[i].append(t)
-                if finished(i, out_tokens[i]):
-                    break
-            lookups[i].advance(m, len(d))
-            kept.append(m + 1)
-            counts["drafted"] += len(d)
-            counts["accepted"] += m
-        n_keep = max(kept)
-        if n_keep < width:  # roll back what no row accepted
-            for layer in cache.layers:
-                layer.n -= width - n_keep
-                layer._views()
-        step = (torch.arange(n_keep)[None, :] < torch.tensor(kept)[:, None]).long()
-        mask = torch.cat([mask, step], dim=1)
-        pos = pos + torch.tensor(kept)
-        last = torch.tensor([greedy[r][k - 1] for r, k in enumerate(kept)])
-
-    with torch.inference_mode(), routing:
-        while queue or active:
-            # Admit queued rows when enough slots are free (or nothing is running).
-            free = max_batch - len(active)
-            if queue and (free >= refill_at or not active or len(queue) <= free):
+    with torch.inference_mode(), routing, _packed_attention(lm.model):
+        while queue or batch.active:
+            free = max_batch - len(batch.active)
+            if queue and (free >= refill_at or not batch.active or len(queue) <= free):
                 new = [queue.popleft() for _ in range(min(free, len(queue)))]
-                width = max(len(ids[i]) for i in new)
-                inp = torch.full((len(new), width), pad, dtype=torch.long)
-                m_new = torch.zeros((len(new), width), dtype=torch.long)
-                for r, i in enumerate(new):
-                    inp[r, width - len(ids[i]) :] = torch.tensor(ids[i])
-                    m_new[r, width - len(ids[i]) :] = 1
-                    started[i] = time.perf_counter()
-                p_new = (m_new.cumsum(-1) - 1).clamp(min=0)
-                c_new = _slab_cache(n_layers)
-                out = forward(
-                    inp.to(dev), m_new.to(dev), p_new.to(dev), c_new, [names[i] for i in new]
-                )
-                first = _pick_tokens(out.logits[:, -1, :], temperature, top_p, gen).cpu()
-                if cache is None:
-                    cache, mask = c_new, m_new
-                    pos, last = m_new.sum(-1), first
-                else:
-                    t_old = mask.shape[1]
-                    cache = _merge_caches(cache, c_new, t_old, width)
-                    total = max(t_old, width)
-                    mask = torch.cat(
-                        [
-                            torch.nn.functional.pad(mask, (total - t_old, 0)),
-                            torch.nn.functional.pad(m_new, (total - width, 0)),
-                        ]
-                    )
-                    pos = torch.cat([pos, m_new.sum(-1)])
-                    last = torch.cat([last, first])
-                active += new
-                for r, i in enumerate(new):
-                    out_tokens[i] = [int(first[r])]
-                    if draft_tokens:
-                        lookups[i] = _PromptLookup(ids[i], draft_ngram, draft_tokens)
-            elif lookups and any(
-                drafts := [
-                    lookups[i].draft(out_tokens[i], caps[i] - len(out_tokens[i]) - 1)
-                    for i in active
-                ]
-            ):
-                verify(drafts)
+                batch.admit(new)
+                for i in new if draft_tokens else ():
+                    lookups[i] = _PromptLookup(ids[i], draft_ngram, draft_tokens)
+            elif lookups and any(drafts := _drafts(batch, lookups)):
+                accepted = batch.verify(drafts)
+                for i, d, m in zip(batch.active, drafts, accepted, strict=True):
+                    lookups[i].advance(m, len(d))
             else:
-                # One decoding step for every active row.
-                for i in active if lookups else ():
+                for i in batch.active if lookups else ():
                     lookups[i].advance(0)
-                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
-                out = forward(
-                    last[:, None].to(dev),
-                    mask.to(dev),
-                    pos[:, None].to(dev),
-                    cache,
-                    [names[i] for i in active],
-                )
-                last = _pick_tokens(out.logits[:, -1, :], temperature, top_p, gen).cpu()
-                pos = pos + 1
-                for r, i in enumerate(active):
-                    out_tokens[i].append(int(last[r]))
-            # Retire finished rows.
-            done = [
-                (r, i, why) for r, i in enumerate(active) if (why := finished(i, out_tokens[i]))
-            ]
-            if done:
-                for _, i, why in done:
-                    complete(i, why)
-                    lookups.pop(i, None)
-                gone = {r for r, _, _ in done}
-                keep = [r for r in range(len(active)) if r not in gone]
-                active = [active[r] for r in keep]
-                if not active:
-                    cache = mask = pos = last = None
-                    continue
-                idx = torch.tensor(keep)
-                for layer in cache.layers:
-                    layer.select_rows(idx.to(dev))
-                mask, pos, last = mask[idx], pos[idx], last[idx]
-                # Drop left padding that no remaining row needs.
-                lead = int((mask.sum(0) == 0).long().cumprod(0).sum())
-                if lead:
-                    for layer in cache.layers:
-                        layer.drop_left(lead)
-                    mask = mask[:, lead:]
+                batch.step()
+            for i, why in batch.retire():
+                results[i] = batch.complete(i, why)
+                lookups.pop(i, None)
+                if on_finish is not None:
+                    on_finish(i, results[i])
     if stats is not None:
         stats.update(counts)
     return results  # type: ignore[return-value]
+
+
+def _drafts(batch: _Batch, lookups: dict[int, _PromptLookup]) -> list[list[int]]:
+    """Each active row's draft, never past its own cap, and at most
+    ``DRAFT_POSITIONS / rows - 1`` tokens: every row of a verifying step is padded to the
+    longest draft, and on a CPU a step's cost grows with its positions once a batch is
+    full (32 rows x 5 positions: 2x one position), while 4 rows verify 9 positions each for
+    1.7x one (benchmarks/RESULTS.md) — so a full batch drafts short, its last rows long."""
+    step_k = max(1, DRAFT_POSITIONS // len(batch.active) - 1)
+    return [
+        lookups[i].draft(
+            batch.out_tokens[i], min(step_k, batch.caps[i] - len(batch.out_tokens[i]) - 1)
+        )
+        for i in batch.active
+    ]

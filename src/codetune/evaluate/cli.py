@@ -277,8 +277,8 @@ def register(sub) -> argparse.ArgumentParser:
         "--draft-tokens",
         type=int,
         help="prompt-lookup drafts verified per step for greedy bugfix answers (the same "
-        "answers in fewer forwards; 0 = off, the default: on 2 CPU cores no faster at the "
-        "default batch, see benchmarks/RESULTS.md)",
+        "answers in fewer forwards, e.g. 16; 0 = off, the default: on 2 CPU cores no faster "
+        "at the default batch, see benchmarks/RESULTS.md)",
     )
     p.add_argument("--quantization", choices=("none", "4bit"), help="default none")
     p.add_argument("--run-id", help="report runId (default: $CODETUNE_RUN_ID, else random)")

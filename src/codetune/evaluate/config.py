@@ -24,10 +24,10 @@ from codetune.evaluate.suites import SUITES
 # (the gate needs >= 10), 384 tokens each keeps both sides' forward passes to seconds on CPU.
 GENERAL_FILES = 32
 # Prompt-lookup drafts per bugfix row and step (greedy only; 0 = off). Off by default: on
-# 2 CPU cores a batch of a dozen rows is already compute-bound: drafts cut the forwards 2.4x
-# but each verifying forward costs about as much more (0.81x and 1.06x wall time at 12 rows,
-# 1.35x at 6: benchmarks/RESULTS.md). Not measured on a GPU, where decoding is memory-bound and
-# drafts should pay: measure before turning them on.
+# 2 CPU cores they give 1.33x wall time at 12 slots but 0.99-1.00x at the default 32, where
+# the run lasts as long as its slowest rows and those are the ones whose answers leave the
+# prompt (benchmarks/RESULTS.md). Not measured on a GPU, where a forward of many positions
+# costs about what one does: measure there before turning them on (16 is the measured cap).
 DRAFT_TOKENS = 0
 
 

@@ -196,7 +196,6 @@ def _generate_sides(
     Greedy bugfix rows verify ``draft_tokens`` prompt-lookup drafts per step (0: off).
     Returns ({id(row): Generation}, stats, {side: [loss per file]})."""
     from codetune.evaluate.general import per_file_loss
-    from codetune.generation import generate_continuous
 
     tok = lm.tokenizer
     for r in rows:
@@ -205,6 +204,7 @@ def _generate_sides(
     per_side: dict = {}
     per_suite: dict = defaultdict(dict)
     losses: dict[str, list[float]] = {}
+    decoding = {"batch_size": batch_size, "temperature": temperature, "seed": seed}
     t0 = time.perf_counter()
     for side in ("base", *side_adapters):
         part_side = [r for r in rows if r.side == side]
@@ -218,43 +218,11 @@ def _generate_sides(
         try:
             for suite in dict.fromkeys(r.suite for r in part_side):
                 part = _order([r for r in part_side if r.suite == suite])
-                t_suite = time.perf_counter()
-                done = [0, 0]
-
-                def progress(i, g, side=side, suite=suite, n=len(part), t=t_suite, done=done):
-                    done[0] += 1
-                    done[1] += g.completion_tokens
-                    if done[0] % 10 == 0 or done[0] == n:
-                        log.info(
-                            "%s %s: %d/%d rows, %d new tokens, %.1fs",
-                            side,
-                            suite,
-                            done[0],
-                            n,
-                            done[1],
-                            time.perf_counter() - t,
-                        )
-
                 drafts = draft_tokens if suite in DRAFT_SUITES and not temperature else 0
-                counts: dict = {}
-                gens = generate_continuous(
-                    model,
-                    [r.prompt for r in part],
-                    adapters=name,
-                    max_new_tokens=[r.max_new_tokens for r in part],
-                    temperature=temperature,
-                    stop=S.STOP,
-                    seed=seed,
-                    max_batch=batch_size,
-                    on_finish=progress,
-                    draft_tokens=drafts,
-                    stats=counts,
+                gens, per_suite[suite][side] = _generate_suite(
+                    model, name, part, f"{side} {suite}", drafts, **decoding
                 )
-                for r, g in zip(part, gens, strict=True):
-                    out[id(r)] = g
-                per_suite[suite][side] = _throughput(
-                    len(part), sum(g.completion_tokens for g in gens), t_suite
-                ) | {"engine": _engine(drafts, counts), "draft_tokens": drafts, **counts}
+                out.update((id(r), g) for r, g in zip(part, gens, strict=True))
             if general_ids:
                 t_loss = time.perf_counter()
                 losses[side] = per_file_loss(
@@ -282,6 +250,46 @@ def _generate_sides(
         "suites": dict(per_suite),
     }
     return out, stats, losses
+
+
+def _generate_suite(model, name, part: list[Row], label: str, drafts: int, **decoding):
+    """One side's rows of one suite through continuous batching, logging progress every 10
+    rows. Returns (Generations in ``part``'s order, throughput + engine stats)."""
+    from codetune.generation import generate_continuous
+
+    t_suite = time.perf_counter()
+    done = [0, 0]
+
+    def progress(i, g):
+        done[0] += 1
+        done[1] += g.completion_tokens
+        if done[0] % 10 == 0 or done[0] == len(part):
+            log.info(
+                "%s: %d/%d rows, %d new tokens, %.1fs",
+                label,
+                done[0],
+                len(part),
+                done[1],
+                time.perf_counter() - t_suite,
+            )
+
+    counts: dict = {}
+    gens = generate_continuous(
+        model,
+        [r.prompt for r in part],
+        adapters=name,
+        max_new_tokens=[r.max_new_tokens for r in part],
+        temperature=decoding["temperature"],
+        stop=S.STOP,
+        seed=decoding["seed"],
+        max_batch=decoding["batch_size"],
+        on_finish=progress,
+        draft_tokens=drafts,
+        stats=counts,
+    )
+    tokens = sum(g.completion_tokens for g in gens)
+    engine = {"engine": _engine(drafts, counts), "draft_tokens": drafts, **counts}
+    return gens, _throughput(len(part), tokens, t_suite) | engine
 
 
 def _engine(draft_tokens: int, counts: dict) -> str:
