@@ -124,7 +124,7 @@ def test_a_streams_first_token_leaves_before_its_row_joins_the_cache(server, cli
         return out
 
     monkeypatch.setattr(generation, "_merge_caches", slow_merge)
-    t = threading.Thread(target=tgi, args=(client, 120, "rand"))
+    t = threading.Thread(target=tgi, args=(client, 60, "rand"))
     t.start()
     wait_for(lambda: eng.stats()["active"] == 1)
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 4}, "stream": True}
