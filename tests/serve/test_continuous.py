@@ -141,6 +141,25 @@ def test_a_streams_first_token_leaves_before_its_row_joins_the_cache(server, cli
     assert 0 < line["prefill_s"] <= line["ttft_s"], line
 
 
+def test_a_stop_sequence_holds_back_only_text_that_could_begin_it(client):
+    # Guards: with a stop sequence set, each token's text still goes out with its own step;
+    # only an end of the text that could grow into the stop sequence waits (holding back
+    # len(stop) - 1 characters of every answer delays a stream's first token by several steps).
+    first = tgi(client, 1).json()[0]["generated_text"]
+    stop = "<<never-printed-stop>>"
+    assert first and not any(first.endswith(stop[:k]) for k in range(1, len(stop)))
+    body = {
+        "inputs": PROMPT,
+        "parameters": {"max_new_tokens": 6, "stop": [stop]},
+        "stream": True,
+    }
+    with client.stream("POST", "/invocations", json=body) as r:
+        events = [json.loads(ln[6:]) for ln in r.iter_lines() if ln.startswith("data: {")]
+    texts = [e["token"]["text"] for e in events if e["token"]["text"]]
+    assert texts[0] == first, texts
+    assert "".join(texts) == events[-1]["generated_text"]
+
+
 def test_a_client_that_goes_away_frees_its_row(server, client):
     # Guards: a stream whose client disconnects stops costing compute at once (its row leaves
     # the batch), instead of decoding its remaining tokens for nobody.

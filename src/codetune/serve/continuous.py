@@ -60,6 +60,17 @@ class _Row:
         self.holdback = max((len(s) for s in sampling.stop), default=1) - 1
 
 
+def _stop_prefix(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that is the beginning of a stop sequence."""
+    longest = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:k]):
+                longest = k
+                break
+    return longest
+
+
 DEFAULT_MAX_BATCH = 16  # rows decoded together when max_batch_size is 0
 
 
@@ -345,9 +356,9 @@ class TransformersEngine(Engine):
 
     def _advance(self, row: _Row, tok: int) -> Delta | None:
         """Add one token to ``row``; returns the text that is now final as a Delta (None when
-        there is none yet), the last one with the finish reason when the row is done. Text
-        that could still turn out to be the start of a stop sequence is held back until it
-        cannot (stop sequences never reach the client)."""
+        there is none yet), the last one with the finish reason when the row is done. Only
+        an end of the text that could still grow into a stop sequence is held back, until it
+        cannot (stop sequences never reach the client; the rest goes out at once)."""
         tk = self.lm.tokenizer
         stop = row.sampling.stop
         finish = None
@@ -368,7 +379,7 @@ class TransformersEngine(Engine):
         if finish is not None and not (stop and finish == "stop" and tok != tk.eos_token_id):
             self._detokenize(row, final=True)
         row.finish = finish
-        end = len(row.text) if finish is not None else len(row.text) - row.holdback
+        end = len(row.text) - (0 if finish is not None else _stop_prefix(row.text, stop))
         piece = row.text[row.sent : end] if end > row.sent else ""
         row.sent = max(row.sent, end)
         if finish is not None:
