@@ -23,7 +23,10 @@ Workloads (``--workloads``):
   one case where running a batch to its longest answer loses nothing;
 - ``mixed``: request n asks for ``MIXED_CAPS[rng(n)]`` new tokens (16-128, seeded by n, the
   same on every server) and stops at ``MIXED_STOP`` (the end of a fenced code answer) or EOS,
-  so answers end at different lengths, as real traffic does.
+  so answers end at different lengths, as real traffic does;
+- ``ends``: every request asks for the same 128 tokens and stops as in ``mixed``: answers differ
+  in length only by where they end, so a batcher that groups requests by their settings (the
+  old one did) still fills its batches, and runs each to its longest answer.
 
 For streams the servers' own log lines (matched by ``X-Request-Id``) add the server's view:
 queue wait, time to first token and the prefill forward that produced it, so TTFT minus the
@@ -184,6 +187,8 @@ def request_params(workload: str, n: int, max_new: int) -> dict:
         return {"max_new_tokens": max_new}
     if workload == "mixed":
         return {"max_new_tokens": random.Random(n).choice(MIXED_CAPS), "stop": MIXED_STOP}
+    if workload == "ends":
+        return {"max_new_tokens": MIXED_CAPS[-1], "stop": MIXED_STOP}
     raise ValueError(f"unknown workload {workload!r}")
 
 
@@ -406,7 +411,7 @@ def measure(args, servers: list[Server]) -> dict[str, list[dict]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--servers", nargs="+", default=["before", "after", "vllm"])
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--levels", type=int, nargs="*", default=[1, 4, 16])
     ap.add_argument("--stream-levels", type=int, nargs="*", default=[4, 16])
     ap.add_argument("--max-new-tokens", type=int, default=64, help="the fixed workload's")
     ap.add_argument("--workloads", nargs="+", default=["fixed", "mixed"])
