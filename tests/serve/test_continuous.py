@@ -150,7 +150,7 @@ def test_a_stop_sequence_holds_back_only_text_that_could_begin_it(client):
     assert first and not any(first.endswith(stop[:k]) for k in range(1, len(stop)))
     body = {
         "inputs": PROMPT,
-        "parameters": {"max_new_tokens": 6, "stop": [stop]},
+        "parameters": {"max_new_tokens": 6, "adapter_id": "base", "stop": [stop]},
         "stream": True,
     }
     with client.stream("POST", "/invocations", json=body) as r:
