@@ -34,7 +34,7 @@ prefill can be compared with one decoding step (the token gap) at that load.
 
 Run::
 
-    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/serve_load.py --out r.json    # ~40 min, 2 cores
+    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/serve_load.py --out r.json    # over 1 h, 2 cores
     .venv/bin/python benchmarks/serve_load.py --servers before after --levels 16 --rounds 1
     .venv/bin/python benchmarks/serve_load.py --servers before after --workloads mixed
 
