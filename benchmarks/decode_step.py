@@ -3,8 +3,11 @@ length, with transformers' ``DynamicLayer`` (``torch.cat`` of the whole cache ev
 with codetune's in-place grown cache (``codetune.generation._slab_cache``).
 
     MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/decode_step.py --rows 1,16,32,64 --cached 300,600
+    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/decode_step.py --rows 16 --cached 40 --prefill 1x12,16x12
 
-Prints milliseconds per step and rows x steps per second (generated tokens/s at full slots).
+Prints milliseconds per step and rows x steps per second (generated tokens/s at full slots);
+``--prefill RxT,...`` also times the prefill forward of R prompts of T tokens (what the serving
+engine runs, instead of a decoding step, when requests join its batch).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ def main() -> None:
     ap.add_argument("--rows", default="16,32")
     ap.add_argument("--cached", default="300,600")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--prefill", default="", help="RxT shapes, e.g. 1x12,16x12")
     args = ap.parse_args()
 
     import torch
@@ -46,6 +50,18 @@ def main() -> None:
                     f"{b / step:.1f} tokens/s",
                     flush=True,
                 )
+    for shape in filter(None, args.prefill.split(",")):
+        b, t = map(int, shape.split("x"))
+        times = []
+        for _ in range(args.steps):
+            ids = torch.randint(100, 40000, (b, t))
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                model(input_ids=ids, past_key_values=_slab_cache(layers), logits_to_keep=1)
+                times.append(time.perf_counter() - t0)
+        print(
+            f"prefill rows={b} tokens={t}: {sorted(times)[len(times) // 2] * 1000:.0f} ms (median)"
+        )
 
 
 if __name__ == "__main__":

@@ -16,10 +16,27 @@ step at that load). Servers are measured one after the other per configuration, 
 configuration's order rotates by round (AB, BA, ...), so load from other processes
 falls on every side of each ratio alike.
 
+Workloads (``--workloads``):
+
+- ``fixed``: every request asks for ``--max-new-tokens`` and no stop sequence; on these
+  prompts every answer runs to that cap, so all rows of a batch start and end together — the
+  one case where running a batch to its longest answer loses nothing;
+- ``mixed``: request n asks for ``MIXED_CAPS[rng(n)]`` new tokens (16-128, seeded by n, the
+  same on every server) and stops at ``MIXED_STOP`` (the end of a fenced code answer) or EOS,
+  so answers end at different lengths, as real traffic does;
+- ``ends``: every request asks for the same 128 tokens and stops as in ``mixed``: answers differ
+  in length only by where they end, so a batcher that groups requests by their settings (the
+  old one did) still fills its batches, and runs each to its longest answer.
+
+For streams the servers' own log lines (matched by ``X-Request-Id``) add the server's view:
+queue wait, time to first token and the prefill forward that produced it, so TTFT minus the
+prefill can be compared with one decoding step (the token gap) at that load.
+
 Run::
 
-    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/serve_load.py --out r.json    # ~40 min, 2 cores
+    MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/serve_load.py --out r.json    # over 1 h, 2 cores
     .venv/bin/python benchmarks/serve_load.py --servers before after --levels 16 --rounds 1
+    .venv/bin/python benchmarks/serve_load.py --servers before after --workloads mixed
 
 ``--compare-vllm-serve`` measures instead the choice behind the vLLM engine: codetune's front
 over in-process ``AsyncLLM`` against ``vllm serve`` alone (a lower bound for putting codetune's
@@ -31,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -55,6 +73,8 @@ PROMPTS = [
     "def read_json(path):\n",
     "def clamp(x, lo, hi):\n",
 ]
+MIXED_CAPS = (16, 32, 48, 64, 80, 96, 112, 128)  # max_new_tokens of the mixed workload
+MIXED_STOP = ["\n```"]  # the end of a fenced code answer
 # vLLM's CPU build in a venv of its own; what it needs only to run here (see tests/serve).
 VLLM_ENV = {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 VLLM_SERVE_SHIM = (
@@ -161,16 +181,34 @@ def pct(values: list[float], q: float) -> float:
     return values[max(0, min(len(values) - 1, round(q * (len(values) - 1))))]
 
 
-def closed_loop(url, concurrency, total, adapter, max_new, stream=False, openai=False) -> dict:
-    """C clients, ``total`` requests; tokens/s, latency, and for streams TTFT and token gaps."""
+def request_params(workload: str, n: int, max_new: int) -> dict:
+    """TGI parameters of request ``n`` (the same on every server and round)."""
+    if workload == "fixed":
+        return {"max_new_tokens": max_new}
+    if workload == "mixed":
+        return {"max_new_tokens": random.Random(n).choice(MIXED_CAPS), "stop": MIXED_STOP}
+    if workload == "ends":
+        return {"max_new_tokens": MIXED_CAPS[-1], "stop": MIXED_STOP}
+    raise ValueError(f"unknown workload {workload!r}")
+
+
+def closed_loop(
+    url, concurrency, total, adapter, max_new, stream=False, openai=False, workload="fixed"
+) -> dict:
+    """C clients, ``total`` requests; tokens/s, latency, and for streams TTFT and token gaps
+    (``ttfts``: request id -> client-side TTFT, for :func:`server_view`)."""
+    import uuid
+
     import httpx
 
     lock = threading.Lock()
     issued = [0]
     lat, ttft, gaps, errors = [], [], [], []
+    ttfts: dict[str, float] = {}
     tokens = [0]
     clients = [httpx.Client(base_url=url, timeout=900, trust_env=False) for _ in range(concurrency)]
     start = threading.Barrier(concurrency + 1)
+    run_id = uuid.uuid4().hex[:8]
 
     def body(n):
         prompt = PROMPTS[n % len(PROMPTS)]
@@ -181,7 +219,8 @@ def closed_loop(url, concurrency, total, adapter, max_new, stream=False, openai=
                 "max_tokens": max_new,
                 "temperature": 0,
             }
-        params = {"max_new_tokens": max_new, "adapter_id": adapter, "details": not stream}
+        params = {**request_params(workload, n, max_new), "adapter_id": adapter}
+        params["details"] = not stream
         return "/invocations", {"inputs": prompt, "parameters": params, "stream": stream}
 
     def client(i):
@@ -195,10 +234,11 @@ def closed_loop(url, concurrency, total, adapter, max_new, stream=False, openai=
                     n = issued[0]
                     issued[0] += 1
                 path, b = body(n)
+                rid = f"{run_id}-{n}"
                 t0 = time.perf_counter()
                 if stream:
                     times, count = [], 0
-                    with c.stream("POST", path, json=b) as r:
+                    with c.stream("POST", path, json=b, headers={"X-Request-Id": rid}) as r:
                         for line in r.iter_lines():
                             if not line.startswith("data: ") or line == "data: [DONE]":
                                 continue
@@ -213,6 +253,7 @@ def closed_loop(url, concurrency, total, adapter, max_new, stream=False, openai=
                             continue
                         lat.append(time.perf_counter() - t0)
                         ttft.append(times[0] - t0)
+                        ttfts[rid] = times[0] - t0
                         gaps.extend(y - x for x, y in zip(times, times[1:], strict=False))
                         tokens[0] += count
                     continue
@@ -251,6 +292,36 @@ def closed_loop(url, concurrency, total, adapter, max_new, stream=False, openai=
         out["ttft_p50_s"] = round(statistics.median(ttft), 3)
         out["ttft_p99_s"] = round(pct(ttft, 0.99), 3)
         out["gap_p50_s"] = round(statistics.median(gaps), 3) if gaps else None
+        out["ttfts"] = ttfts
+    return out
+
+
+def server_view(log_path: Path, ttfts: dict[str, float]) -> dict:
+    """Medians over a stream run's requests from the server's own log lines: queue wait,
+    server-side TTFT, the prefill forward that produced the first token, and the client's
+    TTFT minus that prefill (what the first token waited for besides its own prefill)."""
+    lines = {}
+    for text in log_path.read_text(errors="replace").splitlines():
+        i = text.find('{"event": "request"')
+        if i < 0:
+            continue
+        try:
+            line = json.loads(text[i:])
+        except json.JSONDecodeError:
+            continue
+        if line.get("request_id") in ttfts:
+            lines[line["request_id"]] = line
+    out: dict = {"log_lines": len(lines)}
+    for key in ("queue_s", "ttft_s", "prefill_s", "batch_size"):
+        vals = [ln[key] for ln in lines.values() if ln.get(key) is not None]
+        if vals:
+            out[f"server_{key}_p50"] = round(statistics.median(vals), 3)
+    rest = [
+        ttfts[rid] - ln["prefill_s"] for rid, ln in lines.items() if ln.get("prefill_s") is not None
+    ]
+    if rest:
+        out["ttft_minus_prefill_p50_s"] = round(statistics.median(rest), 3)
+        out["ttft_minus_prefill_p90_s"] = round(pct(rest, 0.9), 3)
     return out
 
 
@@ -314,26 +385,38 @@ def compare_vllm_serve(args, tmp: Path, adapter: str, base: str) -> dict:
 def measure(args, servers: list[Server]) -> dict[str, list[dict]]:
     """Every configuration on every server, servers in rotating order."""
     runs: dict[str, list[dict]] = {}
-    configs = [(c, a, False) for c in args.levels for a in ("base", "tuned")]
-    configs += [(c, a, True) for c in args.stream_levels for a in ("base", "tuned")]
+    configs = []
+    for w in args.workloads:
+        configs += [(w, c, a, False) for c in args.levels for a in args.adapters]
+        stream_adapters = args.stream_adapters or args.adapters
+        configs += [(w, c, a, True) for c in args.stream_levels for a in stream_adapters]
     for rnd in range(args.rounds):
-        for i, (c, adapter_name, stream) in enumerate(configs):
+        for i, (workload, c, adapter_name, stream) in enumerate(configs):
             k = (i + rnd) % len(servers)  # each configuration rotates its order by round
             for s in servers[k:] + servers[:k]:
                 total = max(2 * c, 4)
-                r = closed_loop(s.url, c, total, adapter_name, args.max_new_tokens, stream)
-                key = f"{'stream' if stream else 'c'}{c}/{adapter_name}/{s.name}"
+                r = closed_loop(
+                    s.url, c, total, adapter_name, args.max_new_tokens, stream, workload=workload
+                )
+                if stream:
+                    time.sleep(0.5)  # the log line is written after the last byte is sent
+                    r.update(server_view(s.log_path, r.pop("ttfts")))
+                kind = "stream" if stream else "c"
+                key = f"{workload}/{kind}{c}/{adapter_name}/{s.name}"
                 runs.setdefault(key, []).append(r)
-                print(f"{key:28s} {r}", flush=True)
+                print(f"{key:34s} {r}", flush=True)
     return runs
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--servers", nargs="+", default=["before", "after", "vllm"])
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--levels", type=int, nargs="*", default=[1, 4, 16])
     ap.add_argument("--stream-levels", type=int, nargs="*", default=[4, 16])
-    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="the fixed workload's")
+    ap.add_argument("--workloads", nargs="+", default=["fixed", "mixed"])
+    ap.add_argument("--adapters", nargs="+", default=["base", "tuned"])
+    ap.add_argument("--stream-adapters", nargs="+", help="default: --adapters")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--adapter", help="adapter dir (default: a random r=16 adapter)")

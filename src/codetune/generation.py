@@ -346,26 +346,20 @@ def _slab_cache(n_layers: int):
 
 def _merge_caches(a, b, len_a: int, len_b: int):
     """Rows of cache ``b`` appended to cache ``a``; the shorter one is left-padded with zeros
-    (masked out by the attention mask) to the longer one's length. Returns ``a``."""
-    import torch
-
+    (masked out by the attention mask) to the longer one's length. Each layer is copied once,
+    straight into its new slab. Returns ``a``."""
     total = max(len_a, len_b)
     for la, lb in zip(a.layers, b.layers, strict=True):
-        parts_k, parts_v = [], []
-        for layer, n in ((la, len_a), (lb, len_b)):
-            k, v = layer.kb[..., :n, :], layer.vb[..., :n, :]
-            if n < total:
-                pad = k.new_zeros((*k.shape[:2], total - n, k.shape[-1]))
-                k, v = torch.cat([pad, k], dim=-2), torch.cat([pad, v], dim=-2)
-            parts_k.append(k)
-            parts_v.append(v)
-        k, v = torch.cat(parts_k), torch.cat(parts_v)
-        cap = total + 64
-        la.kb = k.new_empty((*k.shape[:2], cap, k.shape[-1]))
-        la.vb = torch.empty_like(la.kb)
-        la.kb[..., :total, :] = k
-        la.vb[..., :total, :] = v
-        la.n = total
+        rows_a = la.kb.shape[0]
+        shape = (rows_a + lb.kb.shape[0], la.kb.shape[1], total + 64, la.kb.shape[-1])
+        kb, vb = la.kb.new_empty(shape), la.vb.new_empty(shape)
+        for dst, src_a, src_b in ((kb, la.kb, lb.kb), (vb, la.vb, lb.vb)):
+            halves = ((slice(0, rows_a), src_a, len_a), (slice(rows_a, None), src_b, len_b))
+            for rows, src, n in halves:
+                if n < total:
+                    dst[rows, :, : total - n].zero_()
+                dst[rows, :, total - n : total] = src[..., :n, :]
+        la.kb, la.vb, la.n = kb, vb, total
         la._views()
     return a
 

@@ -107,6 +107,59 @@ def test_each_request_is_prefilled_once_even_when_streamed(server, client):
     assert after["steps"] - before["steps"] == 23
 
 
+def test_a_streams_first_token_leaves_before_its_row_joins_the_cache(server, client, monkeypatch):
+    # Guards: time to first token = wait + the prefill's own forward — the first token is
+    # pushed as soon as the prefill's logits exist, not after the new row's KV cache is merged
+    # into the running batch's (here made slow on purpose); the log line tells both times.
+    from codetune import generation
+
+    eng = engine(server)
+    merged: list[float] = []
+    original = generation._merge_caches
+
+    def slow_merge(*a, **k):
+        time.sleep(1.0)
+        out = original(*a, **k)
+        merged.append(time.perf_counter())
+        return out
+
+    monkeypatch.setattr(generation, "_merge_caches", slow_merge)
+    t = threading.Thread(target=tgi, args=(client, 60, "rand"))
+    t.start()
+    wait_for(lambda: eng.stats()["active"] == 1)
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 4}, "stream": True}
+    first = None
+    with client.stream("POST", "/invocations", json=body, headers={"X-Request-Id": "ttft-1"}) as r:
+        for line in r.iter_lines():
+            if first is None and '"token"' in line:
+                first = time.perf_counter()
+    t.join()
+    assert merged, "the stream was not merged into a running batch"
+    assert first < merged[0], f"first token {merged[0] - first:.2f}s after the merge"
+    wait_for(lambda: any(ln["request_id"] == "ttft-1" for ln in server.access_lines()))
+    line = next(ln for ln in server.access_lines() if ln["request_id"] == "ttft-1")
+    assert 0 < line["prefill_s"] <= line["ttft_s"], line
+
+
+def test_a_stop_sequence_holds_back_only_text_that_could_begin_it(client):
+    # Guards: with a stop sequence set, each token's text still goes out with its own step;
+    # only an end of the text that could grow into the stop sequence waits (holding back
+    # len(stop) - 1 characters of every answer delays a stream's first token by several steps).
+    first = tgi(client, 1).json()[0]["generated_text"]
+    stop = "<<never-printed-stop>>"
+    assert first and not any(first.endswith(stop[:k]) for k in range(1, len(stop)))
+    body = {
+        "inputs": PROMPT,
+        "parameters": {"max_new_tokens": 6, "adapter_id": "base", "stop": [stop]},
+        "stream": True,
+    }
+    with client.stream("POST", "/invocations", json=body) as r:
+        events = [json.loads(ln[6:]) for ln in r.iter_lines() if ln.startswith("data: {")]
+    texts = [e["token"]["text"] for e in events if e["token"]["text"]]
+    assert texts[0] == first, texts
+    assert "".join(texts) == events[-1]["generated_text"]
+
+
 def test_a_client_that_goes_away_frees_its_row(server, client):
     # Guards: a stream whose client disconnects stops costing compute at once (its row leaves
     # the batch), instead of decoding its remaining tokens for nobody.

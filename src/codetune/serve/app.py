@@ -488,6 +488,10 @@ def _timings(stream: Stream, info: dict) -> None:
     if stream.admitted and stream.finished:
         info["generate_s"] = round(stream.finished - stream.admitted, 4)
     info["batch_size"] = stream.batch_size
+    if stream.first_token is not None:
+        info["ttft_s"] = round(stream.first_token - stream.enqueued, 4)
+    if stream.prefill_s is not None:
+        info["prefill_s"] = round(stream.prefill_s, 4)
 
 
 def _stream(

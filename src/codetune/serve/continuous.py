@@ -4,10 +4,14 @@ Generation is not thread-safe, so one thread owns the model and runs a loop of s
 
 - **admission**: requests waiting when a step ends join the running batch at once (up to
   ``max_batch_size`` rows): their prompts are prefilled together and their first token is
-  sampled in that same forward, so a stream's first token comes one step after admission;
+  sampled in that same forward and pushed before the rows are merged into the batch's cache,
+  so a stream's first token leaves one forward (its prefill) after admission; while it runs,
+  the running rows wait (a prefill costs about one decoding step on a CPU: both read every
+  weight once);
 - **decoding**: one forward for every running row (rows may use different adapters —
   PEFT's mixed-adapter batch — and different sampling settings), then each row's new token is
-  detokenized incrementally and pushed to its stream;
+  detokenized incrementally; the step's new texts reach their streams with one wake-up of the
+  event loop;
 - **retirement**: a row that hit EOS, a stop sequence or its ``max_new_tokens``, or whose
   client went away, leaves the batch (and the KV cache) at the end of that step;
 - adapter registration and removal run between steps.
@@ -54,6 +58,17 @@ class _Row:
         self.gen = None  # a torch.Generator when the request gave a seed
         self.finish: str | None = None
         self.holdback = max((len(s) for s in sampling.stop), default=1) - 1
+
+
+def _stop_prefix(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that is the beginning of a stop sequence."""
+    longest = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:k]):
+                longest = k
+                break
+    return longest
 
 
 DEFAULT_MAX_BATCH = 16  # rows decoded together when max_batch_size is 0
@@ -262,8 +277,8 @@ class TransformersEngine(Engine):
         return toks.cpu()
 
     def _admit(self, new: list[_Row]) -> None:
-        """Prefill the new rows together, sample their first tokens, merge them into the
-        running batch's cache."""
+        """Prefill the new rows together and sample their first tokens; push those tokens as
+        soon as the logits exist, then merge the rows into the running batch's cache."""
         import torch
         import torch.nn.functional as F
 
@@ -286,6 +301,10 @@ class TransformersEngine(Engine):
         p_new = (m_new.cumsum(-1) - 1).clamp(min=0)
         c_new = _slab_cache(self.lm.model.config.num_hidden_layers)
         first = self._pick(self._forward(inp, m_new, p_new, c_new, new), new)
+        done = time.perf_counter()
+        for row in new:
+            row.stream.first_token, row.stream.prefill_s = done, done - now
+        self._push([int(t) for t in first], new)  # before the merge: the client waits on it
         if self._cache is None:
             self._cache, self._mask = c_new, m_new
             self._pos, self._last = m_new.sum(-1), first
@@ -302,7 +321,7 @@ class TransformersEngine(Engine):
         self._counters["prefills"] += 1
         self._counters["rows"] += len(new)
         self._counters["max_active"] = max(self._counters["max_active"], len(self._active))
-        self._emit([int(t) for t in first], new)
+        self._retire()
 
     def _step(self) -> None:
         """One decoding step for every running row."""
@@ -320,14 +339,26 @@ class TransformersEngine(Engine):
 
     def _emit(self, toks: list[int], rows: list[_Row]) -> None:
         """Append each row's new token, push its new text, then retire finished rows."""
+        self._push(toks, rows)
+        self._retire()
+
+    def _push(self, toks: list[int], rows: list[_Row]) -> None:
+        """Advance every row by its token; the new texts go out with one event-loop wake-up."""
+        out = []
         for tok, row in zip(toks, rows, strict=True):
-            self._advance(row, tok)
+            delta = self._advance(row, tok)
+            if delta is not None:
+                out.append((row.stream, delta))
+        Stream.push_many(out)
+
+    def _retire(self) -> None:
         self._drop(lambda r: r.stream.cancelled or r.finish is not None, None)
 
-    def _advance(self, row: _Row, tok: int) -> str | None:
-        """Add one token to ``row``; push the text that is now final. Returns the finish
-        reason when the row is done. Text that could still turn out to be the start of a stop
-        sequence is held back until it cannot (stop sequences never reach the client)."""
+    def _advance(self, row: _Row, tok: int) -> Delta | None:
+        """Add one token to ``row``; returns the text that is now final as a Delta (None when
+        there is none yet), the last one with the finish reason when the row is done. Only
+        an end of the text that could still grow into a stop sequence is held back, until it
+        cannot (stop sequences never reach the client; the rest goes out at once)."""
         tk = self.lm.tokenizer
         stop = row.sampling.stop
         finish = None
@@ -348,14 +379,12 @@ class TransformersEngine(Engine):
         if finish is not None and not (stop and finish == "stop" and tok != tk.eos_token_id):
             self._detokenize(row, final=True)
         row.finish = finish
-        end = len(row.text) if finish is not None else len(row.text) - row.holdback
+        end = len(row.text) - (0 if finish is not None else _stop_prefix(row.text, stop))
         piece = row.text[row.sent : end] if end > row.sent else ""
         row.sent = max(row.sent, end)
         if finish is not None:
-            row.stream.push(Delta(piece, finish, completion_tokens=len(row.toks)))
-        elif piece:
-            row.stream.push(Delta(piece))
-        return finish
+            return Delta(piece, finish, completion_tokens=len(row.toks))
+        return Delta(piece) if piece else None
 
     def _detokenize(self, row: _Row, final: bool = False) -> None:
         """Extend ``row.text`` with what the new tokens spell; an incomplete multi-byte

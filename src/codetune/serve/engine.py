@@ -62,6 +62,8 @@ class Stream:
     adapter: str | None
     enqueued: float = field(default_factory=time.perf_counter)
     admitted: float | None = None  # when the row joined the running batch
+    first_token: float | None = None  # when its first token existed (the prefill's logits)
+    prefill_s: float | None = None  # the admission forward that produced it
     finished: float | None = None
     batch_size: int = 0  # rows running when this one was admitted (itself included)
     cancelled: bool = False
@@ -74,6 +76,19 @@ class Stream:
         if delta.finish_reason is not None:
             self.finished = time.perf_counter()
         self._loop.call_soon_threadsafe(self._queue.put_nowait, delta)
+
+    @staticmethod
+    def push_many(items: list[tuple[Stream, Delta]]) -> None:
+        """Thread-safe: :meth:`push` for several streams with one wake-up of their event loop
+        (an engine step produces a delta for every running row)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Stream, Delta]]] = {}
+        now = time.perf_counter()
+        for stream, delta in items:
+            if delta.finish_reason is not None:
+                stream.finished = now
+            by_loop.setdefault(stream._loop, []).append((stream, delta))
+        for loop, group in by_loop.items():
+            loop.call_soon_threadsafe(_deliver, group)
 
     def fail(self, error: BaseException) -> None:
         """Thread-safe: end the stream with ``error`` (raised in the awaiting request)."""
@@ -97,6 +112,11 @@ class Stream:
             yield item
             if item.finish_reason is not None:
                 return
+
+
+def _deliver(items: list[tuple[Stream, Delta]]) -> None:
+    for stream, delta in items:
+        stream._queue.put_nowait(delta)
 
 
 class Engine(ABC):

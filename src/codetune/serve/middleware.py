@@ -14,7 +14,8 @@ server's state, not the record's result, and SageMaker may retry it.
 
 Every request (except healthy pings, which SageMaker sends every few seconds) produces one log
 line on the ``codetune.serve.access`` logger: a JSON object with request id, path, status,
-adapter, tokens in/out, queue and generation seconds, total seconds and any error message.
+adapter, tokens in/out, queue and generation seconds, time to first token and the prefill that
+produced it, total seconds and any error message.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ def _log_line(scope, status: int, info: dict, seconds: float) -> None:
         "queue_s": info.get("queue_s"),
         "generate_s": info.get("generate_s"),
         "batch_size": info.get("batch_size"),
+        "ttft_s": info.get("ttft_s"),
+        "prefill_s": info.get("prefill_s"),
         "total_s": round(seconds, 4),
     }
     if info.get("error"):

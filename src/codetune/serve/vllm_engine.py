@@ -126,6 +126,7 @@ class VllmEngine(Engine):
             )
             async for out in gen:
                 if stream.admitted is None:
+                    stream.first_token = time.perf_counter()
                     stream.admitted = self._admitted(stream, out)
                     stream.batch_size = len(self._running)
                 c = out.outputs[0]
