@@ -177,3 +177,15 @@ def test_no_function_is_longer_than_the_limit():
         f"functions over {MAX_FUNCTION_LINES} lines; split them along their steps:\n  "
         + "\n  ".join(offenders)
     )
+
+
+def test_test_modules_have_unique_names():
+    # Guards collection of the whole suite: the test directories are not packages, so pytest
+    # imports each test module under its basename, and two modules of one name in different
+    # directories stop `make test` at collection ("import file mismatch").
+    root = Path(__file__).resolve().parent
+    names: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("test_*.py")):
+        names.setdefault(path.name, []).append(path.relative_to(root).as_posix())
+    clashes = {name: paths for name, paths in names.items() if len(paths) > 1}
+    assert not clashes, f"rename one of each: {clashes}"
