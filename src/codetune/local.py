@@ -231,15 +231,13 @@ def _job_root(run: LocalRun, name: str) -> Path:
     return run.run_dir / "jobs" / name
 
 
-def _processing(
-    run: LocalRun, step: str, name: str, job: ProcessingJob, *, tolerate=False, **host
-) -> JobResult:
+def _processing(run: LocalRun, step: str, name: str, job: ProcessingJob, **host) -> JobResult:
     """Run a Processing job as SageMaker would (codetune.containers); StepFailed if it
-    fails (unless ``tolerate``: then the caller looks at the result)."""
+    fails."""
     root = _job_root(run, name)
     run.log(f"  $ {command_line(job.entrypoint, job.arguments, job.environment, root)}")
     result = run_processing_job(job, root, **host)
-    if not result.ok and not tolerate:
+    if not result.ok:
         raise StepFailed(step, result.cause(job.entrypoint))
     return result
 
@@ -305,19 +303,13 @@ def step_prepare(run: LocalRun) -> dict:
         shutil.rmtree(shards_dir)
     hosts = tuple(f"algo-{i + 1}" for i in range(n))
     parts = [run.run_dir / "codebase-parts" / host for host in hosts]
-    files = [_shard_part(codebase, i, n, part) for i, part in enumerate(parts)]
     for i, (host, part) in enumerate(zip(hosts, parts, strict=True)):
-        if not files[i] and any(files):  # (none at all: the job says what is wrong)
-            run.log(f"  {host}: ShardedByS3Key gives it no file of the codebase")
-            continue
-        run.log(f"  shard {i + 1}/{n} ({host})")
+        # an instance whose part holds nothing to prepare writes no shard and succeeds
+        files = _shard_part(codebase, i, n, part)
+        run.log(f"  shard {i + 1}/{n} ({host}): {files} files")
         job = prepare_job(req, part, shards_dir)
-        name = f"{req.jobs.prepare}-{host}"
-        result = _processing(run, "PrepareDataset", name, job, host=host, hosts=hosts,
-                             tolerate=True)  # fmt: skip
-        # a small codebase can leave an instance no file of the prepare's languages
-        if not result.ok and "no file matches" not in result.log:
-            raise StepFailed("PrepareDataset", result.cause("prepare"))
+        _processing(run, "PrepareDataset", f"{req.jobs.prepare}-{host}", job, host=host,
+                    hosts=hosts)  # fmt: skip
     merge = prepare_job(req, shards_dir, run.dataset_dir, merge=True)
     _processing(run, "PrepareDataset", req.jobs.merge, merge)
     manifest = json.loads((run.dataset_dir / "manifest.json").read_text())

@@ -644,10 +644,11 @@ def test_sharded_prepare_merges_before_training(synth, handlers, monkeypatch):
     code = prep["ProcessingInputs"][0]["S3Input"]
     assert code["S3DataDistributionType"] == "ShardedByS3Key"
     shards = prep["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
-    assert shards.endswith("-shards/")
     assert merge["ProcessingInputs"][0]["S3Input"]["S3Uri"] == shards
     dataset = merge["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
-    assert shards == dataset.rstrip("/") + "-shards/"
+    # per run: an earlier run with more instances leaves algo-N/ shards this one would merge
+    run_id = prep["Environment"]["CODETUNE_RUN_ID"]
+    assert shards == f"{dataset.rstrip('/')}-shards/{run_id}/"
     train = out.job_requests["TrainAdapter"]
     assert {c["DataSource"]["S3DataSource"]["S3Uri"] for c in train["InputDataConfig"]} == {dataset}
     assert merge["ProcessingJobName"].endswith("-merge-r0")

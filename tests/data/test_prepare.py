@@ -280,16 +280,22 @@ def test_multi_instance_processing_job_then_merge_job(tmp_path, monkeypatch) -> 
     # <output>/<host>/; the MergeDataset job reads the whole shards prefix as one input and
     # publishes one deduplicated dataset. A function present in both parts is kept once.
     shared = (STDLIB / "bisect.py").read_text()
-    hosts = ["algo-1", "algo-2"]
+    # ShardedByS3Key gives each object to one instance: with few files an instance can get
+    # none (algo-3) or none of the prepare's languages (algo-4); those write no shard and
+    # succeed, so the job and the merge do not fail for them
+    hosts = ["algo-1", "algo-2", "algo-3", "algo-4"]
     parts = {"algo-1": ["heapq.py", "shlex.py"], "algo-2": ["textwrap.py", "colorsys.py"]}
     shards = tmp_path / "s3" / "dataset-shards"
     for host in hosts:
         root = tmp_path / host
         code = root / "processing" / "input" / "code"
         code.mkdir(parents=True)
-        for name in parts[host]:
+        for name in parts.get(host, []):
             shutil.copy(STDLIB / name, code / name)
-        (code / "common.py").write_text(shared)  # the same file in both parts
+        if host in parts:
+            (code / "common.py").write_text(shared)  # the same file in both parts
+        if host == "algo-4":
+            (code / "NOTES.txt").write_text("not source\n")
         (root / "config").mkdir()
         (root / "config" / "resourceconfig.json").write_text(
             json.dumps({"current_host": host, "hosts": hosts})
@@ -298,6 +304,9 @@ def test_multi_instance_processing_job_then_merge_job(tmp_path, monkeypatch) -> 
         assert cli_main(["prepare", "--set", "workers=1", "--no-progress"]) == 0
         out = root / "processing" / "output" / "dataset"
         assert not (out / "manifest.json").exists()  # not at the prefix root: under the host
+        if host not in parts:
+            assert not (out / host).exists()
+            continue
         shutil.copytree(out / host, shards / host)  # what the S3 upload + download does
     merge_root = tmp_path / "merge"
     monkeypatch.setenv("CODETUNE_SM_ROOT", str(merge_root))
@@ -314,6 +323,11 @@ def test_multi_instance_processing_job_then_merge_job(tmp_path, monkeypatch) -> 
     # a directory holding no prepared dataset at any level: a clear error, nothing published
     bad = ["prepare", "--merge", str(tmp_path / "algo-1"), "--out", str(tmp_path / "x")]
     assert cli_main(bad) == 2 and not (tmp_path / "x").exists()
+    # outside a multi-instance job an empty codebase is still an error
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("CODETUNE_SM_ROOT", str(tmp_path / "single"))
+    assert cli_main(["prepare", "--codebase", str(empty), "--out", str(tmp_path / "y")]) == 2
 
 
 def test_capped_run_samples_the_whole_tree(tmp_path) -> None:

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Run prepare (or merge) and print a summary table."""
     from codetune.config import load_config
     from codetune.data.config import PrepareConfig
-    from codetune.data.pipeline import merge, prepare
+    from codetune.data.pipeline import NothingToPrepare, merge, prepare
     from codetune.jobenv import PREPARE_CONFIG, overrides_env
     from codetune.paths import SageMakerPaths
 
@@ -80,18 +80,28 @@ def run(args: argparse.Namespace) -> int:
         return 0
     codebase = args.codebase or sm.processing_input("code")
     hosts = sm.processing_hosts()
-    if args.out is None and hosts and len(hosts[1]) > 1:
+    sharded = args.out is None and hosts is not None and len(hosts[1]) > 1
+    if sharded:
         # A multi-instance job: every instance uploads to the same S3 prefix, so each
         # writes its shard under its own host name, for MergeDataset to find.
         out = out / hosts[0]
-    manifest = prepare(
-        cfg,
-        codebase,
-        out,
-        shard_index=args.shard_index,
-        num_shards=args.num_shards,
-        progress=not args.no_progress,
-    )
+    try:
+        manifest = prepare(
+            cfg,
+            codebase,
+            out,
+            shard_index=args.shard_index,
+            num_shards=args.num_shards,
+            progress=not args.no_progress,
+        )
+    except NothingToPrepare as e:
+        if not sharded:
+            raise
+        # ShardedByS3Key gives each object to one instance: with few files (or files of
+        # other languages) an instance's part can hold nothing to prepare. Its shard is
+        # then absent; MergeDataset merges the others and fails if no instance wrote one.
+        print(f"{hosts[0]}: no shard written; this instance's part of the codebase: {e}")
+        return 0
     print(summary_table(manifest, out))
     sys.stdout.flush()
     return 0

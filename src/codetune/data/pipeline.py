@@ -518,11 +518,15 @@ def _manifest(
     }
 
 
+class NothingToPrepare(CodetuneError):
+    """The codebase holds no file of the configured languages (or no file at all)."""
+
+
 def _check_outcome(codebase: Path, cfg: PrepareConfig, st: _Stats) -> None:
     if st.files_seen == 0:
         if not any(codebase.iterdir()):
-            raise CodetuneError(f"--codebase {codebase}: the directory is empty")
-        raise CodetuneError(
+            raise NothingToPrepare(f"--codebase {codebase}: the directory is empty")
+        raise NothingToPrepare(
             f"--codebase {codebase}: no file matches languages={list(cfg.language_names())} "
             f"include={cfg.include} (skipped: {dict(st.skipped)}); change "
             "languages/include/exclude/exclude_dirs with --set"

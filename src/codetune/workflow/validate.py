@@ -896,7 +896,9 @@ def _run_paths(
     return RunPaths(
         run_prefix=run_prefix,
         dataset=dataset_uri,
-        dataset_shards=dataset_uri.rstrip("/") + "-shards/",
+        # per run: MergeDataset reads the whole prefix, and an earlier run with more
+        # instances would have left shards (algo-N/) this run does not overwrite
+        dataset_shards=f"{dataset_uri.rstrip('/')}-shards/{rid}/",
         checkpoints=_join(root, "checkpoints", rid),
         output=output,
         eval=eval_prefix,
