@@ -4,6 +4,7 @@ with codetune's in-place grown cache (``codetune.generation._slab_cache``).
 
     MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/decode_step.py --rows 1,16,32,64 --cached 300,600
     MALLOC_ARENA_MAX=2 .venv/bin/python benchmarks/decode_step.py --rows 16 --cached 40 --prefill 1x12,16x12
+    ... --threads 1 --dtype bfloat16      # the serving engine's CPU setting where bf16 is native
 
 Prints milliseconds per step and rows x steps per second (generated tokens/s at full slots);
 ``--prefill RxT,...`` also times the prefill forward of R prompts of T tokens (what the serving
@@ -22,6 +23,8 @@ def main() -> None:
     ap.add_argument("--cached", default="300,600")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--prefill", default="", help="RxT shapes, e.g. 1x12,16x12")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = ap.parse_args()
 
     import torch
@@ -30,7 +33,11 @@ def main() -> None:
     from codetune.generation import _slab_cache
     from codetune.model import fetch_embedded
 
-    model = AutoModelForCausalLM.from_pretrained(fetch_embedded(), dtype=torch.float32).eval()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(fetch_embedded(), dtype=dtype).eval()
+    print(f"dtype={args.dtype} threads={torch.get_num_threads()}", flush=True)
     layers = model.config.num_hidden_layers
     for t in map(int, args.cached.split(",")):
         for b in map(int, args.rows.split(",")):

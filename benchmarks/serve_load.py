@@ -1,12 +1,15 @@
 """Closed-loop load against inference servers on localhost, side by side.
 
-Servers (each a ``codetune serve`` subprocess on 127.0.0.1, embedded SmolLM2-135M, fp32, one
+Servers (each a ``codetune serve`` subprocess on 127.0.0.1, embedded SmolLM2-135M, one
 torch thread, ``max_batch_size=16``; all started before the first run, idle while not measured):
 
 - ``before``: the serving code of ``--baseline-rev`` (default: the commit before the engine
   work — a batcher that runs each batch to its longest answer and streams by re-running
-  prompt + text so far for every chunk of 8 tokens), unpacked with ``git archive``;
-- ``after``: this checkout's transformers engine (continuous batching, per-token streaming);
+  prompt + text so far for every chunk of 8 tokens), unpacked with ``git archive``; fp32 (it
+  had no other dtype on the CPU);
+- ``after``: this checkout's transformers engine (continuous batching, per-token streaming)
+  at its default ``dtype=auto``: bf16 on a CPU with AMX / AVX512-BF16, else fp32;
+- ``after-fp32``: the same engine with ``dtype=float32``;
 - ``vllm``: this checkout's vLLM engine on vLLM's CPU build (``make vllm-cpu``), optional.
 
 For each concurrency level C, C clients send TGI requests back to back (each waits for its
@@ -444,10 +447,11 @@ def main() -> int:
         srcs = {
             "before": (py, baseline_src(args.baseline_rev, tmp)),
             "after": (py, REPO / "src"),
+            "after-fp32": (py, REPO / "src"),
             "vllm": (VLLM_PYTHON, REPO / "src"),
         }
         # the baseline's batch-collection window as its own benchmark ran it
-        extra = {"before": ("--set", "max_wait_ms=100")}
+        extra = {"before": ("--set", "max_wait_ms=100"), "after-fp32": ("--set", "dtype=float32")}
         servers = [
             codetune_server(n, *srcs[n], adapter, base, tmp / f"{n}.log", extra.get(n, ()))
             for n in args.servers

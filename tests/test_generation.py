@@ -233,3 +233,37 @@ def test_prompt_lookup_follows_the_copy_across_one_changed_token():
     assert generation._PromptLookup([1, 2, 3], 3).draft([42], 4) == []
     with pytest.raises(ValueError, match="greedy"):
         generation.generate_continuous(None, ["x"], temperature=0.7, draft_tokens=4)
+
+
+def _prefill_ops(model) -> set[str]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = torch.randint(100, 1000, (2, 5))
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1)
+    return {e.key for e in prof.key_averages()}
+
+
+def test_loaded_and_merged_models_prefill_with_one_matmul_per_projection(lm, random_adapter):
+    # Guards: a model with adapters (PEFT freezes the base weights) and the evaluation's
+    # merged candidate keep torch's folded matmul for 3-D inputs; with frozen weights it takes
+    # its batched path (aten::bmm over the weight expanded per row), which in bf16 on the CPU
+    # copies every weight once per prompt: an 18x slower prefill (benchmarks/RESULTS.md).
+    import copy
+
+    from peft import PeftModel
+
+    from codetune.evaluate.runner import _side_model
+
+    assert "aten::bmm" not in _prefill_ops(lm.model)
+    generation.add_adapter(lm, "later", random_adapter)
+    try:
+        assert "aten::bmm" not in _prefill_ops(lm.model)
+    finally:
+        generation.remove_adapter(lm, "later")
+    base = generation.load_model(None)
+    side, _, _ = _side_model(base, random_adapter, merge=True)
+    assert "aten::bmm" not in _prefill_ops(side.model)
+    frozen = PeftModel.from_pretrained(copy.deepcopy(base.model), str(random_adapter))
+    assert "aten::bmm" in _prefill_ops(frozen)  # what PEFT alone leaves: the batched path

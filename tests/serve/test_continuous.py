@@ -240,3 +240,71 @@ def test_incremental_detokenizer_spells_what_a_full_decode_spells(server):
         eng._detokenize(row, final=i == len(ids) - 1)
         assert "\ufffd" not in row.text
     assert row.text == tk.decode(ids, skip_special_tokens=True) == text
+
+
+
+def _greedy_with_top(lm, prompt: str, adapter, n: int, top: int = 3):
+    """Reference greedy tokens of plain transformers ``generate`` and each step's ``top``
+    candidates."""
+    import torch
+
+    model = lm.model
+    enc = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    if adapter is None:
+        model.base_model.disable_adapter_layers()
+    else:
+        model.base_model.enable_adapter_layers()
+        model.set_adapter(adapter)
+    with torch.inference_mode():
+        out = model.generate(
+            **enc, max_new_tokens=n, do_sample=False, output_logits=True,
+            return_dict_in_generate=True, temperature=None, top_p=None, top_k=None,
+        )
+    model.base_model.enable_adapter_layers()
+    tokens = out.sequences[0, enc["input_ids"].shape[1] :].tolist()
+    return tokens, [lg[0].topk(top).indices.tolist() for lg in out.logits]
+
+
+def _close(tok, text: str, tokens: list[int], tops: list[list[int]]) -> bool:
+    """True when ``text`` is the reference's greedy answer, or follows it up to a step where
+    it took one of the reference's top candidates instead (what vLLM's own tests accept
+    between bf16 implementations: rounding decides between near-tied tokens)."""
+    for j in range(len(tokens) + 1):
+        if tok.decode(tokens[:j]) == text:
+            return True
+        if j == len(tokens) or not text.startswith(tok.decode(tokens[: j + 1])):
+            break
+    alternatives = [tok.decode([*tokens[:j], t]) for t in tops[j][1:]] if j < len(tops) else []
+    return any(text.startswith(a) or a.startswith(text) for a in alternatives)
+
+
+def test_bf16_answers_are_the_bf16_reference_answers(random_adapter, embedded_model_dir):
+    # Guards: the engine in bf16 (what dtype=auto serves on a CPU with AMX/AVX512-BF16) loads
+    # base and adapter in bf16 and answers greedily what plain transformers generate answers
+    # in bf16, token for token until (at most) a step where rounding picked another of the
+    # reference's top-3 tokens; the base's answers, which are not near ties, exactly.
+    import torch
+
+    from codetune import generation
+
+    prompts = [PROMPT, "def fibonacci(n):\n", "class Stack:\n    def __init__(self):\n"]
+    lm = generation.load_model(
+        str(embedded_model_dir), {"rand": str(random_adapter)}, dtype="bfloat16"
+    )
+    want = {(name, p): _greedy_with_top(lm, p, name, 12) for name in (None, "rand") for p in prompts}
+    tok = lm.tokenizer
+    del lm
+    cfg = ServeConfig.from_env(
+        adapters={"rand": str(random_adapter)}, torch_threads=1, dtype="bfloat16"
+    )
+    with InProcessServer(cfg) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        assert srv.thread.state.engine.lm.model.dtype == torch.bfloat16
+        got = {}
+        for name, p in want:
+            body = {"inputs": p, "parameters": {"max_new_tokens": 12, "adapter_id": name or "base"}}
+            got[(name, p)] = c.post("/invocations", json=body).json()[0]["generated_text"]
+    for p in prompts:
+        assert got[(None, p)] == tok.decode(want[(None, p)][0])
+    far = {k: (v, tok.decode(want[k][0])) for k, v in got.items() if not _close(tok, v, *want[k])}
+    assert not far, far
+    assert got[("rand", PROMPT)] != got[(None, PROMPT)]

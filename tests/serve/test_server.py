@@ -30,8 +30,9 @@ SETTINGS = {  # the same server settings for both engines
 @pytest.fixture(scope="module", params=["transformers", "vllm"])
 def server(request, random_adapter, embedded_model_dir, repo_root, tmp_path_factory):
     if request.param == "transformers":
+        # fp32 as vLLM's CPU build runs, so one reference holds for both engines on any CPU
         cfg = ServeConfig.from_env(
-            adapters={"rand": str(random_adapter)}, torch_threads=1, **SETTINGS
+            adapters={"rand": str(random_adapter)}, torch_threads=1, dtype="float32", **SETTINGS
         )
         with InProcessServer(cfg) as srv:
             yield srv

@@ -75,6 +75,32 @@ def test_config_from_env_and_validation(monkeypatch):
         ServeConfig.from_env()
 
 
+def test_dtype_auto_is_bf16_only_where_the_hardware_multiplies_it(monkeypatch):
+    # Guards: the CPU engine serves bf16 only on CPUs with AMX/AVX512-BF16 (elsewhere bf16 is
+    # emulated and slower than fp32); the setting is validated and read from the image's env.
+    from pathlib import Path
+
+    import torch
+
+    from codetune import generation
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags = set(cpuinfo.read_text().split())
+        assert generation.cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
+    monkeypatch.setenv("CODETUNE_DTYPE", "bfloat16")
+    assert ServeConfig.from_env().dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="dtype must be one of auto, float32, bfloat16"):
+        ServeConfig.from_env(dtype="fp16")
+    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: True)
+    assert generation.resolve_dtype("auto", cuda=False) is torch.bfloat16
+    monkeypatch.setattr(generation, "cpu_has_native_bf16", lambda: False)
+    assert generation.resolve_dtype("auto", cuda=False) is torch.float32
+    assert generation.resolve_dtype("bfloat16", cuda=False) is torch.bfloat16
+    with pytest.raises(CodetuneError, match="dtype must be one of"):
+        generation.resolve_dtype("half", cuda=False)
+
+
 def test_cli_builds_config_from_flags(tmp_path):
     # Guards: --adapter DIR and NAME=DIR, --set overrides, and duplicate names rejected.
     from codetune.cli import build_parser

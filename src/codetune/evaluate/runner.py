@@ -156,7 +156,7 @@ def _side_model(lm, adapter_dir: Path, merge: bool):
     base weights (fp32/bf16 base: no per-step LoRA cost), or — for a quantized base, which
     cannot take merged weights — the adapter attached to ``lm`` under the candidate's name.
     Returns (LoadedModel, adapter name or None, cleanup)."""
-    from codetune.generation import LoadedModel, add_adapter, remove_adapter
+    from codetune.generation import LoadedModel, add_adapter, remove_adapter, unfreeze_for_inference
 
     if not merge:
         add_adapter(lm, CANDIDATE, adapter_dir)
@@ -166,7 +166,7 @@ def _side_model(lm, adapter_dir: Path, merge: bool):
     from peft import PeftModel
 
     merged = PeftModel.from_pretrained(copy.deepcopy(lm.model), str(adapter_dir))
-    merged = merged.merge_and_unload().eval()
+    merged = unfreeze_for_inference(merged.merge_and_unload()).eval()
     side = LoadedModel(merged, lm.tokenizer, lm.base_path, {}, lm.context_window)
     return side, None, lambda: None
 

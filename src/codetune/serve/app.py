@@ -116,7 +116,9 @@ def default_load(config: ServeConfig):
     from codetune.serve.loading import resolve_sources
 
     base, adapters = resolve_sources(config)
-    return generation.load_model(base, adapters, quantization=config.quantization)
+    return generation.load_model(
+        base, adapters, quantization=config.quantization, dtype=config.dtype
+    )
 
 
 def _load_and_warm(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:

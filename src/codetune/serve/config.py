@@ -29,6 +29,7 @@ ENV_QUEUE_SIZE = "CODETUNE_QUEUE_SIZE"
 ENV_REQUEST_TIMEOUT = "CODETUNE_REQUEST_TIMEOUT_S"
 ENV_MAX_NEW_TOKENS = "CODETUNE_MAX_NEW_TOKENS"
 ENV_TORCH_THREADS = "CODETUNE_TORCH_THREADS"
+ENV_DTYPE = "CODETUNE_DTYPE"  # auto | float32 | bfloat16 (transformers engine)
 # vLLM engine knobs (0 / unset = derived from the model, adapters and GPUs; codetune.serve.vllm_args)
 ENV_INSTANCE_TYPE = "CODETUNE_INSTANCE_TYPE"  # e.g. ml.g5.12xlarge; set by the deployment
 ENV_MAX_LORAS = "CODETUNE_VLLM_MAX_LORAS"
@@ -84,6 +85,14 @@ class ServeConfig:
     quantization: str = field(
         default="none",
         metadata={"help": "none | 4bit (NF4 base weights; transformers engine, meant for GPUs)"},
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "transformers engine: auto | float32 | bfloat16; auto = bf16 on a GPU "
+            "that has it and on a CPU that multiplies bf16 natively (AMX / AVX512-BF16, e.g. "
+            "ml.c7i), else fp32"
+        },
     )
     max_batch_size: int = field(
         default=0,
@@ -200,6 +209,10 @@ class ServeConfig:
                 f"default_max_new_tokens ({self.default_max_new_tokens}) exceeds "
                 f"max_new_tokens_cap ({self.max_new_tokens_cap})"
             )
+        from codetune.generation import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in ("none", "4bit"):
             raise ConfigError(f"quantization must be none or 4bit, got {self.quantization!r}")
         for name in self.adapters:
@@ -225,6 +238,7 @@ class ServeConfig:
             ENV_REQUEST_TIMEOUT: ("request_timeout_s", float),
             ENV_MAX_NEW_TOKENS: ("max_new_tokens_cap", int),
             ENV_TORCH_THREADS: ("torch_threads", int),
+            ENV_DTYPE: ("dtype", str),
             ENV_INSTANCE_TYPE: ("instance_type", str),
             ENV_MAX_LORAS: ("max_loras", int),
             ENV_MAX_LORA_RANK: ("max_lora_rank", int),
