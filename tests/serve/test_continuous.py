@@ -242,7 +242,6 @@ def test_incremental_detokenizer_spells_what_a_full_decode_spells(server):
     assert row.text == tk.decode(ids, skip_special_tokens=True) == text
 
 
-
 def _greedy_with_top(lm, prompt: str, adapter, n: int, top: int = 3):
     """Reference greedy tokens of plain transformers ``generate`` and each step's ``top``
     candidates."""
@@ -257,8 +256,14 @@ def _greedy_with_top(lm, prompt: str, adapter, n: int, top: int = 3):
         model.set_adapter(adapter)
     with torch.inference_mode():
         out = model.generate(
-            **enc, max_new_tokens=n, do_sample=False, output_logits=True,
-            return_dict_in_generate=True, temperature=None, top_p=None, top_k=None,
+            **enc,
+            max_new_tokens=n,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            temperature=None,
+            top_p=None,
+            top_k=None,
         )
     model.base_model.enable_adapter_layers()
     tokens = out.sequences[0, enc["input_ids"].shape[1] :].tolist()
@@ -291,7 +296,9 @@ def test_bf16_answers_are_the_bf16_reference_answers(random_adapter, embedded_mo
     lm = generation.load_model(
         str(embedded_model_dir), {"rand": str(random_adapter)}, dtype="bfloat16"
     )
-    want = {(name, p): _greedy_with_top(lm, p, name, 12) for name in (None, "rand") for p in prompts}
+    want = {
+        (name, p): _greedy_with_top(lm, p, name, 12) for name in (None, "rand") for p in prompts
+    }
     tok = lm.tokenizer
     del lm
     cfg = ServeConfig.from_env(
